@@ -1,1 +1,41 @@
-fn main() {}
+//! The project's commands, run as `cargo xtask <command>` (see README.md).
+//!
+//! Each command lives in its own module; `main` only dispatches.
+
+mod qemu;
+mod setup;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  qemu [--gdb]        boot the microkernel under QEMU and run the conformance apps
+  test                install what the tests need, then run every test (CI runs this)
+  setup               install the rustup target and QEMU if missing (idempotent)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match cmd.as_str() {
+        "qemu" => qemu::run(rest),
+        "setup" => setup::run(rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("xtask: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
