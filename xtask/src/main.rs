@@ -4,6 +4,8 @@
 
 mod qemu;
 mod setup;
+mod test;
+mod wire_sizes;
 
 use std::process::ExitCode;
 
@@ -14,6 +16,7 @@ commands:
   qemu [--gdb]        boot the microkernel under QEMU and run the conformance apps
   test                install what the tests need, then run every test (CI runs this)
   setup               install the rustup target and QEMU if missing (idempotent)
+  wire-sizes [--json] encoded sizes of typical protocol messages
 ";
 
 fn main() -> ExitCode {
@@ -25,6 +28,8 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "qemu" => qemu::run(rest),
         "setup" => setup::run(rest),
+        "test" => test::run(rest),
+        "wire-sizes" => wire_sizes::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

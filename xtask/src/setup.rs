@@ -24,7 +24,11 @@ pub fn ensure_rust_target() -> Result<(), String> {
 
 /// Installs `qemu-system-x86_64` from Debian's packages if it is not on PATH.
 pub fn ensure_qemu() -> Result<(), String> {
-    if Command::new("qemu-system-x86_64").arg("--version").output().is_ok() {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
         return Ok(());
     }
     eprintln!("xtask: installing qemu-system-x86 (apt-get)");

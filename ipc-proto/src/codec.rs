@@ -1,0 +1,65 @@
+//! Encoding into and decoding from caller-provided buffers, with proven size bounds.
+//!
+//! Decoding is total: any byte string yields a message or an [`Errno`], never a panic,
+//! never a read past the slice, and trailing bytes are refused. A message that parses but
+//! carries an invalid value (unknown flag bit, bad name, unknown errno) is `EINVAL`;
+//! anything structurally wrong (truncated, bad tag, bad varint, trailing bytes) is
+//! `EBADMSG`.
+
+use crate::Errno;
+use crate::message::{Request, Response};
+use postcard::experimental::max_size::MaxSize;
+use serde::{Deserialize, Serialize};
+
+/// Upper bound, in bytes, of every encoded [`Request`].
+pub const MAX_REQUEST_LEN: usize = Request::POSTCARD_MAX_SIZE;
+/// Upper bound, in bytes, of every encoded [`Response`].
+pub const MAX_RESPONSE_LEN: usize = <Response as MaxSize>::POSTCARD_MAX_SIZE;
+
+// The bounds the protocol promises, proven at compile time: a name-carrying request fits
+// in NAME_MAX + 16 bytes and every response in 64.
+const _: () = assert!(MAX_REQUEST_LEN <= crate::NAME_MAX + 16);
+const _: () = assert!(MAX_RESPONSE_LEN <= 64);
+
+/// Encodes `req` into `buf`, returning the number of bytes written.
+///
+/// A buffer of [`MAX_REQUEST_LEN`] bytes always suffices; a shorter one that does not
+/// fit the message is `EMSGSIZE`.
+pub fn encode_request(req: &Request, buf: &mut [u8]) -> Result<usize, Errno> {
+    encode(req, buf)
+}
+
+/// Decodes one request occupying all of `bytes`.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, Errno> {
+    decode(bytes)
+}
+
+/// Encodes `resp` into `buf`, returning the number of bytes written.
+///
+/// A buffer of [`MAX_RESPONSE_LEN`] bytes always suffices.
+pub fn encode_response(resp: &Response, buf: &mut [u8]) -> Result<usize, Errno> {
+    encode(resp, buf)
+}
+
+/// Decodes one response occupying all of `bytes`.
+pub fn decode_response(bytes: &[u8]) -> Result<Response, Errno> {
+    decode(bytes)
+}
+
+fn encode<T: Serialize>(msg: &T, buf: &mut [u8]) -> Result<usize, Errno> {
+    match postcard::to_slice(msg, buf) {
+        Ok(used) => Ok(used.len()),
+        Err(postcard::Error::SerializeBufferFull) => Err(Errno::EMSGSIZE),
+        // Our types serialize only integers, strings and enums: nothing else can fail.
+        Err(_) => Err(Errno::EINVAL),
+    }
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Errno> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((msg, [])) => Ok(msg),
+        Ok((_, _trailing)) => Err(Errno::EBADMSG),
+        Err(postcard::Error::SerdeDeCustom) => Err(Errno::EINVAL),
+        Err(_) => Err(Errno::EBADMSG),
+    }
+}

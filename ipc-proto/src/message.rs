@@ -1,0 +1,319 @@
+//! Every request and reply of the protocol: the single declaration both sides use.
+//!
+//! One request, one response: [`Response`] is `Result<Reply, Errno>`. Each request's doc
+//! lists the reply it gets on success, the errnos it can answer, and whether a retry after
+//! a lost reply is safe ("idempotent").
+
+use crate::flags::{MapFlags, MlockallFlags, Mode, MsyncFlags, OFlags, Prot};
+use crate::name::{ObjName, ShmName};
+use postcard::experimental::max_size::MaxSize;
+use serde::{Deserialize, Serialize};
+
+/// A file descriptor of the memory server's own fd table (shm objects, banks, devices).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, MaxSize,
+)]
+pub struct Fd(pub u32);
+
+/// The identity of a client (an application task), assigned by the kernel or transport,
+/// never chosen by the client itself.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, MaxSize,
+)]
+pub struct ClientId(pub u32);
+
+/// The kind of access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, MaxSize)]
+pub enum Access {
+    /// A data read.
+    Read,
+    /// A data write.
+    Write,
+    /// An instruction fetch.
+    Exec,
+}
+
+/// A signal the server tells the kernel to deliver for an unresolvable fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, MaxSize)]
+pub enum Signal {
+    /// `SIGSEGV` (11): no mapping, or the access violates its protection.
+    Segv,
+    /// `SIGBUS` (7): the mapping exists but its object has no page there (past the end).
+    Bus,
+}
+
+impl Signal {
+    /// The Linux signal number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Signal::Segv => 11,
+            Signal::Bus => 7,
+        }
+    }
+}
+
+/// The arguments of `mmap`, as in `mmap(addr, len, prot, flags, fd, offset)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct MmapArgs {
+    /// Placement hint, or the required address with `MAP_FIXED`/`MAP_FIXED_NOREPLACE`.
+    pub addr: u64,
+    /// Length in bytes; rounded up to whole pages. Zero is `EINVAL`.
+    pub len: u64,
+    /// Initial protection.
+    pub prot: Prot,
+    /// `MAP_*` flags.
+    pub flags: MapFlags,
+    /// The object to map (`None` is C's `-1`). With `MAP_ANONYMOUS` an fd naming a bank
+    /// selects the pool to allocate from (seed 000); any other fd is ignored, as on Linux.
+    pub fd: Option<Fd>,
+    /// Offset into the object, page-aligned.
+    pub offset: u64,
+}
+
+/// A request to the memory server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub enum Request {
+    /// Version handshake. Reply: [`Reply::Hello`]. Errors: `EPROTO` when the major
+    /// versions differ. Idempotent.
+    Hello {
+        /// The client's [`PROTOCOL_MAJOR`](crate::PROTOCOL_MAJOR).
+        major: u16,
+        /// The client's [`PROTOCOL_MINOR`](crate::PROTOCOL_MINOR).
+        minor: u16,
+    },
+    /// `mmap`. Reply: [`Reply::Mapped`]. Errors: `EINVAL` (len 0, unaligned fixed addr or
+    /// offset, neither/both of shared and private, bad flag mix), `EBADF`, `ENODEV`,
+    /// `EACCES` (fd mode, W^X policy), `ENOMEM` (no room, quota, commit limit, length
+    /// overflow), `EEXIST` (`MAP_FIXED_NOREPLACE`), `EOVERFLOW` (offset + len), `ENXIO`
+    /// (range beyond a device), `EPERM` (below the mapping floor), `EAGAIN` (lock limit
+    /// with `MAP_LOCKED`). Not idempotent without `MAP_FIXED`.
+    Mmap(MmapArgs),
+    /// `munmap`. Reply: [`Reply::Done`]. Errors: `EINVAL` (unaligned addr, len 0, range
+    /// outside the address space). Unmapping nothing succeeds (seed 001). Idempotent.
+    Munmap {
+        /// Page-aligned start.
+        addr: u64,
+        /// Length in bytes, rounded up to pages.
+        len: u64,
+    },
+    /// `mprotect`. Reply: [`Reply::Done`]. Errors: `EINVAL`, `ENOMEM` (a hole in the
+    /// range), `EACCES` (write on a read-only shared fd; W^X policy). Idempotent.
+    Mprotect {
+        /// Page-aligned start.
+        addr: u64,
+        /// Length in bytes, rounded up to pages.
+        len: u64,
+        /// New protection.
+        prot: Prot,
+    },
+    /// `msync`. Reply: [`Reply::Done`]. Errors: `EINVAL` (unaligned, `MS_SYNC` with
+    /// `MS_ASYNC`), `ENOMEM` (unmapped range), `EBUSY` (`MS_INVALIDATE` on locked pages).
+    /// Idempotent.
+    Msync {
+        /// Page-aligned start.
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+        /// `MS_*` flags.
+        flags: MsyncFlags,
+    },
+    /// `mlock`. Reply: [`Reply::Done`]. Errors: `EINVAL`, `ENOMEM` (unmapped range, or
+    /// over the lock limit), `EAGAIN` (no frames to pin). Idempotent.
+    Mlock {
+        /// Start (rounded down to a page).
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// `munlock`. Reply: [`Reply::Done`]. Errors: `EINVAL`, `ENOMEM` (unmapped range).
+    /// Idempotent.
+    Munlock {
+        /// Start (rounded down to a page).
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// `mlockall`. Reply: [`Reply::Done`]. Errors: `EINVAL` (no flags, or only
+    /// `MCL_ONFAULT`), `ENOMEM` (over the lock limit), `EAGAIN`. Idempotent.
+    Mlockall {
+        /// `MCL_*` flags.
+        flags: MlockallFlags,
+    },
+    /// `munlockall`. Reply: [`Reply::Done`]. Never fails. Idempotent.
+    Munlockall,
+    /// `shm_open`. Reply: [`Reply::Fd`]. Errors: `EACCES`, `EEXIST`, `EINVAL`, `EMFILE`,
+    /// `ENFILE`, `ENOENT`, `ENOSPC`, `ENAMETOOLONG` (seed 001). Not idempotent.
+    ShmOpen {
+        /// The object's name.
+        name: ShmName,
+        /// `O_RDONLY`/`O_RDWR` plus `O_CREAT`, `O_EXCL`, `O_TRUNC`.
+        oflag: OFlags,
+        /// Permission bits for a newly created object.
+        mode: Mode,
+    },
+    /// `shm_unlink`. Reply: [`Reply::Done`]. Errors: `ENOENT`, `EACCES`. Not idempotent
+    /// (a retry answers `ENOENT`).
+    ShmUnlink {
+        /// The object's name.
+        name: ShmName,
+    },
+    /// `ftruncate` on a shm fd. Reply: [`Reply::Done`]. Errors: `EBADF`, `EINVAL` (not a
+    /// shm fd, or not open for writing), `EFBIG`, `ENOSPC`. Idempotent.
+    Ftruncate {
+        /// The fd.
+        fd: Fd,
+        /// New size in bytes.
+        len: u64,
+    },
+    /// `close`. Reply: [`Reply::Done`]. Errors: `EBADF`. Not idempotent.
+    Close {
+        /// The fd.
+        fd: Fd,
+    },
+    /// `fstat`. Reply: [`Reply::Stat`]. Errors: `EBADF`. Idempotent.
+    Fstat {
+        /// The fd.
+        fd: Fd,
+    },
+    /// Open a memory bank by name (seed 000). Reply: [`Reply::Fd`]. Errors: `ENOENT`,
+    /// `EACCES` (the client has no right to the bank), `EINVAL`, `EMFILE`. Not idempotent.
+    OpenBank {
+        /// The bank's name, e.g. `dma`.
+        name: ObjName,
+    },
+    /// Open a device window by name (seed 002). Reply: [`Reply::Fd`]. Errors: `ENOENT`,
+    /// `EACCES`, `EINVAL` (bad access mode), `EMFILE`. Not idempotent.
+    OpenDevice {
+        /// The device's name, e.g. `fb0`.
+        name: ObjName,
+        /// `O_RDONLY` or `O_RDWR`.
+        oflag: OFlags,
+    },
+    /// List the caller's mappings, one per request, like `/proc/self/maps`.
+    /// Reply: [`Reply::Region`] with the first region ending above `after`, or `None`.
+    /// Never fails. Idempotent.
+    Regions {
+        /// Resume point: the `end` of the previous region, or 0.
+        after: u64,
+    },
+    /// From the kernel only: `client` faulted at `addr`. Reply: [`Reply::FaultResolved`]
+    /// or [`Reply::Signal`]. Errors: `EPERM` when not sent by the kernel, `ESRCH` for an
+    /// unknown client. Idempotent.
+    PageFault {
+        /// The faulting client.
+        client: ClientId,
+        /// The faulting address.
+        addr: u64,
+        /// What the access was.
+        access: Access,
+    },
+    /// From the kernel only: `client` exited or died; reclaim everything it held.
+    /// Reply: [`Reply::Done`]. Errors: `EPERM` when not sent by the kernel, `ESRCH` for
+    /// an unknown client. Idempotent in effect.
+    ClientExited {
+        /// The client that is gone.
+        client: ClientId,
+    },
+}
+
+/// What the server tells a client in its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct ServerInfo {
+    /// The server's major version.
+    pub major: u16,
+    /// The server's minor version.
+    pub minor: u16,
+    /// The page size, in bytes.
+    pub page_size: u32,
+    /// The longest request the server accepts.
+    pub max_request: u16,
+    /// The longest response it sends.
+    pub max_response: u16,
+}
+
+/// What kind of object an fd refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, MaxSize)]
+pub enum ObjectKind {
+    /// A shared-memory object.
+    Shm,
+    /// A memory bank.
+    Bank,
+    /// A device window.
+    Device,
+}
+
+/// `fstat`'s answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct Stat {
+    /// What the fd refers to.
+    pub kind: ObjectKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: Mode,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// A number identifying the object (like an inode number).
+    pub ino: u64,
+}
+
+/// What backs a region in a [`RegionInfo`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, MaxSize)]
+pub enum Backing {
+    /// Anonymous memory from the default bank.
+    Anonymous,
+    /// Anonymous memory from the bank with this index.
+    Bank(u8),
+    /// A shared-memory object, by its `ino`.
+    Shm(u64),
+    /// A device window, by index.
+    Device(u8),
+}
+
+/// One mapping of the caller's address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct RegionInfo {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// Current protection.
+    pub prot: Prot,
+    /// `MAP_SHARED` (true) or `MAP_PRIVATE`.
+    pub shared: bool,
+    /// Whether the pages are locked.
+    pub locked: bool,
+    /// What backs it.
+    pub backing: Backing,
+    /// Offset of `start` in the backing object.
+    pub offset: u64,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub enum Reply {
+    /// Answer to [`Request::Hello`].
+    Hello(ServerInfo),
+    /// Answer to [`Request::Mmap`]: where the mapping starts.
+    Mapped {
+        /// The mapping's address.
+        addr: u64,
+    },
+    /// Success with nothing to report.
+    Done,
+    /// A new fd.
+    Fd(Fd),
+    /// Answer to [`Request::Fstat`].
+    Stat(Stat),
+    /// Answer to [`Request::Regions`].
+    Region(Option<RegionInfo>),
+    /// The fault is resolved; resume the client.
+    FaultResolved,
+    /// The fault cannot be resolved; deliver this signal.
+    Signal(Signal),
+}
+
+/// Every answer: a [`Reply`] or an [`Errno`](crate::Errno).
+pub type Response = Result<Reply, crate::Errno>;

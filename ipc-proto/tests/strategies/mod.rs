@@ -1,0 +1,191 @@
+//! Proptest strategies producing every message type with arbitrary valid contents.
+#![allow(dead_code)]
+
+use ipc_proto::*;
+use proptest::prelude::*;
+
+pub fn prot() -> impl Strategy<Value = Prot> {
+    any::<u32>().prop_map(Prot::from_bits_truncate)
+}
+pub fn map_flags() -> impl Strategy<Value = MapFlags> {
+    any::<u32>().prop_map(MapFlags::from_bits_truncate)
+}
+pub fn msync_flags() -> impl Strategy<Value = MsyncFlags> {
+    any::<u32>().prop_map(MsyncFlags::from_bits_truncate)
+}
+pub fn mlockall_flags() -> impl Strategy<Value = MlockallFlags> {
+    any::<u32>().prop_map(MlockallFlags::from_bits_truncate)
+}
+pub fn oflags() -> impl Strategy<Value = OFlags> {
+    any::<u32>().prop_map(OFlags::from_bits_truncate)
+}
+pub fn mode() -> impl Strategy<Value = Mode> {
+    (0..=Mode::MASK).prop_map(|m| Mode::from_raw(m).unwrap())
+}
+pub fn fd() -> impl Strategy<Value = Fd> {
+    any::<u32>().prop_map(Fd)
+}
+pub fn client() -> impl Strategy<Value = ClientId> {
+    any::<u32>().prop_map(ClientId)
+}
+pub fn shm_name() -> impl Strategy<Value = ShmName> {
+    "[a-zA-Z0-9._é-]{1,64}|[x]{255}"
+        .prop_filter("not . or ..", |s| s != "." && s != "..")
+        .prop_filter_map("fits", |s| ShmName::from_component(&s).ok())
+}
+pub fn obj_name() -> impl Strategy<Value = ObjName> {
+    "[a-z0-9_-]{1,32}".prop_map(|s| ObjName::new(&s).unwrap())
+}
+pub fn access() -> impl Strategy<Value = Access> {
+    prop_oneof![Just(Access::Read), Just(Access::Write), Just(Access::Exec)]
+}
+pub fn signal() -> impl Strategy<Value = Signal> {
+    prop_oneof![Just(Signal::Segv), Just(Signal::Bus)]
+}
+pub fn errno() -> impl Strategy<Value = Errno> {
+    prop::sample::select(Errno::ALL)
+}
+
+pub fn mmap_args() -> impl Strategy<Value = MmapArgs> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        prot(),
+        map_flags(),
+        prop::option::of(fd()),
+        any::<u64>(),
+    )
+        .prop_map(|(addr, len, prot, flags, fd, offset)| MmapArgs {
+            addr,
+            len,
+            prot,
+            flags,
+            fd,
+            offset,
+        })
+}
+
+pub fn request() -> impl Strategy<Value = Request> {
+    let u = any::<u64>;
+    prop_oneof![
+        (any::<u16>(), any::<u16>()).prop_map(|(major, minor)| Request::Hello { major, minor }),
+        mmap_args().prop_map(Request::Mmap),
+        (u(), u()).prop_map(|(addr, len)| Request::Munmap { addr, len }),
+        (u(), u(), prot()).prop_map(|(addr, len, prot)| Request::Mprotect { addr, len, prot }),
+        (u(), u(), msync_flags()).prop_map(|(addr, len, flags)| Request::Msync {
+            addr,
+            len,
+            flags
+        }),
+        (u(), u()).prop_map(|(addr, len)| Request::Mlock { addr, len }),
+        (u(), u()).prop_map(|(addr, len)| Request::Munlock { addr, len }),
+        mlockall_flags().prop_map(|flags| Request::Mlockall { flags }),
+        Just(Request::Munlockall),
+        (shm_name(), oflags(), mode()).prop_map(|(name, oflag, mode)| Request::ShmOpen {
+            name,
+            oflag,
+            mode
+        }),
+        shm_name().prop_map(|name| Request::ShmUnlink { name }),
+        (fd(), u()).prop_map(|(fd, len)| Request::Ftruncate { fd, len }),
+        fd().prop_map(|fd| Request::Close { fd }),
+        fd().prop_map(|fd| Request::Fstat { fd }),
+        obj_name().prop_map(|name| Request::OpenBank { name }),
+        (obj_name(), oflags()).prop_map(|(name, oflag)| Request::OpenDevice { name, oflag }),
+        u().prop_map(|after| Request::Regions { after }),
+        (client(), u(), access()).prop_map(|(client, addr, access)| Request::PageFault {
+            client,
+            addr,
+            access
+        }),
+        client().prop_map(|client| Request::ClientExited { client }),
+    ]
+}
+
+pub fn backing() -> impl Strategy<Value = Backing> {
+    prop_oneof![
+        Just(Backing::Anonymous),
+        any::<u8>().prop_map(Backing::Bank),
+        any::<u64>().prop_map(Backing::Shm),
+        any::<u8>().prop_map(Backing::Device),
+    ]
+}
+
+pub fn region() -> impl Strategy<Value = RegionInfo> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        prot(),
+        any::<bool>(),
+        any::<bool>(),
+        backing(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(start, end, prot, shared, locked, backing, offset)| RegionInfo {
+                start,
+                end,
+                prot,
+                shared,
+                locked,
+                backing,
+                offset,
+            },
+        )
+}
+
+pub fn stat() -> impl Strategy<Value = Stat> {
+    let kind = prop_oneof![
+        Just(ObjectKind::Shm),
+        Just(ObjectKind::Bank),
+        Just(ObjectKind::Device)
+    ];
+    (
+        kind,
+        any::<u64>(),
+        mode(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+    )
+        .prop_map(|(kind, size, mode, uid, gid, ino)| Stat {
+            kind,
+            size,
+            mode,
+            uid,
+            gid,
+            ino,
+        })
+}
+
+pub fn reply() -> impl Strategy<Value = Reply> {
+    prop_oneof![
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<u16>()
+        )
+            .prop_map(
+                |(major, minor, page_size, max_request, max_response)| Reply::Hello(ServerInfo {
+                    major,
+                    minor,
+                    page_size,
+                    max_request,
+                    max_response
+                })
+            ),
+        any::<u64>().prop_map(|addr| Reply::Mapped { addr }),
+        Just(Reply::Done),
+        fd().prop_map(Reply::Fd),
+        stat().prop_map(Reply::Stat),
+        prop::option::of(region()).prop_map(Reply::Region),
+        Just(Reply::FaultResolved),
+        signal().prop_map(Reply::Signal),
+    ]
+}
+
+pub fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![reply().prop_map(Ok), errno().prop_map(Err)]
+}

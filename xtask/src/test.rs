@@ -1,0 +1,37 @@
+//! `cargo xtask test`: install what the tests need, then run every test suite.
+//!
+//! This is the README's test command and what `.ci/run` calls.
+
+use crate::setup;
+
+/// Entry point of `cargo xtask test`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    if !args.is_empty() {
+        return Err("usage: cargo xtask test".into());
+    }
+    setup::ensure_rust_target()?;
+    setup::ensure_qemu()?;
+    step("unit, property and scenario tests", || {
+        setup::status("cargo", &["test", "--workspace", "--quiet"])
+    })?;
+    step("bare-metal build of the no_std crates", || {
+        setup::status(
+            "cargo",
+            &[
+                "build",
+                "--quiet",
+                "--target",
+                setup::KERNEL_TARGET,
+                "-p",
+                "ipc-proto",
+            ],
+        )
+    })?;
+    eprintln!("xtask test: all steps passed");
+    Ok(())
+}
+
+fn step(what: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    eprintln!("xtask test: {what}");
+    f().map_err(|e| format!("{what}: {e}"))
+}
