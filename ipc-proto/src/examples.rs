@@ -4,8 +4,8 @@
 use crate::flags::{MapFlags, MlockallFlags, Mode, MsyncFlags, OFlags, Prot};
 use crate::limits::{NAME_MAX, PAGE_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 use crate::message::{
-    Access, Backing, ClientId, Fd, MmapArgs, ObjectKind, RegionInfo, Reply, Request, Response,
-    ServerInfo, Signal, Stat,
+    Access, Backing, CacheMode, ClientId, Fd, MmapArgs, ObjectKind, PageInfo, RegionInfo, Reply,
+    Request, Response, ServerInfo, ServerStats, Signal, Stat,
 };
 use crate::name::{ObjName, ShmName};
 use crate::{Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
@@ -133,18 +133,27 @@ pub fn requests() -> [(&'static str, Request); 19] {
     ]
 }
 
-/// The kernel-originated exit notice (kept apart so `requests` stays a fixed array).
-pub fn client_exited() -> (&'static str, Request) {
-    (
-        "client_exited",
-        Request::ClientExited {
-            client: ClientId(7),
-        },
-    )
+/// Requests beyond the first array: the kernel's exit notice and the introspection calls.
+pub fn more_requests() -> [(&'static str, Request); 3] {
+    [
+        (
+            "client_exited",
+            Request::ClientExited {
+                client: ClientId(7),
+            },
+        ),
+        ("stats", Request::Stats),
+        (
+            "page_info",
+            Request::PageInfo {
+                addr: 0x7f00_0000_0000,
+            },
+        ),
+    ]
 }
 
 /// One example of every reply variant, plus an error response.
-pub fn responses() -> [(&'static str, Response); 11] {
+pub fn responses() -> [(&'static str, Response); 13] {
     [
         (
             "hello",
@@ -191,6 +200,29 @@ pub fn responses() -> [(&'static str, Response); 11] {
         ("fault_resolved", Ok(Reply::FaultResolved)),
         ("signal_segv", Ok(Reply::Signal(Signal::Segv))),
         ("signal_bus", Ok(Reply::Signal(Signal::Bus))),
+        (
+            "stats",
+            Ok(Reply::Stats(ServerStats {
+                total_frames: 32768,
+                free_frames: 30000,
+                table_frames: 12,
+                shm_objects: 2,
+                clients: 3,
+                violations: 0,
+            })),
+        ),
+        (
+            "page_info",
+            Ok(Reply::PageInfo(PageInfo {
+                mapped: true,
+                resident: true,
+                installed: true,
+                writable: false,
+                executable: false,
+                cache: CacheMode::WriteCombining,
+                locked: false,
+            })),
+        ),
         ("err_enomem", Err(Errno::ENOMEM)),
     ]
 }

@@ -214,6 +214,15 @@ pub enum Request {
         /// The client that is gone.
         client: ClientId,
     },
+    /// Server-wide counters, like `/proc/meminfo`: lets a test prove nothing leaked.
+    /// Reply: [`Reply::Stats`]. Never fails. Idempotent.
+    Stats,
+    /// What backs the caller's page at `addr`, like a `/proc/self/pagemap` entry (without
+    /// the physical frame number). Reply: [`Reply::PageInfo`]. Never fails. Idempotent.
+    PageInfo {
+        /// Any address in the page.
+        addr: u64,
+    },
 }
 
 /// What the server tells a client in its handshake.
@@ -313,6 +322,58 @@ pub enum Reply {
     FaultResolved,
     /// The fault cannot be resolved; deliver this signal.
     Signal(Signal),
+    /// Answer to [`Request::Stats`].
+    Stats(ServerStats),
+    /// Answer to [`Request::PageInfo`].
+    PageInfo(PageInfo),
+}
+
+/// Server-wide counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct ServerStats {
+    /// Frames the server manages, in every bank.
+    pub total_frames: u64,
+    /// Frames free right now.
+    pub free_frames: u64,
+    /// Frames lent to the kernel stub as page-table pages.
+    pub table_frames: u64,
+    /// Shared-memory objects alive (named or not).
+    pub shm_objects: u32,
+    /// Clients known to the server.
+    pub clients: u32,
+    /// Invariant violations found since start (when self-checking is on); always 0 in a
+    /// correct server.
+    pub violations: u32,
+}
+
+/// The caching mode of an installed page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, MaxSize)]
+pub enum CacheMode {
+    /// Normal write-back memory.
+    WriteBack,
+    /// Write-combining (`MAP_WC`).
+    WriteCombining,
+    /// Uncached (device windows without `MAP_WC`).
+    Uncached,
+}
+
+/// What backs one page of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct PageInfo {
+    /// A region covers the page.
+    pub mapped: bool,
+    /// A frame holds the page's contents (it has been touched or populated).
+    pub resident: bool,
+    /// The page table has an entry for it now.
+    pub installed: bool,
+    /// The installed entry allows writes.
+    pub writable: bool,
+    /// The installed entry allows instruction fetches.
+    pub executable: bool,
+    /// The installed entry's caching mode.
+    pub cache: CacheMode,
+    /// The page is locked (`mlock`).
+    pub locked: bool,
 }
 
 /// Every answer: a [`Reply`] or an [`Errno`](crate::Errno).

@@ -20,7 +20,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn all_requests() -> Vec<(&'static str, Request)> {
     let mut v: Vec<_> = examples::requests().into_iter().collect();
-    v.push(examples::client_exited());
+    v.extend(examples::more_requests());
     v
 }
 
@@ -113,7 +113,7 @@ fn golden_vectors_cover_every_request_variant() {
         .iter()
         .map(|(_, r)| variant_of(&format!("{r:?}")))
         .collect();
-    assert_eq!(declared.len(), 19);
+    assert_eq!(declared.len(), 21);
     assert_eq!(declared, covered, "a request variant has no golden vector");
 }
 
@@ -128,7 +128,7 @@ fn golden_vectors_cover_every_reply_variant() {
         .filter_map(|(_, r)| r.as_ref().ok())
         .map(|r| variant_of(&format!("{r:?}")))
         .collect();
-    assert_eq!(declared.len(), 8);
+    assert_eq!(declared.len(), 10);
     assert_eq!(declared, covered, "a reply variant has no golden vector");
     assert!(examples::responses().iter().any(|(_, r)| r.is_err()));
 }

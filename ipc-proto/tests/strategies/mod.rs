@@ -99,6 +99,8 @@ pub fn request() -> impl Strategy<Value = Request> {
             access
         }),
         client().prop_map(|client| Request::ClientExited { client }),
+        Just(Request::Stats),
+        any::<u64>().prop_map(|addr| Request::PageInfo { addr }),
     ]
 }
 
@@ -183,6 +185,31 @@ pub fn reply() -> impl Strategy<Value = Reply> {
         prop::option::of(region()).prop_map(Reply::Region),
         Just(Reply::FaultResolved),
         signal().prop_map(Reply::Signal),
+        (any::<[u64; 3]>(), any::<[u32; 3]>()).prop_map(|(a, b)| Reply::Stats(ServerStats {
+            total_frames: a[0],
+            free_frames: a[1],
+            table_frames: a[2],
+            shm_objects: b[0],
+            clients: b[1],
+            violations: b[2],
+        })),
+        (any::<[bool; 6]>(), cache()).prop_map(|(b, cache)| Reply::PageInfo(PageInfo {
+            mapped: b[0],
+            resident: b[1],
+            installed: b[2],
+            writable: b[3],
+            executable: b[4],
+            cache,
+            locked: b[5],
+        })),
+    ]
+}
+
+pub fn cache() -> impl Strategy<Value = CacheMode> {
+    prop_oneof![
+        Just(CacheMode::WriteBack),
+        Just(CacheMode::WriteCombining),
+        Just(CacheMode::Uncached)
     ]
 }
 
