@@ -4,8 +4,8 @@
 use crate::flags::{MapFlags, MlockallFlags, Mode, MsyncFlags, OFlags, Prot};
 use crate::limits::{NAME_MAX, PAGE_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 use crate::message::{
-    Access, Backing, CacheMode, ClientId, Fd, MmapArgs, ObjectKind, PageInfo, RegionInfo, Reply,
-    Request, Response, ServerInfo, ServerStats, Signal, Stat,
+    Access, Backing, CacheMode, ClientId, ClientSpec, Fd, MmapArgs, ObjectKind, PageInfo,
+    RegionInfo, Reply, Request, Response, ServerInfo, ServerStats, Signal, Stat,
 };
 use crate::name::{ObjName, ShmName};
 use crate::{Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
@@ -134,8 +134,15 @@ pub fn requests() -> [(&'static str, Request); 19] {
 }
 
 /// Requests beyond the first array: the kernel's exit notice and the introspection calls.
-pub fn more_requests() -> [(&'static str, Request); 3] {
+pub fn more_requests() -> [(&'static str, Request); 4] {
     [
+        (
+            "client_started",
+            Request::ClientStarted {
+                client: ClientId(7),
+                spec: ClientSpec::DEFAULT,
+            },
+        ),
         (
             "client_exited",
             Request::ClientExited {

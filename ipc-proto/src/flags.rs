@@ -55,7 +55,8 @@ bitflags! {
         /// Map with write-combining caching where possible (seed 002; device windows).
         /// Extension of this protocol.
         const WC = 0x0400;
-        /// Ignored, as on Linux.
+        /// Refuse (`ETXTBSY`) if the object is open for writing, and refuse opening it
+        /// for writing while so mapped (seed 004; Linux has since dropped this).
         const DENYWRITE = 0x0800;
         /// Ignored, as on Linux.
         const EXECUTABLE = 0x1000;
@@ -79,9 +80,6 @@ impl MapFlags {
     pub const ANON: MapFlags = MapFlags::ANONYMOUS;
     /// `MAP_FILE` is zero on Linux: a compatibility spelling with no bit.
     pub const FILE: MapFlags = MapFlags::empty();
-    /// `MAP_SHARED_VALIDATE`: `SHARED | PRIVATE`, meaning "shared, and validate all flags".
-    /// This protocol validates all flags always, so it is treated as `SHARED`.
-    pub const SHARED_VALIDATE: MapFlags = MapFlags::SHARED.union(MapFlags::PRIVATE);
 }
 
 bitflags! {

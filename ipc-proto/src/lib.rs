@@ -29,7 +29,7 @@ pub use errno::Errno;
 pub use flags::{MapFlags, MlockallFlags, Mode, MsyncFlags, OFlags, Prot};
 pub use limits::{NAME_MAX, OBJ_NAME_MAX, PAGE_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 pub use message::{
-    Access, Backing, CacheMode, ClientId, Fd, MmapArgs, ObjectKind, PageInfo, RegionInfo, Reply,
-    Request, Response, ServerInfo, ServerStats, Signal, Stat,
+    Access, Backing, CacheMode, ClientId, ClientSpec, Fd, Limits, MmapArgs, ObjectKind, PageInfo,
+    RegionInfo, Reply, Request, Response, ServerInfo, ServerStats, Signal, Stat,
 };
 pub use name::{ObjName, ShmName};

@@ -214,6 +214,15 @@ pub enum Request {
         /// The client that is gone.
         client: ClientId,
     },
+    /// From the kernel only: a new client exists, with this identity and these limits.
+    /// Reply: [`Reply::Done`]. Errors: `EPERM` when not sent by the kernel, `EEXIST` for a
+    /// client already known, `ENOMEM` when no address space can be made. Not idempotent.
+    ClientStarted {
+        /// The new client.
+        client: ClientId,
+        /// Its identity, rights and limits.
+        spec: ClientSpec,
+    },
     /// Server-wide counters, like `/proc/meminfo`: lets a test prove nothing leaked.
     /// Reply: [`Reply::Stats`]. Never fails. Idempotent.
     Stats,
@@ -223,6 +232,72 @@ pub enum Request {
         /// Any address in the page.
         addr: u64,
     },
+}
+
+/// Per-client limits, the analogues of `RLIMIT_*` and `vm.max_map_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct Limits {
+    /// Most regions the address space may hold (`ENOMEM` beyond, as `max_map_count`).
+    pub max_regions: u32,
+    /// Most bytes mapped at once (`ENOMEM` beyond, as `RLIMIT_AS`).
+    pub max_bytes: u64,
+    /// Most fds open at once (`EMFILE` beyond, as `RLIMIT_NOFILE`).
+    pub max_fds: u32,
+    /// Most bytes locked at once (`ENOMEM`/`EAGAIN` beyond, as `RLIMIT_MEMLOCK`).
+    pub max_locked: u64,
+}
+
+impl Limits {
+    /// Linux's defaults: 65 530 regions, no address-space limit, 1024 fds, 8 MiB locked.
+    pub const DEFAULT: Limits = Limits {
+        max_regions: 65_530,
+        max_bytes: u64::MAX,
+        max_fds: 1024,
+        max_locked: 8 << 20,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// Who a client is and what it may do: set by the kernel when the client starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct ClientSpec {
+    /// User id, checked against shm objects' mode bits (0 is root: bypasses them).
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// W^X policy: refuse `PROT_WRITE|PROT_EXEC` with `EACCES` (seed 002's "MAC
+    /// disallowed this").
+    pub deny_wx: bool,
+    /// Bit `i` set: the client may open bank `i`.
+    pub banks: u32,
+    /// Bit `i` set: the client may open device `i`.
+    pub devices: u32,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+impl ClientSpec {
+    /// An ordinary user (uid/gid 1000), W^X off, every bank and device allowed, Linux's
+    /// default limits.
+    pub const DEFAULT: ClientSpec = ClientSpec {
+        uid: 1000,
+        gid: 1000,
+        deny_wx: false,
+        banks: u32::MAX,
+        devices: u32::MAX,
+        limits: Limits::DEFAULT,
+    };
+}
+
+impl Default for ClientSpec {
+    fn default() -> Self {
+        ClientSpec::DEFAULT
+    }
 }
 
 /// What the server tells a client in its handshake.

@@ -99,6 +99,7 @@ pub fn request() -> impl Strategy<Value = Request> {
             access
         }),
         client().prop_map(|client| Request::ClientExited { client }),
+        (client(), spec()).prop_map(|(client, spec)| Request::ClientStarted { client, spec }),
         Just(Request::Stats),
         any::<u64>().prop_map(|addr| Request::PageInfo { addr }),
     ]
@@ -203,6 +204,28 @@ pub fn reply() -> impl Strategy<Value = Reply> {
             locked: b[5],
         })),
     ]
+}
+
+pub fn spec() -> impl Strategy<Value = ClientSpec> {
+    (
+        any::<[u32; 4]>(),
+        any::<bool>(),
+        any::<[u64; 2]>(),
+        any::<[u32; 2]>(),
+    )
+        .prop_map(|(a, deny_wx, b, c)| ClientSpec {
+            uid: a[0],
+            gid: a[1],
+            deny_wx,
+            banks: a[2],
+            devices: a[3],
+            limits: Limits {
+                max_regions: c[0],
+                max_bytes: b[0],
+                max_fds: c[1],
+                max_locked: b[1],
+            },
+        })
 }
 
 pub fn cache() -> impl Strategy<Value = CacheMode> {
