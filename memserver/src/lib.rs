@@ -1,2 +1,38 @@
-//! Placeholder; filled by its issue.
+//! The memory server core: it owns every physical frame and the right to change page
+//! tables, and answers the `mmap` call family sent as `ipc-proto` messages.
+//!
+//! [`Server::handle`] takes one request from a [`Sender`] and returns its response;
+//! [`Server::handle_message`] does the same on encoded bytes. The server reaches
+//! hardware only through the [`KernelStub`] trait: the in-process runtime
+//! ([`inproc`]) implements it with the real `kernel-stub` over simulated RAM; the
+//! microkernel and hosted runtimes implement it with syscalls and `mmap`.
+//!
+//! The three nouns of MINIX's VM server and L4Re's region manager are here too: a
+//! [`Region`](region::Region) of a per-client [`RegionMap`](region_map::RegionMap), the
+//! [`MemObject`](object::MemObject)s behind shared memory, and the fault handler
+//! (`fault.rs`) that asks them for a page.
 #![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod config;
+mod fault;
+pub mod fd;
+pub mod frame_alloc;
+mod invariants;
+pub mod machine;
+pub mod mem;
+pub mod model_stub;
+pub mod object;
+pub mod region;
+pub mod region_map;
+mod server;
+mod shm;
+pub mod stub;
+mod vm;
+
+pub use config::{BankConfig, Config, DeviceConfig, FrameRange};
+pub use server::{Sender, Server};
+pub use stub::{Frame, KernelStub, PageAttrs, StubError};

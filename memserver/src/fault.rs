@@ -1,0 +1,228 @@
+//! Page-fault resolution: find the region, check the access, then supply the page
+//! (zero-fill, share an object page, copy on write, map a device frame) or answer the
+//! signal the kernel must deliver.
+
+use crate::region::RegionBacking;
+use crate::server::Server;
+use crate::stub::{Frame, KernelStub};
+use crate::vm::{attrs_for, prot_allows};
+use ipc_proto::{Access, ClientId, Errno, PAGE_SIZE, Signal};
+
+const PAGE_MASK: u64 = PAGE_SIZE - 1;
+
+impl<K: KernelStub> Server<K> {
+    /// Resolves a fault of `id` at `addr`: `None` means resume, `Some` the signal to
+    /// deliver. Running out of frames is `SIGBUS`, as for a full tmpfs on Linux.
+    pub(crate) fn fault(
+        &mut self,
+        id: ClientId,
+        addr: u64,
+        access: Access,
+    ) -> Result<Option<Signal>, Errno> {
+        if !self.clients.contains_key(&id) {
+            return Err(Errno::ESRCH);
+        }
+        match self.resolve(id, addr & !PAGE_MASK, access) {
+            Ok(outcome) => Ok(outcome),
+            Err(_) => Ok(Some(Signal::Bus)),
+        }
+    }
+
+    /// Supplies the page at `va` for `access`; `Err` only when frames ran out.
+    pub(crate) fn resolve(
+        &mut self,
+        id: ClientId,
+        va: u64,
+        access: Access,
+    ) -> Result<Option<Signal>, Errno> {
+        let Some(c) = self.clients.get(&id) else {
+            return Err(Errno::ESRCH);
+        };
+        let r = match c.regions.find(va) {
+            Some(r) => *r,
+            None => match self.grow_stack(id, va) {
+                Some(r) => r,
+                None => return Ok(Some(Signal::Segv)),
+            },
+        };
+        if !prot_allows(r.prot, access) {
+            return Ok(Some(Signal::Segv));
+        }
+        let write = access == Access::Write;
+        let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
+        let space = c.space;
+        let installed = self.mem.stub.query(space, va);
+
+        // A private page this client already owns (anonymous, or a copy-on-write copy).
+        if let Some(&f) = c.anon.get(&va) {
+            let exclusive = self.mem.frames.refcount(f) == 1;
+            if write && !exclusive {
+                return self.copy_on_write(id, va, f, &r).map(|()| None);
+            }
+            let attrs = attrs_for(&r, exclusive);
+            match installed {
+                Some((g, a)) if g == f && (a.writable || !write) => {}
+                Some((g, _)) if g == f => self.mem.stub.protect(space, va, 1, attrs),
+                Some(_) => self
+                    .mem
+                    .reinstall(space, va, f, attrs)
+                    .map_err(|_| Errno::ENOMEM)?,
+                None => self
+                    .mem
+                    .install(space, va, f, attrs)
+                    .map_err(|_| Errno::ENOMEM)?,
+            }
+            return Ok(None);
+        }
+
+        match r.backing {
+            RegionBacking::Anon { bank } => {
+                let f = self.mem.alloc_zeroed(bank).ok_or(Errno::ENOMEM)?;
+                self.install_private(id, va, f, attrs_for(&r, true))?;
+                Ok(None)
+            }
+            RegionBacking::Device { dev, offset } => {
+                let Some(d) = self.cfg.devices.get(dev.0 as usize) else {
+                    return Ok(Some(Signal::Bus));
+                };
+                let idx = (offset + va - r.start) / PAGE_SIZE;
+                if idx >= d.frames.count {
+                    return Ok(Some(Signal::Bus));
+                }
+                let f = Frame(d.frames.start + idx);
+                if installed.is_none() {
+                    self.mem
+                        .install(space, va, f, attrs_for(&r, true))
+                        .map_err(|_| Errno::ENOMEM)?;
+                } else if write {
+                    self.mem.stub.protect(space, va, 1, attrs_for(&r, true));
+                }
+                Ok(None)
+            }
+            RegionBacking::Object { obj, offset } => {
+                let idx = (offset + va - r.start) / PAGE_SIZE;
+                let Some(o) = self.objects.get(&obj) else {
+                    return Ok(Some(Signal::Bus));
+                };
+                // Seed 004: access beyond the end of the object is SIGBUS.
+                if idx >= o.size.div_ceil(PAGE_SIZE) {
+                    return Ok(Some(Signal::Bus));
+                }
+                if !r.shared && write {
+                    // First write to a private mapping: a private copy of the object page.
+                    let src = o.pages.get(&idx).copied();
+                    let f = match src {
+                        Some(src) => self.mem.alloc_copy(r.charge_bank(), src),
+                        None => self.mem.alloc_zeroed(r.charge_bank()),
+                    }
+                    .ok_or(Errno::ENOMEM)?;
+                    if installed.is_some() {
+                        self.mem.stub.unmap(space, va, 1);
+                    }
+                    self.install_private(id, va, f, attrs_for(&r, true))?;
+                    return Ok(None);
+                }
+                let f = match o.pages.get(&idx) {
+                    Some(&f) => f,
+                    None => {
+                        let f = self.mem.alloc_zeroed(o.bank).ok_or(Errno::ENOMEM)?;
+                        if let Some(o) = self.objects.get_mut(&obj) {
+                            o.pages.insert(idx, f);
+                        }
+                        f
+                    }
+                };
+                let attrs = attrs_for(&r, r.shared);
+                match installed {
+                    Some((_, a)) if a.writable || !write => {}
+                    Some(_) => self.mem.stub.protect(space, va, 1, attrs),
+                    None => self
+                        .mem
+                        .install(space, va, f, attrs)
+                        .map_err(|_| Errno::ENOMEM)?,
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Installs a fresh private frame at `va` and records it; frees it on failure.
+    fn install_private(
+        &mut self,
+        id: ClientId,
+        va: u64,
+        f: Frame,
+        attrs: crate::stub::PageAttrs,
+    ) -> Result<(), Errno> {
+        let space = self.clients.get(&id).ok_or(Errno::ESRCH)?.space;
+        if self.mem.install(space, va, f, attrs).is_err() {
+            self.mem.release(f);
+            return Err(Errno::ENOMEM);
+        }
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.anon.insert(va, f);
+        }
+        Ok(())
+    }
+
+    /// Replaces a shared private frame by a copy the client owns alone.
+    fn copy_on_write(
+        &mut self,
+        id: ClientId,
+        va: u64,
+        shared: Frame,
+        r: &crate::region::Region,
+    ) -> Result<(), Errno> {
+        let f = self
+            .mem
+            .alloc_copy(r.charge_bank(), shared)
+            .ok_or(Errno::ENOMEM)?;
+        let space = self.clients.get(&id).ok_or(Errno::ESRCH)?.space;
+        if self
+            .mem
+            .reinstall(space, va, f, attrs_for(r, true))
+            .is_err()
+        {
+            self.mem.release(f);
+            return Err(Errno::ENOMEM);
+        }
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.anon.insert(va, f);
+        }
+        self.mem.release(shared);
+        Ok(())
+    }
+
+    /// Grows a `MAP_GROWSDOWN` region down to cover `va`, if one lies just above within
+    /// the stack limit and the limits allow; returns the grown region.
+    fn grow_stack(&mut self, id: ClientId, va: u64) -> Option<crate::region::Region> {
+        let limit = self.cfg.stack_grow_limit;
+        let floor = self.cfg.mmap_min;
+        let c = self.clients.get_mut(&id)?;
+        let above = *c.regions.next_at_or_above(va)?;
+        if !above.growsdown || above.start - va > limit || va < floor {
+            return None;
+        }
+        let grow = above.start - va;
+        if c.mapped_bytes + grow > c.spec.limits.max_bytes {
+            return None;
+        }
+        if above.locked && c.spec.uid != 0 && c.locked_bytes + grow > c.spec.limits.max_locked {
+            return None;
+        }
+        if above.accounted
+            && !self
+                .mem
+                .frames
+                .charge(above.charge_bank(), grow / PAGE_SIZE)
+        {
+            return None;
+        }
+        c.mapped_bytes += grow;
+        if above.locked {
+            c.locked_bytes += grow;
+        }
+        c.regions.grow_down(above.start, va);
+        c.regions.find(va).copied()
+    }
+}

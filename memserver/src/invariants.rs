@@ -1,0 +1,274 @@
+//! The server's invariants, checked from scratch: what tests, the conformance runner and
+//! the fuzzers assert after every step.
+//!
+//! - regions are page-aligned, non-empty, inside the window, non-overlapping, and no two
+//!   neighbours could have been merged;
+//! - every installed page-table entry lies in a region, allows no more than the region,
+//!   has its caching mode, and maps exactly the frame the region's backing says (a
+//!   writable private entry only on a frame owned exclusively);
+//! - every frame's reference count equals the number of holders found (private pages,
+//!   object pages, lent page tables), and nothing else is allocated;
+//! - byte, lock, fd, commit and object counters equal their recomputation, and limits
+//!   hold.
+
+use crate::fd::FdTarget;
+use crate::object::ObjectId;
+use crate::region::RegionBacking;
+use crate::server::Server;
+use crate::stub::{Frame, KernelStub};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use ipc_proto::{PAGE_SIZE, Prot};
+
+/// Counts recomputed for one object.
+#[derive(Default)]
+struct ObjCounts {
+    mapped: u64,
+    deny: u64,
+    fds: u32,
+    writers: u32,
+}
+
+impl<K: KernelStub> Server<K> {
+    /// Checks every invariant; the first violation found is described in the error.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut refs: BTreeMap<Frame, u32> = BTreeMap::new();
+        let mut objs: BTreeMap<ObjectId, ObjCounts> = BTreeMap::new();
+        let mut commit: BTreeMap<u8, u64> = BTreeMap::new();
+        let mut open_files = 0u32;
+        for (id, c) in &self.clients {
+            let mut prev: Option<&crate::region::Region> = None;
+            let (mut mapped, mut locked) = (0u64, 0u64);
+            for r in c.regions.iter() {
+                if r.start % PAGE_SIZE != 0 || r.end % PAGE_SIZE != 0 || r.start >= r.end {
+                    return Err(format!("{id:?}: malformed region {r:?}"));
+                }
+                if r.start < self.cfg.mmap_min || r.end > self.cfg.mmap_max {
+                    return Err(format!("{id:?}: region outside the window {r:?}"));
+                }
+                if let Some(p) = prev {
+                    if p.end > r.start {
+                        return Err(format!("{id:?}: overlapping regions {p:?} {r:?}"));
+                    }
+                    if p.can_merge(r) {
+                        return Err(format!("{id:?}: unmerged neighbours {p:?} {r:?}"));
+                    }
+                }
+                prev = Some(r);
+                mapped += r.len();
+                if r.locked {
+                    locked += r.len();
+                }
+                if r.accounted {
+                    if !(r.wants_commit() || r.prot.contains(Prot::WRITE) || !r.shared) {
+                        return Err(format!("{id:?}: accounted shared region {r:?}"));
+                    }
+                    *commit.entry(r.charge_bank().0).or_default() += r.pages();
+                } else if r.wants_commit() {
+                    return Err(format!(
+                        "{id:?}: private writable region not accounted {r:?}"
+                    ));
+                }
+                match r.backing {
+                    RegionBacking::Object { obj, offset } => {
+                        if !self.objects.contains_key(&obj) || offset % PAGE_SIZE != 0 {
+                            return Err(format!("{id:?}: region of a dead object {r:?}"));
+                        }
+                        let e = objs.entry(obj).or_default();
+                        e.mapped += r.pages();
+                        if r.denywrite {
+                            e.deny += r.pages();
+                        }
+                    }
+                    RegionBacking::Device { dev, offset } => {
+                        let ok = self
+                            .cfg
+                            .devices
+                            .get(dev.0 as usize)
+                            .is_some_and(|d| offset + r.len() <= d.frames.count * PAGE_SIZE);
+                        if !ok || !r.shared {
+                            return Err(format!("{id:?}: bad device region {r:?}"));
+                        }
+                    }
+                    RegionBacking::Anon { .. } if r.shared => {
+                        return Err(format!("{id:?}: shared anonymous region without object"));
+                    }
+                    RegionBacking::Anon { .. } => {}
+                }
+            }
+            if mapped != c.mapped_bytes || locked != c.locked_bytes {
+                return Err(format!(
+                    "{id:?}: counters mapped {} (real {mapped}) locked {} (real {locked})",
+                    c.mapped_bytes, c.locked_bytes
+                ));
+            }
+            let lim = c.spec.limits;
+            if c.regions.len() > lim.max_regions as usize
+                || mapped > lim.max_bytes
+                || c.fds.len() > lim.max_fds as usize
+                || (c.spec.uid != 0 && locked > lim.max_locked)
+            {
+                return Err(format!("{id:?}: over a limit"));
+            }
+            for (&va, &f) in &c.anon {
+                match c.regions.find(va) {
+                    Some(r) if !r.shared && va % PAGE_SIZE == 0 => {}
+                    _ => {
+                        return Err(format!(
+                            "{id:?}: private page {va:#x} outside a private region"
+                        ));
+                    }
+                }
+                *refs.entry(f).or_default() += 1;
+            }
+            let mut bad: Option<String> = None;
+            self.mem.stub.for_each_mapping(c.space, &mut |va, f, a| {
+                if bad.is_none() {
+                    bad = self.check_pte(c, va, f, a).err();
+                }
+            });
+            if let Some(b) = bad {
+                return Err(format!("{id:?}: {b}"));
+            }
+            for (_, e) in c.fds.iter() {
+                open_files += 1;
+                if let FdTarget::Shm(obj) = e.target {
+                    let o = objs.entry(obj).or_default();
+                    o.fds += 1;
+                    if e.writable {
+                        o.writers += 1;
+                    }
+                }
+            }
+        }
+        for (&obj, o) in &self.objects {
+            let want = objs.remove(&obj).unwrap_or_default();
+            if (o.mapped_pages, o.denywrite_pages, o.open_fds, o.writers)
+                != (want.mapped, want.deny, want.fds, want.writers)
+            {
+                return Err(format!("object {obj:?}: reference counts disagree"));
+            }
+            if o.is_orphan() {
+                return Err(format!("object {obj:?}: orphan not freed"));
+            }
+            if o.pages.keys().any(|&i| i >= o.size.div_ceil(PAGE_SIZE)) {
+                return Err(format!("object {obj:?}: page beyond its size"));
+            }
+            if let Some(n) = &o.name
+                && self.names.get(n) != Some(&obj)
+            {
+                return Err(format!("object {obj:?}: name table disagrees"));
+            }
+            if o.anonymous {
+                open_files += 1;
+            }
+            for &f in o.pages.values() {
+                *refs.entry(f).or_default() += 1;
+            }
+        }
+        if !objs.is_empty() {
+            return Err(String::from("regions or fds refer to a missing object"));
+        }
+        if self.names.len() != self.objects.values().filter(|o| o.name.is_some()).count() {
+            return Err(String::from("name table has stale entries"));
+        }
+        if open_files != self.open_files {
+            return Err(format!(
+                "open files {} (real {open_files})",
+                self.open_files
+            ));
+        }
+        for &f in &self.mem.lent {
+            *refs.entry(f).or_default() += 1;
+        }
+        let mut allocated = 0u64;
+        let mut bad: Option<String> = None;
+        self.mem.frames.for_each_allocated(|f, n| {
+            allocated += 1;
+            let want = refs.remove(&f).unwrap_or(0);
+            if n != want && bad.is_none() {
+                bad = Some(format!("frame {f:?}: refcount {n}, holders {want}"));
+            }
+        });
+        if let Some(b) = bad {
+            return Err(b);
+        }
+        if let Some((f, n)) = refs.iter().next() {
+            return Err(format!("frame {f:?} held {n} times but free"));
+        }
+        if allocated + self.mem.frames.free_frames() != self.mem.frames.total_frames() {
+            return Err(String::from("allocated + free != total"));
+        }
+        for b in 0..self.mem.frames.bank_count() {
+            let want = commit.get(&(b as u8)).copied().unwrap_or(0);
+            let got = self
+                .mem
+                .frames
+                .committed(crate::frame_alloc::BankId(b as u8));
+            if want != got {
+                return Err(format!("bank {b}: committed {got}, regions charge {want}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// One installed entry against the region map.
+    fn check_pte(
+        &self,
+        c: &crate::server::Client<K::Space>,
+        va: u64,
+        f: Frame,
+        a: crate::stub::PageAttrs,
+    ) -> Result<(), String> {
+        let r = c
+            .regions
+            .find(va)
+            .ok_or_else(|| format!("page {va:#x} installed outside any region"))?;
+        if r.prot.is_empty()
+            || (a.writable && !r.prot.contains(Prot::WRITE))
+            || (a.executable && !r.prot.contains(Prot::EXEC))
+            || a.cache != r.cache
+        {
+            return Err(format!("page {va:#x} allows more than {r:?}: {a:?}"));
+        }
+        if let Some(&own) = c.anon.get(&va) {
+            if own != f {
+                return Err(format!("page {va:#x} maps {f:?}, owns {own:?}"));
+            }
+            if a.writable && self.mem.frames.refcount(f) != 1 {
+                return Err(format!("page {va:#x} writable on a shared frame"));
+            }
+            return Ok(());
+        }
+        match r.backing {
+            RegionBacking::Anon { .. } => {
+                Err(format!("anonymous page {va:#x} installed but not owned"))
+            }
+            RegionBacking::Object { obj, offset } => {
+                let idx = (offset + va - r.start) / PAGE_SIZE;
+                let page = self.objects.get(&obj).and_then(|o| o.pages.get(&idx));
+                if page != Some(&f) {
+                    return Err(format!("page {va:#x} maps {f:?}, object has {page:?}"));
+                }
+                if !r.shared && a.writable {
+                    return Err(format!(
+                        "private page {va:#x} writable on the object's frame"
+                    ));
+                }
+                Ok(())
+            }
+            RegionBacking::Device { dev, offset } => {
+                let want = self
+                    .cfg
+                    .devices
+                    .get(dev.0 as usize)
+                    .map(|d| d.frames.start + (offset + va - r.start) / PAGE_SIZE);
+                if want != Some(f.0) {
+                    return Err(format!("device page {va:#x} maps {f:?}"));
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The server's only way to touch hardware: the [`KernelStub`] trait.
+//!
+//! The memory server decides everything; the stub installs, changes and removes the
+//! page-table entries it is told to, and zeroes or copies frames the server owns. The
+//! in-process implementation drives the real `kernel-stub` crate over simulated RAM
+//! ([`crate::inproc`]); the microkernel implements it with syscalls; the hosted runtime
+//! with `mmap(MAP_FIXED)` in the client.
+
+use core::fmt::Debug;
+pub use ipc_proto::CacheMode;
+
+/// A physical frame the server owns, by frame number (physical address / 4096).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Frame(pub u64);
+
+impl Frame {
+    /// The frame's physical address.
+    pub const fn addr(self) -> u64 {
+        self.0 * ipc_proto::PAGE_SIZE
+    }
+}
+
+/// What a page-table entry allows. User access and presence are implied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageAttrs {
+    /// Writes allowed.
+    pub writable: bool,
+    /// Instruction fetches allowed (NX clear).
+    pub executable: bool,
+    /// Caching mode.
+    pub cache: CacheMode,
+}
+
+/// Why the stub refused an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StubError {
+    /// The stub needs another page-table frame: donate one and retry.
+    OutOfTableFrames,
+    /// The stub has no room for another address space.
+    OutOfSpaces,
+    /// The stub refused the call (bad capability, address, frame): a server bug if it
+    /// ever happens, since the server validates first.
+    Refused,
+}
+
+/// The mapping-installer the server drives. Every method acts on frames and address
+/// spaces the server owns; the stub checks that, the server never relies on it.
+pub trait KernelStub {
+    /// A handle naming one address space.
+    type Space: Copy + Eq + Debug;
+
+    /// Makes an empty address space.
+    fn create_space(&mut self) -> Result<Self::Space, StubError>;
+    /// Destroys a space and every mapping and table page in it.
+    fn destroy_space(&mut self, space: Self::Space);
+    /// Installs one 4 KiB page at `vaddr`, which must not be installed already.
+    fn map(
+        &mut self,
+        space: Self::Space,
+        vaddr: u64,
+        frame: Frame,
+        attrs: PageAttrs,
+    ) -> Result<(), StubError>;
+    /// Removes every installed page in `[vaddr, vaddr + pages * 4096)`.
+    fn unmap(&mut self, space: Self::Space, vaddr: u64, pages: u64);
+    /// Sets the attributes of every installed page in the range.
+    fn protect(&mut self, space: Self::Space, vaddr: u64, pages: u64, attrs: PageAttrs);
+    /// What is installed at `vaddr`, if anything.
+    fn query(&self, space: Self::Space, vaddr: u64) -> Option<(Frame, PageAttrs)>;
+    /// Calls `f(vaddr, frame, attrs)` for every installed page, in address order.
+    fn for_each_mapping(&self, space: Self::Space, f: &mut dyn FnMut(u64, Frame, PageAttrs));
+    /// Fills a frame with zeroes.
+    fn zero_frame(&mut self, frame: Frame);
+    /// Copies one frame's contents to another.
+    fn copy_frame(&mut self, src: Frame, dst: Frame);
+    /// Lends a frame to the stub for page tables.
+    fn donate_table_frame(&mut self, frame: Frame) -> Result<(), StubError>;
+    /// Takes back a lent frame the stub no longer uses, if any.
+    fn reclaim_table_frame(&mut self) -> Option<Frame>;
+}

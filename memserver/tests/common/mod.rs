@@ -1,0 +1,81 @@
+//! A test system: a server over the model stub, with client transports.
+#![allow(dead_code)]
+
+use client_lib::{Client, Transport};
+use ipc_proto::{ClientId, ClientSpec, Errno, Signal};
+use memserver::machine::Machine;
+use memserver::model_stub::ModelStub;
+use memserver::{BankConfig, Config, DeviceConfig, FrameRange};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+pub const P: u64 = 4096;
+
+pub type Sys = Rc<RefCell<Machine<ModelStub>>>;
+
+pub fn config(frames: u64) -> Config {
+    let mut cfg = Config::with_ram(vec![FrameRange {
+        start: 0x1000,
+        count: frames,
+    }]);
+    cfg.banks.push(BankConfig {
+        name: "dma".into(),
+        ranges: vec![FrameRange {
+            start: 0x100,
+            count: 64,
+        }],
+    });
+    cfg.devices.push(DeviceConfig {
+        name: "fb0".into(),
+        frames: FrameRange {
+            start: 0xfd000,
+            count: 256,
+        },
+    });
+    cfg.devices.push(DeviceConfig {
+        name: "uart0".into(),
+        frames: FrameRange { start: 0, count: 0 },
+    });
+    cfg.self_check = true;
+    cfg
+}
+
+pub fn system(frames: u64) -> Sys {
+    Rc::new(RefCell::new(Machine::new(config(frames), ModelStub::new())))
+}
+
+pub struct Proc {
+    pub sys: Sys,
+    pub id: ClientId,
+}
+
+impl Transport for Proc {
+    fn call(&mut self, req: &[u8], resp: &mut [u8]) -> Result<usize, Errno> {
+        Ok(self.sys.borrow_mut().call(self.id, req, resp))
+    }
+}
+
+pub fn spawn(sys: &Sys, spec: ClientSpec) -> Client<Proc> {
+    let id = sys.borrow_mut().spawn(spec).unwrap();
+    Client::new(Proc {
+        sys: sys.clone(),
+        id,
+    })
+}
+
+pub fn read(c: &mut Client<Proc>, addr: u64) -> Result<u8, Signal> {
+    let id = c.transport().id;
+    c.transport().sys.borrow_mut().read(id, addr)
+}
+
+pub fn write(c: &mut Client<Proc>, addr: u64, v: u8) -> Result<(), Signal> {
+    let id = c.transport().id;
+    c.transport().sys.borrow_mut().write(id, addr, v)
+}
+
+pub fn check(sys: &Sys) {
+    let m = sys.borrow();
+    m.server.check_invariants().unwrap();
+    assert_eq!(m.server.stats().violations, 0);
+    assert_eq!(m.livelocks, 0);
+}

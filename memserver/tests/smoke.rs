@@ -1,0 +1,90 @@
+mod common;
+use common::*;
+use ipc_proto::*;
+
+#[test]
+fn anonymous_memory_is_lazy_zeroed_and_reclaimed() {
+    let sys = system(256);
+    let free0 = sys.borrow().server.stats().free_frames;
+    let mut c = spawn(&sys, ClientSpec::DEFAULT);
+    let a = c
+        .mmap(
+            0,
+            3 * P,
+            Prot::READ | Prot::WRITE,
+            MapFlags::PRIVATE | MapFlags::ANONYMOUS,
+            None,
+            0,
+        )
+        .unwrap();
+    assert_eq!(a % P, 0);
+    assert!(!c.page_info(a).unwrap().resident);
+    assert_eq!(read(&mut c, a + 5), Ok(0));
+    write(&mut c, a + P + 7, 42).unwrap();
+    assert_eq!(read(&mut c, a + P + 7), Ok(42));
+    assert!(c.page_info(a + P).unwrap().installed);
+    check(&sys);
+    c.munmap(a + P, P).unwrap();
+    assert_eq!(read(&mut c, a + P), Err(Signal::Segv));
+    assert_eq!(c.regions().count(), 2);
+    check(&sys);
+    let id = c.transport().id;
+    sys.borrow_mut().exit(id).unwrap();
+    check(&sys);
+    assert_eq!(sys.borrow().server.stats().free_frames, free0);
+}
+
+#[test]
+fn shm_is_shared_between_clients() {
+    let sys = system(256);
+    let mut a = spawn(&sys, ClientSpec::DEFAULT);
+    let mut b = spawn(&sys, ClientSpec::DEFAULT);
+    let fd = a
+        .shm_open("/ring", OFlags::RDWR | OFlags::CREAT, 0o600)
+        .unwrap();
+    a.ftruncate(fd, 8192).unwrap();
+    let pa = a
+        .mmap(
+            0,
+            8192,
+            Prot::READ | Prot::WRITE,
+            MapFlags::SHARED,
+            Some(fd),
+            0,
+        )
+        .unwrap();
+    let fdb = b.shm_open("/ring", OFlags::RDWR, 0).unwrap();
+    let pb = b
+        .mmap(
+            0,
+            8192,
+            Prot::READ | Prot::WRITE,
+            MapFlags::SHARED,
+            Some(fdb),
+            0,
+        )
+        .unwrap();
+    write(&mut a, pa + 100, 7).unwrap();
+    assert_eq!(read(&mut b, pb + 100), Ok(7));
+    // private COW mapping sees the data but does not write through.
+    let pc = b
+        .mmap(
+            0,
+            8192,
+            Prot::READ | Prot::WRITE,
+            MapFlags::PRIVATE,
+            Some(fdb),
+            0,
+        )
+        .unwrap();
+    assert_eq!(read(&mut b, pc + 100), Ok(7));
+    write(&mut b, pc + 100, 9).unwrap();
+    assert_eq!(read(&mut a, pa + 100), Ok(7));
+    assert_eq!(read(&mut b, pc + 100), Ok(9));
+    // past the end: SIGBUS
+    let pd = b
+        .mmap(0, 4 * P, Prot::READ, MapFlags::SHARED, Some(fdb), 0)
+        .unwrap();
+    assert_eq!(read(&mut b, pd + 2 * P), Err(Signal::Bus));
+    check(&sys);
+}
