@@ -1,0 +1,74 @@
+//! What a transport must provide to run the suite.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use client_lib::{Client, Transport};
+use ipc_proto::{ClientSpec, Errno, ServerStats, Signal};
+
+/// User-mode memory access by one client; each call performs a real access (through the
+/// page tables, with faults forwarded to the server) and reports the signal it raised.
+pub trait MemoryAccess {
+    /// Reads one byte.
+    fn read(&mut self, addr: u64) -> Result<u8, Signal>;
+    /// Writes one byte.
+    fn write(&mut self, addr: u64, value: u8) -> Result<(), Signal>;
+    /// Fetches an instruction at `addr` (the byte there must be `0xc3`, `ret`, since real
+    /// transports execute it).
+    fn exec(&mut self, addr: u64) -> Result<(), Signal>;
+}
+
+/// One client of the server under test. Dropping it ends the client (as an exit), and
+/// the server reclaims everything it held before `drop` returns.
+pub trait Process: MemoryAccess {
+    /// Its connection to the server.
+    fn transport(&mut self) -> &mut dyn Transport;
+}
+
+/// Facts about the server under test that cases depend on.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// Lowest address a mapping may use.
+    pub mmap_min: u64,
+    /// One past the highest.
+    pub mmap_max: u64,
+    /// The default bank's name (e.g. `normal`).
+    pub default_bank: String,
+    /// A second, small bank (e.g. `dma`) and its size in frames.
+    pub small_bank: (String, u64),
+    /// A mappable device window and its size in bytes.
+    pub device: (String, u64),
+    /// A device with nothing to map (`ENODEV`).
+    pub unmappable_device: String,
+    /// Frames the server manages.
+    pub total_frames: u64,
+    /// Most named shm objects.
+    pub max_shm_objects: u32,
+    /// Most open files in the system.
+    pub max_open_files: u32,
+    /// Largest object size (`EFBIG` beyond).
+    pub max_object_size: u64,
+    /// No other client runs while a case does, so free-frame counts can be compared.
+    pub exclusive: bool,
+}
+
+/// A transport's way of running cases.
+pub trait Harness {
+    /// The transport's name, for reports.
+    fn name(&self) -> &str;
+    /// Facts about the server under test.
+    fn facts(&self) -> Facts;
+    /// Starts a client with `spec`.
+    fn spawn(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno>;
+    /// The server's counters.
+    fn stats(&mut self) -> ServerStats;
+    /// Checks the server's invariants in full if the transport can (in-process), or
+    /// through the server's own violation counter.
+    fn check(&mut self) -> Result<(), String>;
+    /// A name unique to this harness, so concurrent runs do not collide: `/tag-base`.
+    fn unique_name(&self, base: &str) -> String;
+}
+
+/// A client-lib `Client` over a process's transport.
+pub fn client(p: &mut dyn Process) -> Client<&mut dyn Transport> {
+    Client::new(p.transport())
+}

@@ -1,0 +1,167 @@
+//! The in-process harness: the server core, the kernel stub and a simulated CPU in one
+//! process; each client's requests go through real encode/decode.
+
+use crate::harness::{Facts, Harness, MemoryAccess, Process};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use client_lib::Transport;
+use core::cell::RefCell;
+use ipc_proto::{ClientId, ClientSpec, Errno, ServerStats, Signal};
+use memserver::machine::{Machine, SimulatedCpu};
+use memserver::{BankConfig, Config, DeviceConfig, FrameRange};
+
+/// Frames of the default bank in the conformance profile.
+pub const RAM_FRAMES: u64 = 4096;
+/// Frames of the small `dma` bank.
+pub const DMA_FRAMES: u64 = 64;
+/// Frames of the `fb0` device window.
+pub const FB_FRAMES: u64 = 256;
+
+/// The server configuration every transport runs the suite against: a `normal` bank, a
+/// small `dma` bank, a mappable `fb0` window and an unmappable `uart0`.
+pub fn profile() -> Config {
+    let mut cfg = Config::with_ram(vec![FrameRange {
+        start: 0x10_000,
+        count: RAM_FRAMES,
+    }]);
+    cfg.banks.push(BankConfig {
+        name: String::from("dma"),
+        ranges: vec![FrameRange {
+            start: 0x100,
+            count: DMA_FRAMES,
+        }],
+    });
+    cfg.devices.push(DeviceConfig {
+        name: String::from("fb0"),
+        frames: FrameRange {
+            start: 0xfd000,
+            count: FB_FRAMES,
+        },
+    });
+    cfg.devices.push(DeviceConfig {
+        name: String::from("uart0"),
+        frames: FrameRange { start: 0, count: 0 },
+    });
+    cfg.self_check = true;
+    cfg
+}
+
+/// The facts of a server configured with `cfg`.
+pub fn facts_of(cfg: &Config, exclusive: bool) -> Facts {
+    let frames = |b: &BankConfig| b.ranges.iter().map(|r| r.count).sum::<u64>();
+    Facts {
+        mmap_min: cfg.mmap_min,
+        mmap_max: cfg.mmap_max,
+        default_bank: cfg.banks[0].name.clone(),
+        small_bank: (cfg.banks[1].name.clone(), frames(&cfg.banks[1])),
+        device: (
+            cfg.devices[0].name.clone(),
+            cfg.devices[0].frames.count * ipc_proto::PAGE_SIZE,
+        ),
+        unmappable_device: cfg.devices[1].name.clone(),
+        total_frames: cfg.banks.iter().map(frames).sum(),
+        max_shm_objects: cfg.max_shm_objects,
+        max_open_files: cfg.max_open_files,
+        max_object_size: cfg.max_object_size,
+        exclusive,
+    }
+}
+
+type Shared<K> = Rc<RefCell<Machine<K>>>;
+
+/// The in-process harness over any simulated stub.
+pub struct InProc<K: SimulatedCpu> {
+    machine: Shared<K>,
+    facts: Facts,
+}
+
+impl<K: SimulatedCpu + 'static> InProc<K> {
+    /// A harness running the conformance profile over `stub`.
+    pub fn new(stub: K) -> InProc<K> {
+        let cfg = profile();
+        let facts = facts_of(&cfg, true);
+        InProc {
+            machine: Rc::new(RefCell::new(Machine::new(cfg, stub))),
+            facts,
+        }
+    }
+
+    /// The machine, for tests that look inside.
+    pub fn machine(&self) -> &Shared<K> {
+        &self.machine
+    }
+}
+
+struct InProcProcess<K: SimulatedCpu> {
+    machine: Shared<K>,
+    id: ClientId,
+}
+
+impl<K: SimulatedCpu> Transport for InProcProcess<K> {
+    fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+        Ok(self.machine.borrow_mut().call(self.id, request, response))
+    }
+}
+
+impl<K: SimulatedCpu> MemoryAccess for InProcProcess<K> {
+    fn read(&mut self, addr: u64) -> Result<u8, Signal> {
+        self.machine.borrow_mut().read(self.id, addr)
+    }
+    fn write(&mut self, addr: u64, value: u8) -> Result<(), Signal> {
+        self.machine.borrow_mut().write(self.id, addr, value)
+    }
+    fn exec(&mut self, addr: u64) -> Result<(), Signal> {
+        self.machine.borrow_mut().exec(self.id, addr)
+    }
+}
+
+impl<K: SimulatedCpu> Process for InProcProcess<K> {
+    fn transport(&mut self) -> &mut dyn Transport {
+        self
+    }
+}
+
+impl<K: SimulatedCpu> Drop for InProcProcess<K> {
+    fn drop(&mut self) {
+        // The kernel's exit notice; the client is known, so this cannot fail.
+        let _ = self.machine.borrow_mut().exit(self.id);
+    }
+}
+
+impl<K: SimulatedCpu + 'static> Harness for InProc<K> {
+    fn name(&self) -> &str {
+        "in-process"
+    }
+
+    fn facts(&self) -> Facts {
+        self.facts.clone()
+    }
+
+    fn spawn(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
+        let id = self.machine.borrow_mut().spawn(spec)?;
+        Ok(Box::new(InProcProcess {
+            machine: self.machine.clone(),
+            id,
+        }))
+    }
+
+    fn stats(&mut self) -> ServerStats {
+        self.machine.borrow().server.stats()
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        let m = self.machine.borrow();
+        m.server.check_invariants()?;
+        if m.livelocks != 0 {
+            return Err(format!("{} faults resolved without effect", m.livelocks));
+        }
+        Ok(())
+    }
+
+    fn unique_name(&self, base: &str) -> String {
+        format!("/inproc-{base}")
+    }
+}

@@ -1,0 +1,27 @@
+//! The whole suite in-process: every case passes, and the suite is as large as promised.
+
+use conformance::inproc::InProc;
+use memserver::model_stub::ModelStub;
+
+#[test]
+fn suite_passes_in_process_over_the_model_stub() {
+    let mut h = InProc::new(ModelStub::new());
+    let cases = conformance::cases::all();
+    let sum = conformance::run(&mut h, &cases, "", &mut |name, outcome| {
+        if let Err(e) = outcome {
+            eprintln!("FAIL {name}: {}", e.0);
+        }
+    });
+    eprintln!("{}", sum.line());
+    assert_eq!(sum.failed, 0, "{:?}", sum.failures);
+    assert_eq!(sum.passed as usize, cases.len());
+}
+
+#[test]
+fn case_names_are_unique() {
+    let cases = conformance::cases::all();
+    let mut names: Vec<_> = cases.iter().map(|c| c.name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), cases.len());
+}
