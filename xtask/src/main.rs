@@ -2,6 +2,7 @@
 //!
 //! Each command lives in its own module; `main` only dispatches.
 
+mod conformance;
 mod qemu;
 mod setup;
 mod test;
@@ -14,6 +15,8 @@ usage: cargo xtask <command>
 
 commands:
   qemu [--gdb]        boot the microkernel under QEMU and run the conformance apps
+  conformance [--filter S] [--verbose]
+                      run the conformance suite in-process: N passed, N failed
   test                install what the tests need, then run every test (CI runs this)
   setup               install the rustup target and QEMU if missing (idempotent)
   wire-sizes [--json] encoded sizes of typical protocol messages
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
     };
     let result = match cmd.as_str() {
         "qemu" => qemu::run(rest),
+        "conformance" => conformance::run(rest),
         "setup" => setup::run(rest),
         "test" => test::run(rest),
         "wire-sizes" => wire_sizes::run(rest),

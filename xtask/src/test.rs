@@ -14,6 +14,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     step("unit, property and scenario tests", || {
         setup::status("cargo", &["test", "--workspace", "--quiet"])
     })?;
+    step("conformance suite, in-process", || {
+        crate::conformance::run(&[])
+    })?;
     step("bare-metal build of the no_std crates", || {
         setup::status(
             "cargo",
@@ -24,6 +27,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 setup::KERNEL_TARGET,
                 "-p",
                 "ipc-proto",
+                "-p",
+                "client-lib",
+                "-p",
+                "memserver",
+                "-p",
+                "conformance",
             ],
         )
     })?;

@@ -1,0 +1,147 @@
+//! Region-map and argument edge cases at the server level: window boundaries, a full
+//! address space, overflowing lengths.
+
+mod common;
+use common::*;
+use ipc_proto::*;
+
+const PA: MapFlags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
+
+fn small_window_system(pages: u64) -> Sys {
+    let mut cfg = config(4096);
+    cfg.mmap_min = 0x10_000;
+    cfg.mmap_max = 0x10_000 + pages * P;
+    std::rc::Rc::new(std::cell::RefCell::new(memserver::machine::Machine::new(
+        cfg,
+        memserver::model_stub::ModelStub::new(),
+    )))
+}
+
+#[test]
+fn fixed_mapping_at_the_very_top_and_bottom_of_the_window() {
+    let sys = small_window_system(16);
+    let mut c = spawn(&sys, ClientSpec::DEFAULT);
+    let top = 0x10_000 + 15 * P;
+    assert_eq!(
+        c.mmap(top, P, Prot::READ, PA | MapFlags::FIXED, None, 0),
+        Ok(top)
+    );
+    assert_eq!(
+        c.mmap(top + P, P, Prot::READ, PA | MapFlags::FIXED, None, 0),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(
+        c.mmap(0x10_000, P, Prot::READ, PA | MapFlags::FIXED, None, 0),
+        Ok(0x10_000)
+    );
+    assert_eq!(
+        c.mmap(0x10_000 - P, P, Prot::READ, PA | MapFlags::FIXED, None, 0),
+        Err(Errno::EPERM)
+    );
+    check(&sys);
+}
+
+#[test]
+fn a_full_address_space_refuses_then_recovers() {
+    let sys = small_window_system(8);
+    let mut c = spawn(&sys, ClientSpec::DEFAULT);
+    let a = c.mmap(0, 8 * P, Prot::READ, PA, None, 0).unwrap();
+    assert_eq!(a, 0x10_000);
+    assert_eq!(c.mmap(0, P, Prot::READ, PA, None, 0), Err(Errno::ENOMEM));
+    c.munmap(a + 3 * P, P).unwrap();
+    assert_eq!(
+        c.mmap(0, P, Prot::READ | Prot::WRITE, PA, None, 0),
+        Ok(a + 3 * P)
+    );
+    assert_eq!(
+        c.mmap(0, 2 * P, Prot::READ, PA, None, 0),
+        Err(Errno::ENOMEM)
+    );
+    check(&sys);
+}
+
+#[test]
+fn overflowing_lengths_and_ranges() {
+    let sys = system(256);
+    let mut c = spawn(&sys, ClientSpec::DEFAULT);
+    assert_eq!(
+        c.mmap(0, u64::MAX, Prot::READ, PA, None, 0),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(
+        c.mmap(0, u64::MAX - P + 2, Prot::READ, PA, None, 0),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(
+        c.mmap(
+            u64::MAX & !(P - 1),
+            2 * P,
+            Prot::READ,
+            PA | MapFlags::FIXED,
+            None,
+            0
+        ),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(c.munmap(u64::MAX & !(P - 1), 2 * P), Err(Errno::EINVAL));
+    assert_eq!(
+        c.mprotect(0x10_000, u64::MAX, Prot::READ),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(c.mlock(u64::MAX - 10, 100), Err(Errno::EINVAL));
+    assert_eq!(
+        c.msync(0x10_000, u64::MAX, MsyncFlags::SYNC),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(
+        c.mmap(0, P, Prot::READ, PA, None, (i64::MAX as u64) & !(P - 1)),
+        Err(Errno::EOVERFLOW)
+    );
+    // Nothing above changed anything.
+    assert_eq!(c.regions().count(), 0);
+    check(&sys);
+}
+
+#[test]
+fn hint_is_used_when_free_and_ignored_when_not() {
+    let sys = system(256);
+    let mut c = spawn(&sys, ClientSpec::DEFAULT);
+    let hint = 0x4000_0000;
+    assert_eq!(c.mmap(hint + 123, P, Prot::READ, PA, None, 0), Ok(hint));
+    let b = c.mmap(hint, P, Prot::READ, PA, None, 0).unwrap();
+    assert_ne!(b, hint);
+    let low = c
+        .mmap(0, P, Prot::READ, PA | MapFlags::BIT32, None, 0)
+        .unwrap();
+    assert!(low + P <= 1 << 31);
+    check(&sys);
+}
+
+#[test]
+fn many_regions_then_everything_unmapped_leaves_nothing() {
+    let sys = system(4096);
+    let free0 = sys.borrow().server.stats().free_frames;
+    let mut c = spawn(&sys, ClientSpec::DEFAULT);
+    let mut addrs = Vec::new();
+    for i in 0..300u64 {
+        let prot = if i % 2 == 0 {
+            Prot::READ
+        } else {
+            Prot::READ | Prot::WRITE
+        };
+        let a = c.mmap(0, P, prot, PA, None, 0).unwrap();
+        write(&mut c, a, 1).ok();
+        addrs.push(a);
+    }
+    assert_eq!(c.regions().count(), 300);
+    for a in addrs.iter().step_by(3) {
+        c.munmap(*a, P).unwrap();
+    }
+    check(&sys);
+    c.munmap(0x10_000, 0x7fff_ffff_f000 - 0x10_000).unwrap();
+    assert_eq!(c.regions().count(), 0);
+    check(&sys);
+    let id = c.transport().id;
+    sys.borrow_mut().exit(id).unwrap();
+    assert_eq!(sys.borrow().server.stats().free_frames, free0);
+}
