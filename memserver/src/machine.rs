@@ -45,14 +45,14 @@ impl<K: SimulatedCpu> Machine<K> {
         let id = ClientId(self.next_client);
         self.next_client += 1;
         self.server
-            .handle(Sender::Kernel, Request::ClientStarted { client: id, spec })?;
+            .handle(Sender::Kernel, &Request::ClientStarted { client: id, spec })?;
         Ok(id)
     }
 
     /// Ends a client (exit or crash: the same for the server).
     pub fn exit(&mut self, id: ClientId) -> Result<(), Errno> {
         self.server
-            .handle(Sender::Kernel, Request::ClientExited { client: id })
+            .handle(Sender::Kernel, &Request::ClientExited { client: id })
             .map(|_| ())
     }
 
@@ -75,7 +75,7 @@ impl<K: SimulatedCpu> Machine<K> {
                 addr,
                 access,
             };
-            match self.server.handle(Sender::Kernel, fault) {
+            match self.server.handle(Sender::Kernel, &fault) {
                 Ok(Reply::FaultResolved) => continue,
                 Ok(Reply::Signal(sig)) => return Err(sig),
                 _ => return Err(Signal::Segv),

@@ -117,6 +117,26 @@ impl RegionMap {
         at >= end
     }
 
+    /// How many regions overlap `[start, end)`, and how many splitting at its ends would
+    /// add (0, 1 or 2), in one walk.
+    pub fn range_summary(&self, start: u64, end: u64) -> (usize, usize) {
+        let (mut count, mut splits) = (0, 0);
+        let mut last = None;
+        for r in self.overlapping(start, end) {
+            if count == 0 && r.start < start {
+                splits += 1;
+            }
+            count += 1;
+            last = Some(r);
+        }
+        if let Some(r) = last
+            && r.end > end
+        {
+            splits += 1;
+        }
+        (count, splits)
+    }
+
     /// How many regions splitting at `start` and `end` would add (0, 1 or 2).
     pub fn splits(&self, start: u64, end: u64) -> usize {
         let inside = |a: u64| self.find(a).is_some_and(|r| r.start < a);
@@ -138,6 +158,14 @@ impl RegionMap {
     /// Removes everything in `[start, end)`, splitting regions that straddle the ends,
     /// and hands each removed piece to `removed`.
     pub fn remove_range(&mut self, start: u64, end: u64, mut removed: impl FnMut(Region)) {
+        // Fast path: exactly one whole region (the common munmap of an mmap).
+        if self.map.get(&start).is_some_and(|r| r.end == end) {
+            if let Some(r) = self.map.remove(&start) {
+                removed(r);
+            }
+            self.note_freed(start, end);
+            return;
+        }
         self.split_at(start);
         self.split_at(end);
         while let Some((&key, _)) = self.map.range(start..end).next() {
@@ -529,8 +557,11 @@ mod tests {
                         let (s, e) = (a * P, (a + n) * P);
                         let before = m.len();
                         let splits = m.splits(s, e);
+                        let (count, splits2) = m.range_summary(s, e);
+                        prop_assert_eq!(splits, splits2);
                         let mut removed = 0;
                         m.remove_range(s, e, |_| removed += 1);
+                        prop_assert_eq!(count, removed);
                         prop_assert!(m.len() <= before + splits);
                         prop_assert_eq!(m.len() + removed, before + splits);
                         model.remove(s, e);

@@ -120,7 +120,7 @@ impl<K: KernelStub> Server<K> {
         let resp = if bytes.len() > MAX_REQUEST_LEN {
             Err(Errno::EMSGSIZE)
         } else {
-            decode_request(bytes).and_then(|req| self.handle(sender, req))
+            decode_request(bytes).and_then(|req| self.handle(sender, &req))
         };
         encode_response(&resp, out).unwrap_or_else(|_| {
             // Only a too-small `out` can fail; answer with the shortest error there is.
@@ -129,7 +129,7 @@ impl<K: KernelStub> Server<K> {
     }
 
     /// Handles one decoded request.
-    pub fn handle(&mut self, sender: Sender, req: Request) -> Response {
+    pub fn handle(&mut self, sender: Sender, req: &Request) -> Response {
         let resp = self.dispatch(sender, req);
         if self.cfg.self_check && self.check_invariants().is_err() {
             self.violations = self.violations.saturating_add(1);
@@ -137,17 +137,15 @@ impl<K: KernelStub> Server<K> {
         resp
     }
 
-    fn dispatch(&mut self, sender: Sender, req: Request) -> Response {
-        // Requests anyone may send.
-        match req {
-            Request::Hello { major, .. } => return self.hello(major),
-            Request::Stats => return Ok(Reply::Stats(self.stats())),
-            _ => {}
-        }
-        let client = match (sender, req) {
+    fn dispatch(&mut self, sender: Sender, req: &Request) -> Response {
+        let id = match (sender, req) {
+            // Requests anyone may send.
+            (_, Request::Hello { major, .. }) => return self.hello(*major),
+            (_, Request::Stats) => return Ok(Reply::Stats(self.stats())),
+            // Requests only the kernel may send.
             (
                 Sender::Kernel,
-                Request::PageFault {
+                &Request::PageFault {
                     client,
                     addr,
                     access,
@@ -160,32 +158,31 @@ impl<K: KernelStub> Server<K> {
                         Some(sig) => Reply::Signal(sig),
                     });
             }
-            (Sender::Kernel, Request::ClientExited { client }) => {
+            (Sender::Kernel, &Request::ClientExited { client }) => {
                 return self.client_exited(client).map(|()| Reply::Done);
             }
-            (Sender::Kernel, Request::ClientStarted { client, spec }) => {
+            (Sender::Kernel, &Request::ClientStarted { client, spec }) => {
                 return self.client_started(client, spec).map(|()| Reply::Done);
             }
-            (Sender::Kernel, _) => return Err(Errno::EPERM),
-            (
+            (Sender::Kernel, _)
+            | (
                 Sender::Client(_),
                 Request::PageFault { .. }
                 | Request::ClientExited { .. }
                 | Request::ClientStarted { .. },
             ) => return Err(Errno::EPERM),
-            (Sender::Client(id), req) => (id, req),
+            (Sender::Client(id), _) => id,
         };
-        let (id, req) = client;
         if !self.clients.contains_key(&id) {
             return Err(Errno::ESRCH);
         }
         self.client_request(id, req)
     }
 
-    fn client_request(&mut self, id: ClientId, req: Request) -> Response {
+    fn client_request(&mut self, id: ClientId, req: &Request) -> Response {
         let done = |r: Result<(), Errno>| r.map(|()| Reply::Done);
-        match req {
-            Request::Mmap(args) => self.mmap(id, &args).map(|addr| Reply::Mapped { addr }),
+        match *req {
+            Request::Mmap(ref args) => self.mmap(id, args).map(|addr| Reply::Mapped { addr }),
             Request::Munmap { addr, len } => done(self.munmap(id, addr, len)),
             Request::Mprotect { addr, len, prot } => done(self.mprotect(id, addr, len, prot)),
             Request::Msync { addr, len, flags } => done(self.msync(id, addr, len, flags)),
@@ -193,16 +190,18 @@ impl<K: KernelStub> Server<K> {
             Request::Munlock { addr, len } => done(self.mlock(id, addr, len, false)),
             Request::Mlockall { flags } => done(self.mlockall(id, flags)),
             Request::Munlockall => done(self.munlockall(id)),
-            Request::ShmOpen { name, oflag, mode } => {
-                self.shm_open(id, &name, oflag, mode).map(Reply::Fd)
-            }
-            Request::ShmUnlink { name } => done(self.shm_unlink(id, &name)),
+            Request::ShmOpen {
+                ref name,
+                oflag,
+                mode,
+            } => self.shm_open(id, name, oflag, mode).map(Reply::Fd),
+            Request::ShmUnlink { ref name } => done(self.shm_unlink(id, name)),
             Request::Ftruncate { fd, len } => done(self.ftruncate(id, fd, len)),
             Request::Close { fd } => done(self.close(id, fd)),
             Request::Fstat { fd } => self.fstat(id, fd).map(Reply::Stat),
-            Request::OpenBank { name } => self.open_bank(id, &name).map(Reply::Fd),
-            Request::OpenDevice { name, oflag } => {
-                self.open_device(id, &name, oflag).map(Reply::Fd)
+            Request::OpenBank { ref name } => self.open_bank(id, name).map(Reply::Fd),
+            Request::OpenDevice { ref name, oflag } => {
+                self.open_device(id, name, oflag).map(Reply::Fd)
             }
             Request::Regions { after } => Ok(Reply::Region(self.region_after(id, after))),
             Request::PageInfo { addr } => Ok(Reply::PageInfo(self.page_info(id, addr))),

@@ -94,14 +94,21 @@ impl<K: KernelStub> Server<K> {
         // Limits, computed against the state after replacement.
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
         let lim = c.spec.limits;
-        let (overlap_count, overlap_bytes, overlap_locked) = c
-            .regions
-            .overlapping(start, end)
-            .fold((0usize, 0u64, 0u64), |(n, b, l), r| {
-                let part = r.end.min(end) - r.start.max(start);
-                (n + 1, b + part, l + if r.locked { part } else { 0 })
-            });
-        let regions_after = c.regions.len() + c.regions.splits(start, end) - overlap_count + 1;
+        // A placed mapping lands in free space; only a fixed one replaces anything.
+        let (overlap_count, overlap_bytes, overlap_locked, splits) = if fixed {
+            let (count, splits) = c.regions.range_summary(start, end);
+            let (bytes, locked) =
+                c.regions
+                    .overlapping(start, end)
+                    .fold((0u64, 0u64), |(b, l), r| {
+                        let part = r.end.min(end) - r.start.max(start);
+                        (b + part, l + if r.locked { part } else { 0 })
+                    });
+            (count, bytes, locked, splits)
+        } else {
+            (0, 0, 0, 0)
+        };
+        let regions_after = c.regions.len() + splits - overlap_count + 1;
         if regions_after > lim.max_regions as usize {
             return Err(Errno::ENOMEM);
         }
@@ -153,8 +160,12 @@ impl<K: KernelStub> Server<K> {
         // Commit: the new region's charge must fit once the replaced range's is refunded.
         if region.wants_commit() {
             let bank = region.charge_bank();
-            let refund: u64 = self
-                .accounted_in(id, start, end)
+            let refunds = if overlap_count > 0 {
+                self.accounted_in(id, start, end)
+            } else {
+                alloc::vec::Vec::new()
+            };
+            let refund: u64 = refunds
                 .iter()
                 .filter(|(b, _)| *b == bank)
                 .map(|(_, p)| p)
@@ -166,7 +177,9 @@ impl<K: KernelStub> Server<K> {
         }
 
         // Point of no return: nothing below can fail.
-        self.release_range(id, start, end);
+        if overlap_count > 0 {
+            self.release_range(id, start, end);
+        }
         if region.accounted {
             let charged = self
                 .mem
@@ -382,9 +395,6 @@ impl<K: KernelStub> Server<K> {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        if c.regions.is_free(start, end) {
-            return;
-        }
         self.mem
             .stub
             .unmap(c.space, start, (end - start) / PAGE_SIZE);
@@ -433,14 +443,15 @@ impl<K: KernelStub> Server<K> {
             .filter(|&e| e <= self.cfg.mmap_max)
             .ok_or(Errno::EINVAL)?;
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
-        let overlap = c.regions.overlapping(addr, end).count();
+        let (overlap, splits) = c.regions.range_summary(addr, end);
+        if overlap == 0 {
+            // POSIX (seed 001): unmapping a range with no mappings succeeds.
+            return Ok(());
+        }
         // Unmapping the middle of a region makes two: Linux refuses at max_map_count.
-        if c.regions.len() + c.regions.splits(addr, end) - overlap
-            > c.spec.limits.max_regions as usize
-        {
+        if c.regions.len() + splits - overlap > c.spec.limits.max_regions as usize {
             return Err(Errno::ENOMEM);
         }
-        // POSIX (seed 001): unmapping a range with no mappings succeeds.
         self.release_range(id, addr, end);
         Ok(())
     }
