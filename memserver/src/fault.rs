@@ -200,7 +200,10 @@ impl<K: KernelStub> Server<K> {
         let floor = self.cfg.mmap_min;
         let c = self.clients.get_mut(&id)?;
         let above = *c.regions.next_at_or_above(va)?;
-        if !above.growsdown || above.start - va > limit || va < floor {
+        // Only anonymous stacks grow: growing an object mapping down would need an offset
+        // below its start.
+        let anon = matches!(above.backing, crate::region::RegionBacking::Anon { .. });
+        if !above.growsdown || !anon || above.start - va > limit || va < floor {
             return None;
         }
         let grow = above.start - va;

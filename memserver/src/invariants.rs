@@ -147,7 +147,11 @@ impl<K: KernelStub> Server<K> {
             if (o.mapped_pages, o.denywrite_pages, o.open_fds, o.writers)
                 != (want.mapped, want.deny, want.fds, want.writers)
             {
-                return Err(format!("object {obj:?}: reference counts disagree"));
+                return Err(format!(
+                    "object {obj:?}: mapped/deny/fds/writers {:?}, recomputed {:?}",
+                    (o.mapped_pages, o.denywrite_pages, o.open_fds, o.writers),
+                    (want.mapped, want.deny, want.fds, want.writers)
+                ));
             }
             if o.is_orphan() {
                 return Err(format!("object {obj:?}: orphan not freed"));

@@ -17,6 +17,7 @@
 
 extern crate alloc;
 
+pub mod chaos;
 pub mod config;
 mod fault;
 pub mod fd;

@@ -1,0 +1,291 @@
+//! Arbitrary operation sequences against a whole [`Machine`], checking every invariant
+//! after every step: the engine of the server fuzzer and of the soak tests.
+//!
+//! Bytes are read as a program: each operation takes an opcode byte and its arguments
+//! from the input, clients come and go, addresses mostly fall in a small window so that
+//! mappings overlap, split and merge, and a few raw garbage messages are thrown in. At
+//! the end every name is unlinked and every client exits, after which every frame must be
+//! free again.
+
+use crate::config::{BankConfig, Config, DeviceConfig, FrameRange};
+use crate::machine::{Machine, SimulatedCpu};
+use crate::server::Sender;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use ipc_proto::{
+    Access, ClientId, ClientSpec, Fd, Limits, MapFlags, MlockallFlags, MmapArgs, Mode, MsyncFlags,
+    OFlags, ObjName, PAGE_SIZE, Prot, Request, ShmName,
+};
+
+/// The configuration the chaos runs use: small, so limits and exhaustion are reached.
+pub fn config() -> Config {
+    let mut cfg = Config::with_ram(vec![FrameRange {
+        start: 0x1000,
+        count: 96,
+    }]);
+    cfg.banks.push(BankConfig {
+        name: String::from("dma"),
+        ranges: vec![FrameRange {
+            start: 0x10,
+            count: 8,
+        }],
+    });
+    cfg.devices.push(DeviceConfig {
+        name: String::from("fb0"),
+        frames: FrameRange {
+            start: 0xfd000,
+            count: 16,
+        },
+    });
+    // A small window, so placed mappings land where the random addresses fall.
+    cfg.mmap_min = WINDOW - 4 * PAGE_SIZE;
+    cfg.mmap_max = WINDOW + 68 * PAGE_SIZE;
+    cfg.max_shm_objects = 4;
+    cfg.max_open_files = 12;
+    cfg.max_object_size = 64 * PAGE_SIZE;
+    cfg
+}
+
+/// Where the interesting addresses are.
+const WINDOW: u64 = 0x10_0000;
+
+/// A cursor over the input bytes; reads past the end give zeroes.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from(self.u32()) | (u64::from(self.u32()) << 32)
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// An address: usually a page in a 64-page window at 1 MiB, sometimes anything.
+    fn addr(&mut self) -> u64 {
+        match self.u8() % 8 {
+            0 => self.u64(),
+            1 => 0,
+            _ => WINDOW + u64::from(self.u8() % 64) * PAGE_SIZE + u64::from(self.u8() % 2) * 7,
+        }
+    }
+    /// A length: usually a few pages, sometimes anything.
+    fn len(&mut self) -> u64 {
+        match self.u8() % 8 {
+            0 => self.u64(),
+            1 => 0,
+            _ => u64::from(self.u8() % 8 + 1) * PAGE_SIZE - u64::from(self.u8() % 2),
+        }
+    }
+}
+
+/// Runs the program in `data`; `Err` describes the first broken invariant.
+pub fn run<K: SimulatedCpu>(stub: K, data: &[u8]) -> Result<(), String> {
+    let mut m = Machine::new(config(), stub);
+    let total = m.server.stats().total_frames;
+    let mut input = Input(data);
+    let mut clients: Vec<ClientId> = Vec::new();
+    let mut step = 0u32;
+    while !input.is_empty() && step < 2000 {
+        step += 1;
+        let op = input.u8();
+        if clients.is_empty() || op % 29 == 0 {
+            if clients.len() < 4 {
+                let spec = spec(&mut input);
+                let id = m.spawn(spec).map_err(|e| format!("spawn: {e:?}"))?;
+                clients.push(id);
+            }
+            continue;
+        }
+        let who = clients[usize::from(input.u8()) % clients.len()];
+        match op % 29 {
+            1 => {
+                let i = usize::from(input.u8()) % clients.len();
+                let id = clients.swap_remove(i);
+                m.exit(id).map_err(|e| format!("exit: {e:?}"))?;
+            }
+            2..=5 => {
+                let req = request(&mut input, op);
+                let _ = m.server.handle(Sender::Client(who), &req);
+            }
+            6 => {
+                let _ = m.read(who, input.addr());
+            }
+            7 => {
+                let _ = m.write(who, input.addr(), input.u8());
+            }
+            8 => {
+                let _ = m.exec(who, input.addr());
+            }
+            9 => {
+                // A fault the kernel reports directly, for any client and address.
+                let access =
+                    [Access::Read, Access::Write, Access::Exec][usize::from(input.u8() % 3)];
+                let req = Request::PageFault {
+                    client: who,
+                    addr: input.addr(),
+                    access,
+                };
+                let _ = m.server.handle(Sender::Kernel, &req);
+            }
+            10 => {
+                // Garbage straight off the wire.
+                let n = usize::from(input.u8() % 48);
+                let bytes: Vec<u8> = (0..n).map(|_| input.u8()).collect();
+                let mut out = [0u8; ipc_proto::MAX_RESPONSE_LEN];
+                let _ = m.call(who, &bytes, &mut out);
+            }
+            _ => {
+                let req = request(&mut input, op);
+                let _ = m.server.handle(Sender::Client(who), &req);
+            }
+        }
+        #[cfg(feature = "std")]
+        {
+            extern crate std;
+            if std::env::var_os("CHAOS_TRACE").is_some() {
+                std::eprintln!("step {step} op {op} stats {:?}", m.server.stats());
+            }
+        }
+        m.server
+            .check_invariants()
+            .map_err(|e| format!("step {step} (op {op}): {e}"))?;
+        if m.livelocks != 0 {
+            return Err(format!("step {step}: a resolved fault faulted again"));
+        }
+    }
+    // Tear down: unlink every name as root, end every client.
+    let root = m
+        .spawn(ClientSpec {
+            uid: 0,
+            ..ClientSpec::DEFAULT
+        })
+        .map_err(|e| format!("{e:?}"))?;
+    for n in NAMES {
+        let name = ShmName::new(n).map_err(|e| format!("{e:?}"))?;
+        let _ = m
+            .server
+            .handle(Sender::Client(root), &Request::ShmUnlink { name });
+    }
+    clients.push(root);
+    for id in clients {
+        m.exit(id).map_err(|e| format!("final exit: {e:?}"))?;
+    }
+    m.server.check_invariants()?;
+    let s = m.server.stats();
+    if s.free_frames != total || s.shm_objects != 0 || s.clients != 0 {
+        return Err(format!("leak after all clients exited: {s:?}"));
+    }
+    Ok(())
+}
+
+const NAMES: [&str; 3] = ["/a", "/b", "/c"];
+
+fn spec(input: &mut Input<'_>) -> ClientSpec {
+    let b = input.u8();
+    ClientSpec {
+        uid: [0, 1000, 1001][usize::from(b % 3)],
+        gid: [0, 1000, 1001][usize::from((b >> 2) % 3)],
+        deny_wx: b & 0x10 != 0,
+        banks: if b & 0x20 != 0 { 1 } else { u32::MAX },
+        devices: if b & 0x40 != 0 { 0 } else { u32::MAX },
+        limits: if b & 0x80 != 0 {
+            Limits {
+                max_regions: u32::from(input.u8() % 16) + 1,
+                max_bytes: u64::from(input.u8()) * PAGE_SIZE,
+                max_fds: u32::from(input.u8() % 6),
+                max_locked: u64::from(input.u8() % 16) * PAGE_SIZE,
+            }
+        } else {
+            Limits::DEFAULT
+        },
+    }
+}
+
+fn request(input: &mut Input<'_>, op: u8) -> Request {
+    let name = || ShmName::new(NAMES[usize::from(op) % 3]).expect("valid name");
+    let fd = Fd(u32::from(input.u8() % 8));
+    match op % 19 {
+        0 | 1 | 2 => {
+            let flags = match input.u8() % 4 {
+                0 => MapFlags::from_bits_truncate(input.u32()),
+                1 => MapFlags::SHARED | MapFlags::ANONYMOUS,
+                _ => MapFlags::PRIVATE | MapFlags::ANONYMOUS,
+            } | if input.u8() % 3 == 0 {
+                MapFlags::FIXED
+            } else {
+                MapFlags::empty()
+            };
+            Request::Mmap(MmapArgs {
+                addr: input.addr(),
+                len: input.len(),
+                prot: Prot::from_bits_truncate(u32::from(input.u8())),
+                flags,
+                fd: if input.u8() % 2 == 0 { None } else { Some(fd) },
+                offset: if input.u8() % 4 == 0 { input.u64() } else { 0 },
+            })
+        }
+        3 | 4 => Request::Munmap {
+            addr: input.addr(),
+            len: input.len(),
+        },
+        5 | 6 => Request::Mprotect {
+            addr: input.addr(),
+            len: input.len(),
+            prot: Prot::from_bits_truncate(u32::from(input.u8())),
+        },
+        7 => Request::Msync {
+            addr: input.addr(),
+            len: input.len(),
+            flags: MsyncFlags::from_bits_truncate(u32::from(input.u8())),
+        },
+        8 => Request::Mlock {
+            addr: input.addr(),
+            len: input.len(),
+        },
+        9 => Request::Munlock {
+            addr: input.addr(),
+            len: input.len(),
+        },
+        10 => Request::Mlockall {
+            flags: MlockallFlags::from_bits_truncate(u32::from(input.u8())),
+        },
+        11 => Request::Munlockall,
+        12 => Request::ShmOpen {
+            name: name(),
+            oflag: OFlags::from_bits_truncate(u32::from(input.u8()) | (u32::from(input.u8()) << 6)),
+            mode: Mode::from_raw(u32::from(input.u8()) * 3 & Mode::MASK).unwrap_or_default(),
+        },
+        13 => Request::ShmUnlink { name: name() },
+        14 => Request::Ftruncate {
+            fd,
+            len: u64::from(input.u8() % 80) * 1000,
+        },
+        15 => Request::Close { fd },
+        16 => Request::Fstat { fd },
+        17 => match input.u8() % 2 {
+            0 => Request::OpenBank {
+                name: ObjName::new("dma").expect("valid name"),
+            },
+            _ => Request::OpenDevice {
+                name: ObjName::new("fb0").expect("valid name"),
+                oflag: OFlags::from_bits_truncate(u32::from(input.u8() % 4)),
+            },
+        },
+        _ => Request::Regions {
+            after: input.addr(),
+        },
+    }
+}
