@@ -218,7 +218,7 @@ fn request(input: &mut Input<'_>, op: u8) -> Request {
     let name = || ShmName::new(NAMES[usize::from(op) % 3]).expect("valid name");
     let fd = Fd(u32::from(input.u8() % 8));
     match op % 19 {
-        0 | 1 | 2 => {
+        0..=2 => {
             let flags = match input.u8() % 4 {
                 0 => MapFlags::from_bits_truncate(input.u32()),
                 1 => MapFlags::SHARED | MapFlags::ANONYMOUS,
@@ -266,7 +266,7 @@ fn request(input: &mut Input<'_>, op: u8) -> Request {
         12 => Request::ShmOpen {
             name: name(),
             oflag: OFlags::from_bits_truncate(u32::from(input.u8()) | (u32::from(input.u8()) << 6)),
-            mode: Mode::from_raw(u32::from(input.u8()) * 3 & Mode::MASK).unwrap_or_default(),
+            mode: Mode::from_raw((u32::from(input.u8()) * 3) & Mode::MASK).unwrap_or_default(),
         },
         13 => Request::ShmUnlink { name: name() },
         14 => Request::Ftruncate {
