@@ -223,7 +223,7 @@ fn request(input: &mut Input<'_>, op: u8) -> Request {
                 0 => MapFlags::from_bits_truncate(input.u32()),
                 1 => MapFlags::SHARED | MapFlags::ANONYMOUS,
                 _ => MapFlags::PRIVATE | MapFlags::ANONYMOUS,
-            } | if input.u8() % 3 == 0 {
+            } | if input.u8().is_multiple_of(3) {
                 MapFlags::FIXED
             } else {
                 MapFlags::empty()
@@ -233,8 +233,16 @@ fn request(input: &mut Input<'_>, op: u8) -> Request {
                 len: input.len(),
                 prot: Prot::from_bits_truncate(u32::from(input.u8())),
                 flags,
-                fd: if input.u8() % 2 == 0 { None } else { Some(fd) },
-                offset: if input.u8() % 4 == 0 { input.u64() } else { 0 },
+                fd: if input.u8().is_multiple_of(2) {
+                    None
+                } else {
+                    Some(fd)
+                },
+                offset: if input.u8().is_multiple_of(4) {
+                    input.u64()
+                } else {
+                    0
+                },
             })
         }
         3 | 4 => Request::Munmap {
