@@ -3,6 +3,7 @@
 //! Each command lives in its own module; `main` only dispatches.
 
 mod conformance;
+mod fuzz;
 mod qemu;
 mod setup;
 mod test;
@@ -17,6 +18,8 @@ commands:
   qemu [--gdb]        boot the microkernel under QEMU and run the conformance apps
   conformance [--filter S] [--verbose]
                       run the conformance suite in-process: N passed, N failed
+  fuzz [--seconds N] [--target T]
+                      run every fuzz target N seconds (default 60)
   test                install what the tests need, then run every test (CI runs this)
   setup               install the rustup target and QEMU if missing (idempotent)
   wire-sizes [--json] encoded sizes of typical protocol messages
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "qemu" => qemu::run(rest),
         "conformance" => conformance::run(rest),
+        "fuzz" => fuzz::run(rest),
         "setup" => setup::run(rest),
         "test" => test::run(rest),
         "wire-sizes" => wire_sizes::run(rest),
