@@ -1,50 +1,105 @@
-use criterion::{Criterion, criterion_group, criterion_main};
-use ipc_proto::*;
-use memserver::machine::Machine;
-use memserver::model_stub::ModelStub;
-use memserver::{Config, FrameRange, Sender};
-use std::hint::black_box;
+//! Criterion benchmarks: each case measured for ours and for Linux in the same run.
+//! `cargo xtask bench` runs them and prints the ratios.
 
-fn server_pair(c: &mut Criterion) {
-    let mut m = Machine::new(
-        Config::with_ram(vec![FrameRange {
-            start: 0x1000,
-            count: 1 << 16,
-        }]),
-        ModelStub::new(),
-    );
-    let id = m.spawn(ClientSpec::DEFAULT).unwrap();
-    let mut req = [0u8; MAX_REQUEST_LEN];
-    let mut resp = [0u8; MAX_RESPONSE_LEN];
-    c.bench_function("ours_mmap_munmap", |b| {
-        b.iter(|| {
-            let n = encode_request(&examples::mmap_anon_4k(), &mut req).unwrap();
-            let r = m
-                .server
-                .handle_message(Sender::Client(id), &req[..n], &mut resp);
-            let Ok(Ok(Reply::Mapped { addr })) = decode_response(&resp[..r]) else {
-                panic!()
-            };
-            let n = encode_request(&Request::Munmap { addr, len: 4096 }, &mut req).unwrap();
-            let r = m
-                .server
-                .handle_message(Sender::Client(id), &req[..n], &mut resp);
-            black_box(decode_response(&resp[..r]).unwrap().unwrap());
+use bench::{Ours, P, encode_decode, linux};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use ipc_proto::{MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Prot};
+use rustix::mm::ProtFlags;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn pair(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mmap_munmap");
+    let mut ours = Ours::new(1 << 16, 1 << 20);
+    g.bench_function("ours", |b| b.iter(|| ours.mmap_munmap()));
+    g.bench_function("linux", |b| b.iter(linux::mmap_munmap));
+    g.finish();
+}
+
+fn mprotect(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mprotect_split_merge");
+    let mut ours = Ours::new(1 << 16, 1 << 20);
+    let a = ours.mmap(3 * P, Prot::READ | Prot::WRITE);
+    g.bench_function("ours", |b| b.iter(|| ours.mprotect_split_merge(a)));
+    let p = linux::mmap(3 * P, ProtFlags::READ | ProtFlags::WRITE);
+    g.bench_function("linux", |b| b.iter(|| linux::mprotect_split_merge(p)));
+    linux::munmap(p, 3 * P);
+    g.finish();
+}
+
+/// Region counts for the scaling cases; Linux's default `vm.max_map_count` is 65 530, so
+/// its largest point stays just under it.
+const SCALE: [(u64, u64); 3] = [(10, 10), (1000, 1000), (65536, 65000)];
+
+fn scaling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mmap_munmap_at");
+    for (ours_n, linux_n) in SCALE {
+        let mut ours = Ours::new(1 << 18, 1 << 20);
+        ours.populate_regions(ours_n);
+        g.bench_with_input(BenchmarkId::new("ours", ours_n), &ours_n, |b, _| {
+            b.iter(|| ours.mmap_munmap())
+        });
+        let held = linux::populate_regions(linux_n);
+        g.bench_with_input(BenchmarkId::new("linux", ours_n), &ours_n, |b, _| {
+            b.iter(linux::mmap_munmap)
+        });
+        for p in held {
+            linux::munmap(p, P);
+        }
+    }
+    g.finish();
+}
+
+fn first_touch(c: &mut Criterion) {
+    const PAGES: u64 = 4096;
+    let mut g = c.benchmark_group("first_touch");
+    let mut ours = Ours::new(1 << 14, 1 << 20);
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(PAGES);
+                let a = ours.fresh_region(PAGES);
+                let t = Instant::now();
+                for i in 0..n {
+                    ours.first_touch(a + i * P);
+                }
+                total += t.elapsed();
+                ours.munmap(a, PAGES * P);
+                left -= n;
+            }
+            total
         })
     });
-    c.bench_function("linux_mmap_munmap", |b| {
-        b.iter(|| unsafe {
-            let p = rustix::mm::mmap_anonymous(
-                std::ptr::null_mut(),
-                4096,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::PRIVATE,
-            )
-            .unwrap();
-            rustix::mm::munmap(p, 4096).unwrap();
+    g.bench_function("linux", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(PAGES);
+                let p = linux::mmap(PAGES * P, ProtFlags::READ | ProtFlags::WRITE) as *mut u8;
+                let t = Instant::now();
+                for i in 0..n {
+                    linux::first_touch(p.wrapping_add((i * P) as usize));
+                }
+                total += t.elapsed();
+                linux::munmap(p.cast(), PAGES * P);
+                left -= n;
+            }
+            total
         })
+    });
+    g.finish();
+}
+
+fn wire(c: &mut Criterion) {
+    let mut req = [0u8; MAX_REQUEST_LEN];
+    let mut resp = [0u8; MAX_RESPONSE_LEN];
+    c.bench_function("encode_decode", |b| {
+        b.iter(|| black_box(encode_decode(&mut req, &mut resp)))
     });
 }
 
-criterion_group!(benches, server_pair);
+criterion_group!(benches, pair, mprotect, scaling, first_touch, wire);
 criterion_main!(benches);

@@ -1,1 +1,213 @@
-//! Workloads measured by the benchmarks: our server core and Linux doing the same thing.
+//! The workloads the benchmarks measure, ours and Linux's side by side, shared by the
+//! criterion benches (`benches/pairs.rs`) and the callgrind probe (`src/bin/probe.rs`).
+//!
+//! "Ours" always goes through the real protocol: encode the request, the server decodes,
+//! handles (region map, frame allocator, kernel stub) and encodes the reply, and the
+//! client decodes it. "Linux" is the same call as a real syscall in this process.
+#![warn(missing_docs)]
+
+use ipc_proto::{
+    ClientId, ClientSpec, Limits, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Prot, Reply, Request,
+    decode_response, encode_request, examples,
+};
+use memserver::machine::Machine;
+use memserver::model_stub::ModelStub;
+use memserver::{Config, FrameRange, Sender};
+use rustix::mm::{MapFlags as LMap, ProtFlags};
+
+/// The stub the in-process benchmarks drive.
+pub type Stub = ModelStub;
+
+/// Page size.
+pub const P: u64 = 4096;
+
+/// An in-process server with one client, ready to take requests.
+pub struct Ours {
+    /// The whole simulated system.
+    pub machine: Machine<Stub>,
+    /// The benchmarked client.
+    pub id: ClientId,
+    req: [u8; MAX_REQUEST_LEN],
+    resp: [u8; MAX_RESPONSE_LEN],
+}
+
+impl Ours {
+    /// A server with `frames` frames of RAM and one client allowed `regions` regions.
+    pub fn new(frames: u64, regions: u32) -> Ours {
+        let cfg = Config::with_ram(vec![FrameRange {
+            start: 0x100,
+            count: frames,
+        }]);
+        let mut machine = Machine::new(cfg, Stub::default());
+        let spec = ClientSpec {
+            limits: Limits {
+                max_regions: regions,
+                ..Limits::DEFAULT
+            },
+            ..ClientSpec::DEFAULT
+        };
+        let id = machine.spawn(spec).expect("spawn");
+        Ours {
+            machine,
+            id,
+            req: [0; MAX_REQUEST_LEN],
+            resp: [0; MAX_RESPONSE_LEN],
+        }
+    }
+
+    /// One request through encode → server → decode.
+    pub fn call(&mut self, r: &Request) -> Reply {
+        let n = encode_request(r, &mut self.req).expect("encode");
+        let m = self.machine.server.handle_message(
+            Sender::Client(self.id),
+            &self.req[..n],
+            &mut self.resp,
+        );
+        match decode_response(&self.resp[..m]) {
+            Ok(Ok(reply)) => reply,
+            other => panic!("{r:?} failed: {other:?}"),
+        }
+    }
+
+    /// `mmap` of anonymous memory; returns the address.
+    pub fn mmap(&mut self, len: u64, prot: Prot) -> u64 {
+        let mut req = examples::mmap_anon_4k();
+        if let Request::Mmap(a) = &mut req {
+            a.len = len;
+            a.prot = prot;
+        }
+        match self.call(&req) {
+            Reply::Mapped { addr } => addr,
+            r => panic!("mmap answered {r:?}"),
+        }
+    }
+
+    /// The benchmarked pair: a 4 KiB anonymous mmap and its munmap.
+    pub fn mmap_munmap(&mut self) {
+        let addr = self.mmap(P, Prot::READ | Prot::WRITE);
+        self.call(&Request::Munmap { addr, len: P });
+    }
+
+    /// Fills the address space with `n` one-page regions that cannot merge.
+    pub fn populate_regions(&mut self, n: u64) {
+        for i in 0..n {
+            let prot = if i % 2 == 0 {
+                Prot::READ
+            } else {
+                Prot::READ | Prot::WRITE
+            };
+            self.mmap(P, prot);
+        }
+    }
+
+    /// Protect the middle page of a 3-page region, then restore it.
+    pub fn mprotect_split_merge(&mut self, addr: u64) {
+        self.call(&Request::Mprotect {
+            addr: addr + P,
+            len: P,
+            prot: Prot::READ,
+        });
+        self.call(&Request::Mprotect {
+            addr: addr + P,
+            len: P,
+            prot: Prot::READ | Prot::WRITE,
+        });
+    }
+
+    /// A first write to a page of a lazily-mapped region: fault → frame → install.
+    pub fn first_touch(&mut self, addr: u64) {
+        self.machine.write(self.id, addr, 1).expect("first touch");
+    }
+
+    /// A region with `pages` untouched pages, for [`first_touch`](Self::first_touch).
+    pub fn fresh_region(&mut self, pages: u64) -> u64 {
+        self.mmap(pages * P, Prot::READ | Prot::WRITE)
+    }
+
+    /// Unmaps a region.
+    pub fn munmap(&mut self, addr: u64, len: u64) {
+        self.call(&Request::Munmap { addr, len });
+    }
+}
+
+/// Encode a typical mmap request, decode it, encode its reply, decode that.
+pub fn encode_decode(req_buf: &mut [u8], resp_buf: &mut [u8]) -> u64 {
+    let n = encode_request(&examples::mmap_anon_4k(), req_buf).expect("encode");
+    let req = ipc_proto::decode_request(&req_buf[..n]).expect("decode");
+    let Request::Mmap(a) = req else {
+        unreachable!("an mmap")
+    };
+    let resp: ipc_proto::Response = Ok(Reply::Mapped {
+        addr: a.len + 0x7fff_0000_0000,
+    });
+    let m = ipc_proto::encode_response(&resp, resp_buf).expect("encode");
+    match decode_response(&resp_buf[..m]) {
+        Ok(Ok(Reply::Mapped { addr })) => addr,
+        _ => unreachable!("a mapping"),
+    }
+}
+
+/// Linux's side: real syscalls in this process.
+pub mod linux {
+    use super::*;
+
+    /// `mmap` of `len` anonymous private bytes.
+    pub fn mmap(len: u64, prot: ProtFlags) -> *mut core::ffi::c_void {
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses cannot alias
+        // any Rust object.
+        unsafe {
+            rustix::mm::mmap_anonymous(core::ptr::null_mut(), len as usize, prot, LMap::PRIVATE)
+        }
+        .expect("mmap")
+    }
+
+    /// `munmap`.
+    pub fn munmap(p: *mut core::ffi::c_void, len: u64) {
+        // SAFETY: `p` came from `mmap` above with this length and nothing references it.
+        unsafe { rustix::mm::munmap(p, len as usize) }.expect("munmap");
+    }
+
+    /// The pair: a 4 KiB anonymous mmap and its munmap.
+    pub fn mmap_munmap() {
+        let p = mmap(P, ProtFlags::READ | ProtFlags::WRITE);
+        munmap(p, P);
+    }
+
+    /// `n` one-page mappings that cannot merge (alternating protection); returned so they
+    /// can be unmapped.
+    pub fn populate_regions(n: u64) -> Vec<*mut core::ffi::c_void> {
+        (0..n)
+            .map(|i| {
+                let prot = if i % 2 == 0 {
+                    ProtFlags::READ
+                } else {
+                    ProtFlags::READ | ProtFlags::WRITE
+                };
+                mmap(P, prot)
+            })
+            .collect()
+    }
+
+    /// Protect the middle page of a 3-page region, then restore it.
+    pub fn mprotect_split_merge(p: *mut core::ffi::c_void) {
+        let mid = p.wrapping_byte_add(P as usize);
+        // SAFETY: the range lies inside a mapping this process owns and no Rust reference
+        // points into it.
+        unsafe {
+            rustix::mm::mprotect(mid, P as usize, rustix::mm::MprotectFlags::READ)
+                .expect("mprotect");
+            rustix::mm::mprotect(
+                mid,
+                P as usize,
+                rustix::mm::MprotectFlags::READ | rustix::mm::MprotectFlags::WRITE,
+            )
+            .expect("mprotect");
+        }
+    }
+
+    /// A first write to a page of a fresh anonymous mapping (a real page fault).
+    pub fn first_touch(page: *mut u8) {
+        // SAFETY: `page` points into a writable mapping this process owns.
+        unsafe { page.write_volatile(1) };
+    }
+}

@@ -201,41 +201,38 @@ impl RegionMap {
 
     /// Splits the region containing `addr` so that a region starts at `addr`.
     fn split_at(&mut self, addr: u64) {
-        let Some(r) = self.find(addr).copied() else {
+        let Some((_, r)) = self.map.range_mut(..=addr).next_back() else {
             return;
         };
-        if r.start == addr {
+        if r.start == addr || r.end <= addr {
             return;
         }
         let (lower, upper) = r.split_at(addr);
-        self.map.insert(lower.start, lower);
+        *r = lower;
         self.map.insert(upper.start, upper);
     }
 
     /// Merges compatible neighbours among the regions touching `[start, end]`.
     fn merge_between(&mut self, start: u64, end: u64) {
-        let mut at = self.prev_below(start).map_or(start, |r| r.start);
+        let mut key = self.prev_below(start).map_or(start, |r| r.start);
         loop {
-            let Some(cur) = self.map.get(&at).copied() else {
-                match self.map.range(at..).next() {
-                    Some((&k, _)) if k <= end => {
-                        at = k;
-                        continue;
-                    }
-                    _ => return,
-                }
-            };
-            if cur.start > end {
+            // One descent finds the current region and its successor.
+            let mut it = self.map.range(key..);
+            let Some((&k, cur)) = it.next() else { return };
+            if k > end {
                 return;
             }
-            match self.map.get(&cur.end).copied() {
-                Some(next) if cur.can_merge(&next) => {
-                    self.map.remove(&next.start);
-                    if let Some(c) = self.map.get_mut(&cur.start) {
-                        c.end = next.end;
+            match it.next() {
+                Some((&next_key, next)) if cur.can_merge(next) => {
+                    let new_end = next.end;
+                    self.map.remove(&next_key);
+                    if let Some(c) = self.map.get_mut(&k) {
+                        c.end = new_end;
                     }
+                    key = k;
                 }
-                _ => at = cur.end,
+                Some((&next_key, _)) => key = next_key,
+                None => return,
             }
         }
     }

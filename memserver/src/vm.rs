@@ -478,28 +478,38 @@ impl<K: KernelStub> Server<K> {
         if c.spec.deny_wx && prot.contains(Prot::WRITE | Prot::EXEC) {
             return Err(Errno::EACCES);
         }
-        if !c.regions.is_fully_mapped(addr, end) {
-            return Err(Errno::ENOMEM);
-        }
-        if c.regions
-            .overlapping(addr, end)
-            .any(|r| !r.max_prot.contains(prot))
-        {
-            return Err(Errno::EACCES);
-        }
-        if c.regions.len() + c.regions.splits(addr, end) > c.spec.limits.max_regions as usize {
-            return Err(Errno::ENOMEM);
-        }
-        // Commit for private regions becoming writable for the first time.
+        // One walk: holes, rights, splits, commit, and whether anything changes at all.
+        let (mut at, mut splits, mut changes) = (addr, 0usize, false);
         let mut charges: alloc::vec::Vec<(BankId, u64)> = alloc::vec::Vec::new();
         for r in c.regions.overlapping(addr, end) {
-            let after = Region { prot, ..*r };
-            if after.wants_commit() && !r.accounted {
-                charges.push((
-                    r.charge_bank(),
-                    (r.end.min(end) - r.start.max(addr)) / PAGE_SIZE,
-                ));
+            if r.start > at {
+                return Err(Errno::ENOMEM);
             }
+            if !r.max_prot.contains(prot) {
+                return Err(Errno::EACCES);
+            }
+            if r.start < addr {
+                splits += 1;
+            }
+            if r.end > end {
+                splits += 1;
+            }
+            changes |= r.prot != prot;
+            // Commit for private regions becoming writable for the first time.
+            if (Region { prot, ..*r }).wants_commit() && !r.accounted {
+                let pages = (r.end.min(end) - r.start.max(addr)) / PAGE_SIZE;
+                charges.push((r.charge_bank(), pages));
+            }
+            at = r.end;
+        }
+        if at < end {
+            return Err(Errno::ENOMEM);
+        }
+        if !changes {
+            return Ok(());
+        }
+        if c.regions.len() + splits > c.spec.limits.max_regions as usize {
+            return Err(Errno::ENOMEM);
         }
         for (i, &(bank, pages)) in charges.iter().enumerate() {
             if !self.mem.frames.charge(bank, pages) {
@@ -511,8 +521,7 @@ impl<K: KernelStub> Server<K> {
         }
         let c = self.clients.get_mut(&id).ok_or(Errno::ESRCH)?;
         c.regions.update_range(addr, end, |r| {
-            let after = Region { prot, ..*r };
-            if after.wants_commit() {
+            if (Region { prot, ..*r }).wants_commit() {
                 r.accounted = true;
             }
             r.prot = prot;
@@ -520,21 +529,15 @@ impl<K: KernelStub> Server<K> {
         // Page tables: drop everything for PROT_NONE; otherwise set the new rights, with
         // private pages read-only until a write fault shows they are not shared (the
         // fault upgrades them), so copy-on-write stays intact.
-        let space = c.space;
-        let pieces: alloc::vec::Vec<(u64, u64, PageAttrs)> = c
-            .regions
-            .overlapping(addr, end)
-            .map(|r| {
-                let (s, e) = (r.start.max(addr), r.end.min(end));
-                (s, e, attrs_for(r, r.shared))
-            })
-            .collect();
-        for (s, e, attrs) in pieces {
+        for r in c.regions.overlapping(addr, end) {
+            let (s, e) = (r.start.max(addr), r.end.min(end));
             let pages = (e - s) / PAGE_SIZE;
             if prot.is_empty() {
-                self.mem.stub.unmap(space, s, pages);
+                self.mem.stub.unmap(c.space, s, pages);
             } else {
-                self.mem.stub.protect(space, s, pages, attrs);
+                self.mem
+                    .stub
+                    .protect(c.space, s, pages, attrs_for(r, r.shared));
             }
         }
         Ok(())
