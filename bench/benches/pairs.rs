@@ -21,9 +21,8 @@ fn mprotect(c: &mut Criterion) {
     let mut ours = Ours::new(1 << 16, 1 << 20);
     let a = ours.mmap(3 * P, Prot::READ | Prot::WRITE);
     g.bench_function("ours", |b| b.iter(|| ours.mprotect_split_merge(a)));
-    let p = linux::mmap(3 * P, ProtFlags::READ | ProtFlags::WRITE);
-    g.bench_function("linux", |b| b.iter(|| linux::mprotect_split_merge(p)));
-    linux::munmap(p, 3 * P);
+    let m = linux::Mapping::new(3 * P, ProtFlags::READ | ProtFlags::WRITE);
+    g.bench_function("linux", |b| b.iter(|| m.mprotect_split_merge()));
     g.finish();
 }
 
@@ -43,9 +42,7 @@ fn scaling(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("linux", ours_n), &ours_n, |b, _| {
             b.iter(linux::mmap_munmap)
         });
-        for p in held {
-            linux::munmap(p, P);
-        }
+        drop(held);
     }
     g.finish();
 }
@@ -78,13 +75,13 @@ fn first_touch(c: &mut Criterion) {
             let mut left = iters;
             while left > 0 {
                 let n = left.min(PAGES);
-                let p = linux::mmap(PAGES * P, ProtFlags::READ | ProtFlags::WRITE) as *mut u8;
+                let m = linux::Mapping::new(PAGES * P, ProtFlags::READ | ProtFlags::WRITE);
                 let t = Instant::now();
                 for i in 0..n {
-                    linux::first_touch(p.wrapping_add((i * P) as usize));
+                    m.touch(i);
                 }
                 total += t.elapsed();
-                linux::munmap(p.cast(), PAGES * P);
+                drop(m);
                 left -= n;
             }
             total

@@ -150,32 +150,65 @@ pub fn encode_decode(req_buf: &mut [u8], resp_buf: &mut [u8]) -> u64 {
 /// Linux's side: real syscalls in this process.
 pub mod linux {
     use super::*;
+    use core::ffi::c_void;
 
-    /// `mmap` of `len` anonymous private bytes.
-    pub fn mmap(len: u64, prot: ProtFlags) -> *mut core::ffi::c_void {
-        // SAFETY: a fresh anonymous mapping at an address the kernel chooses cannot alias
-        // any Rust object.
-        unsafe {
-            rustix::mm::mmap_anonymous(core::ptr::null_mut(), len as usize, prot, LMap::PRIVATE)
-        }
-        .expect("mmap")
+    /// An anonymous private mapping owned by this process; unmapped on drop.
+    pub struct Mapping {
+        ptr: *mut c_void,
+        len: usize,
     }
 
-    /// `munmap`.
-    pub fn munmap(p: *mut core::ffi::c_void, len: u64) {
-        // SAFETY: `p` came from `mmap` above with this length and nothing references it.
-        unsafe { rustix::mm::munmap(p, len as usize) }.expect("munmap");
+    impl Mapping {
+        /// `mmap` of `len` anonymous private bytes.
+        pub fn new(len: u64, prot: ProtFlags) -> Mapping {
+            let len = len as usize;
+            // SAFETY: a fresh anonymous mapping at an address the kernel chooses cannot
+            // alias any Rust object.
+            let ptr = unsafe {
+                rustix::mm::mmap_anonymous(core::ptr::null_mut(), len, prot, LMap::PRIVATE)
+            }
+            .expect("mmap");
+            Mapping { ptr, len }
+        }
+
+        /// Protect the middle page of a 3-page mapping, then restore it.
+        pub fn mprotect_split_merge(&self) {
+            assert!(self.len >= 3 * P as usize);
+            let mid = self.ptr.wrapping_byte_add(P as usize);
+            let rw = rustix::mm::MprotectFlags::READ | rustix::mm::MprotectFlags::WRITE;
+            // SAFETY: the page lies inside this mapping, which no Rust reference points
+            // into; only its protection changes.
+            unsafe {
+                rustix::mm::mprotect(mid, P as usize, rustix::mm::MprotectFlags::READ)
+                    .expect("mprotect");
+                rustix::mm::mprotect(mid, P as usize, rw).expect("mprotect");
+            }
+        }
+
+        /// A first write to page `i` (a real page fault if it was never touched).
+        pub fn touch(&self, i: u64) {
+            let off = (i * P) as usize;
+            assert!(off < self.len);
+            // SAFETY: `off` is inside this writable mapping (checked above), which no Rust
+            // reference points into.
+            unsafe { self.ptr.cast::<u8>().add(off).write_volatile(1) };
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: `ptr`/`len` describe a mapping this value owns and nothing else uses.
+            unsafe { rustix::mm::munmap(self.ptr, self.len) }.expect("munmap");
+        }
     }
 
     /// The pair: a 4 KiB anonymous mmap and its munmap.
     pub fn mmap_munmap() {
-        let p = mmap(P, ProtFlags::READ | ProtFlags::WRITE);
-        munmap(p, P);
+        drop(Mapping::new(P, ProtFlags::READ | ProtFlags::WRITE));
     }
 
-    /// `n` one-page mappings that cannot merge (alternating protection); returned so they
-    /// can be unmapped.
-    pub fn populate_regions(n: u64) -> Vec<*mut core::ffi::c_void> {
+    /// `n` one-page mappings that cannot merge (alternating protection).
+    pub fn populate_regions(n: u64) -> Vec<Mapping> {
         (0..n)
             .map(|i| {
                 let prot = if i % 2 == 0 {
@@ -183,31 +216,8 @@ pub mod linux {
                 } else {
                     ProtFlags::READ | ProtFlags::WRITE
                 };
-                mmap(P, prot)
+                Mapping::new(P, prot)
             })
             .collect()
-    }
-
-    /// Protect the middle page of a 3-page region, then restore it.
-    pub fn mprotect_split_merge(p: *mut core::ffi::c_void) {
-        let mid = p.wrapping_byte_add(P as usize);
-        // SAFETY: the range lies inside a mapping this process owns and no Rust reference
-        // points into it.
-        unsafe {
-            rustix::mm::mprotect(mid, P as usize, rustix::mm::MprotectFlags::READ)
-                .expect("mprotect");
-            rustix::mm::mprotect(
-                mid,
-                P as usize,
-                rustix::mm::MprotectFlags::READ | rustix::mm::MprotectFlags::WRITE,
-            )
-            .expect("mprotect");
-        }
-    }
-
-    /// A first write to a page of a fresh anonymous mapping (a real page fault).
-    pub fn first_touch(page: *mut u8) {
-        // SAFETY: `page` points into a writable mapping this process owns.
-        unsafe { page.write_volatile(1) };
     }
 }
