@@ -2,6 +2,7 @@
 //!
 //! Each command lives in its own module; `main` only dispatches.
 
+mod bench;
 mod conformance;
 mod fuzz;
 mod qemu;
@@ -16,6 +17,8 @@ usage: cargo xtask <command>
 
 commands:
   qemu [--gdb]        boot the microkernel under QEMU and run the conformance apps
+  bench [--quick] [--json FILE]
+                      our figures beside Linux's, as ratios; callgrind counts; plot
   conformance [--filter S] [--verbose]
                       run the conformance suite in-process: N passed, N failed
   fuzz [--seconds N] [--target T]
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     };
     let result = match cmd.as_str() {
         "qemu" => qemu::run(rest),
+        "bench" => bench::run(rest),
         "conformance" => conformance::run(rest),
         "fuzz" => fuzz::run(rest),
         "setup" => setup::run(rest),
