@@ -28,6 +28,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 "-p",
                 "ipc-proto",
                 "-p",
+                "kernel-stub",
+                "-p",
                 "client-lib",
                 "-p",
                 "memserver",
