@@ -10,7 +10,9 @@ use alloc::vec;
 use client_lib::Transport;
 use core::cell::RefCell;
 use ipc_proto::{ClientId, ClientSpec, Errno, ServerStats, Signal};
+use memserver::inproc::InProcStub;
 use memserver::machine::{Machine, SimulatedCpu};
+use memserver::model_stub::ModelStub;
 use memserver::{BankConfig, Config, DeviceConfig, FrameRange};
 
 /// Frames of the default bank in the conformance profile.
@@ -20,24 +22,30 @@ pub const DMA_FRAMES: u64 = 64;
 /// Frames of the `fb0` device window.
 pub const FB_FRAMES: u64 = 256;
 
+/// First frame of the simulated physical memory: the `dma` bank at 1 MiB, then the
+/// `normal` bank, then the `fb0` window, contiguous so the in-process stub can simulate
+/// all of it.
+const PHYS_BASE: u64 = 0x100;
+
 /// The server configuration every transport runs the suite against: a `normal` bank, a
 /// small `dma` bank, a mappable `fb0` window and an unmappable `uart0`.
 pub fn profile() -> Config {
-    let mut cfg = Config::with_ram(vec![FrameRange {
-        start: 0x10_000,
+    let normal = FrameRange {
+        start: PHYS_BASE + DMA_FRAMES,
         count: RAM_FRAMES,
-    }]);
+    };
+    let mut cfg = Config::with_ram(vec![normal]);
     cfg.banks.push(BankConfig {
         name: String::from("dma"),
         ranges: vec![FrameRange {
-            start: 0x100,
+            start: PHYS_BASE,
             count: DMA_FRAMES,
         }],
     });
     cfg.devices.push(DeviceConfig {
         name: String::from("fb0"),
         frames: FrameRange {
-            start: 0xfd000,
+            start: normal.start + normal.count,
             count: FB_FRAMES,
         },
     });
@@ -78,10 +86,25 @@ pub struct InProc<K: SimulatedCpu> {
     facts: Facts,
 }
 
-impl<K: SimulatedCpu + 'static> InProc<K> {
-    /// A harness running the conformance profile over `stub`.
-    pub fn new(stub: K) -> InProc<K> {
+impl InProc<InProcStub> {
+    /// A harness running the conformance profile over the real kernel stub.
+    pub fn real() -> InProc<InProcStub> {
         let cfg = profile();
+        let stub = InProcStub::for_config(&cfg).expect("the profile is simulable");
+        InProc::with_config(cfg, stub)
+    }
+}
+
+impl InProc<ModelStub> {
+    /// A harness running the conformance profile over the model stub.
+    pub fn model() -> InProc<ModelStub> {
+        InProc::with_config(profile(), ModelStub::new())
+    }
+}
+
+impl<K: SimulatedCpu + 'static> InProc<K> {
+    /// A harness running `cfg` over `stub`.
+    pub fn with_config(cfg: Config, stub: K) -> InProc<K> {
         let facts = facts_of(&cfg, true);
         InProc {
             machine: Rc::new(RefCell::new(Machine::new(cfg, stub))),

@@ -1,11 +1,8 @@
 //! The whole suite in-process: every case passes, and the suite is as large as promised.
 
 use conformance::inproc::InProc;
-use memserver::model_stub::ModelStub;
 
-#[test]
-fn suite_passes_in_process_over_the_model_stub() {
-    let mut h = InProc::new(ModelStub::new());
+fn run_all<K: memserver::machine::SimulatedCpu + 'static>(mut h: InProc<K>) {
     let cases = conformance::cases::all();
     let sum = conformance::run(&mut h, &cases, "", &mut |name, outcome| {
         if let Err(e) = outcome {
@@ -15,6 +12,16 @@ fn suite_passes_in_process_over_the_model_stub() {
     eprintln!("{}", sum.line());
     assert_eq!(sum.failed, 0, "{:?}", sum.failures);
     assert_eq!(sum.passed as usize, cases.len());
+}
+
+#[test]
+fn suite_passes_in_process_over_the_real_kernel_stub() {
+    run_all(InProc::real());
+}
+
+#[test]
+fn suite_passes_in_process_over_the_model_stub() {
+    run_all(InProc::model());
 }
 
 #[test]

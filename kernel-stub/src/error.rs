@@ -1,60 +1,58 @@
-//! Typed refusals and faults.
+//! Typed refusals: why the stub would not do what it was asked.
 
-/// Why the stub refused an operation. Every refusal leaves the tables unchanged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use core::fmt;
+
+/// Why the stub refused an operation. A refused operation changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Error {
     /// The space capability names no live space (forged, or never valid).
     BadSpace,
     /// The space capability names a space that was destroyed.
     StaleSpace,
-    /// No free space slot.
+    /// Every space slot is in use.
     OutOfSpaces,
-    /// The address is not canonical.
+    /// A raw address is not canonical.
     NonCanonical,
-    /// The address lies in the kernel half.
-    KernelHalf,
-    /// The address is canonical user space but outside the configured window.
-    OutsideWindow,
-    /// The address or frame is not aligned to the page size asked for.
+    /// An address or frame is not aligned to the page size asked for.
     Unaligned,
-    /// The range overflows or is empty.
+    /// An address or range reaches into the kernel half.
+    KernelHalf,
+    /// An address or range lies in the user half but outside the configured window.
+    OutsideWindow,
+    /// A range overflows, or is empty where frames must be named.
     BadRange,
-    /// The frame was never granted to the server.
+    /// The frame was never granted to the server (or not as this kind).
     NotGranted,
-    /// The frame is a page-table frame (in the pool or in use).
+    /// The operation needs RAM and the frame is a device frame.
+    NotRam,
+    /// The frame is a page-table frame (pooled or in use).
     TableFrame,
-    /// The frame is mapped somewhere and cannot become a page table.
+    /// The frame is mapped somewhere, so it cannot become a page table.
     FrameInUse,
-    /// Something is already mapped at the address.
-    AlreadyMapped,
-    /// The stub needs a page-table frame and its pool is empty.
-    OutOfTableFrames,
-    /// The cache mode is not allowed for this kind of frame.
-    CacheMode,
-    /// A grant overlaps an earlier one, or the grant table or state storage is full.
-    BadGrant,
-    /// A frame access beyond the frame's 4096 bytes.
-    OutOfBounds,
     /// The frame's mapping count would overflow.
     TooManyMappings,
+    /// The cache mode is not allowed for this kind of frame.
+    CacheMode,
+    /// The physical memory does not back this frame (it cannot be read or written).
+    NotBacked,
+    /// Something is already mapped at the address.
+    AlreadyMapped,
+    /// The operation needs page-table frames and the pool has too few.
+    OutOfTableFrames,
+    /// A grant overlaps an earlier one.
+    GrantOverlap,
+    /// The grant table is full.
+    GrantTableFull,
+    /// The per-frame state storage cannot hold another RAM grant.
+    StateStorageFull,
+    /// A frame access reaches beyond the frame's 4096 bytes.
+    OutOfBounds,
 }
 
-/// The kind of access a translation is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// A data read.
-    Read,
-    /// A data write.
-    Write,
-    /// An instruction fetch.
-    Exec,
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
 }
 
-/// Why a translation faults, as the CPU's error code would say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// No present entry maps the address.
-    NotPresent,
-    /// An entry maps it but forbids the access.
-    Protection,
-}
+impl core::error::Error for Error {}

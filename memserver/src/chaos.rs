@@ -21,21 +21,22 @@ use ipc_proto::{
 
 /// The configuration the chaos runs use: small, so limits and exhaustion are reached.
 pub fn config() -> Config {
+    // Contiguous physical layout (dma, normal, fb0) so the real stub can simulate it.
     let mut cfg = Config::with_ram(vec![FrameRange {
-        start: 0x1000,
+        start: 0x108,
         count: 96,
     }]);
     cfg.banks.push(BankConfig {
         name: String::from("dma"),
         ranges: vec![FrameRange {
-            start: 0x10,
+            start: 0x100,
             count: 8,
         }],
     });
     cfg.devices.push(DeviceConfig {
         name: String::from("fb0"),
         frames: FrameRange {
-            start: 0xfd000,
+            start: 0x168,
             count: 16,
         },
     });

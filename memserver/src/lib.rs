@@ -22,6 +22,7 @@ pub mod config;
 mod fault;
 pub mod fd;
 pub mod frame_alloc;
+pub mod inproc;
 mod invariants;
 pub mod machine;
 pub mod mem;

@@ -1,6 +1,7 @@
 //! Soak test: thousands of pseudo-random operation programs through the chaos engine,
 //! each checking every invariant after every step and no leak at the end.
 
+use memserver::inproc::InProcStub;
 use memserver::model_stub::ModelStub;
 
 /// xorshift64*: a fixed, dependency-free byte stream so failures reproduce.
@@ -27,8 +28,30 @@ fn random_programs_keep_every_invariant() {
 }
 
 #[test]
+fn random_programs_keep_every_invariant_over_the_real_stub() {
+    for seed in 0..200u64 {
+        let data = bytes(seed, 1500);
+        let stub = InProcStub::for_config(&memserver::chaos::config()).unwrap();
+        if let Err(e) = memserver::chaos::run(stub, &data) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
+
+#[test]
 #[ignore]
 fn trace_one() {
     let data = bytes(7, 1500);
     memserver::chaos::run(ModelStub::new(), &data).unwrap();
+}
+
+#[test]
+#[ignore]
+fn trace_real() {
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let stub = InProcStub::for_config(&memserver::chaos::config()).unwrap();
+    memserver::chaos::run(stub, &bytes(seed, 1500)).unwrap();
 }

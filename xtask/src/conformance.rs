@@ -2,7 +2,6 @@
 //! in-process and print `N passed, N failed`.
 
 use conformance::inproc::InProc;
-use memserver::model_stub::ModelStub;
 
 /// Entry point.
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -22,7 +21,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     let cases = conformance::cases::all();
-    let mut h = InProc::new(ModelStub::new());
+    let mut h = InProc::real();
     println!("conformance (in-process): {} cases", cases.len());
     let sum = conformance::run(
         &mut h,
