@@ -3,8 +3,9 @@
 //! Decoding is total: any byte string yields a message or an [`Errno`], never a panic,
 //! never a read past the slice, and trailing bytes are refused. A message that parses but
 //! carries an invalid value (unknown flag bit, bad name, unknown errno) is `EINVAL`;
-//! anything structurally wrong (truncated, bad tag, bad varint, trailing bytes) is
-//! `EBADMSG`.
+//! a request of a kind this version does not know (its variant index is past the last
+//! [`Request`] variant) is `ENOSYS`, as an unknown system call is; anything else
+//! structurally wrong (truncated, bad tag, bad varint, trailing bytes) is `EBADMSG`.
 
 use crate::Errno;
 use crate::message::{Request, Response};
@@ -31,7 +32,27 @@ pub fn encode_request(req: &Request, buf: &mut [u8]) -> Result<usize, Errno> {
 
 /// Decodes one request occupying all of `bytes`.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, Errno> {
+    // serde reports an unknown variant index as an invalid value; tell it apart first,
+    // so a newer client learns the call is not implemented rather than malformed.
+    if let Some(index) = leading_varint(bytes)
+        && index >= u64::from(Request::VARIANTS)
+    {
+        return Err(Errno::ENOSYS);
+    }
     decode(bytes)
+}
+
+/// The LEB128 varint `bytes` starts with (postcard's enum variant index), if it is one
+/// that fits in a `u32` as postcard requires.
+fn leading_varint(bytes: &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().take(5).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (value <= u64::from(u32::MAX)).then_some(value);
+        }
+    }
+    None
 }
 
 /// Encodes `resp` into `buf`, returning the number of bytes written.

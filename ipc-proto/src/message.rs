@@ -234,6 +234,13 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// How many request kinds this version knows: variant indexes `0..VARIANTS`. A
+    /// higher index decodes as `ENOSYS`. Appending a variant bumps it (checked by the
+    /// golden-vector tests).
+    pub const VARIANTS: u32 = 22;
+}
+
 /// Per-client limits, the analogues of `RLIMIT_*` and `vm.max_map_count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub struct Limits {

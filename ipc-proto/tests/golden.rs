@@ -113,8 +113,23 @@ fn golden_vectors_cover_every_request_variant() {
         .iter()
         .map(|(_, r)| variant_of(&format!("{r:?}")))
         .collect();
-    assert_eq!(declared.len(), 22);
+    assert_eq!(declared.len(), Request::VARIANTS as usize);
     assert_eq!(declared, covered, "a request variant has no golden vector");
+}
+
+#[test]
+fn a_request_kind_past_the_last_variant_is_enosys() {
+    let n = Request::VARIANTS as u8;
+    assert_eq!(decode_request(&[n]), Err(Errno::ENOSYS));
+    assert_eq!(decode_request(&[0x7f, 1, 2]), Err(Errno::ENOSYS));
+    // A multi-byte varint index, and one too large for a u32 (malformed, not unknown).
+    assert_eq!(decode_request(&[0x80, 0x01]), Err(Errno::ENOSYS));
+    assert_eq!(
+        decode_request(&[0xff, 0xff, 0xff, 0xff, 0x7f]),
+        Err(Errno::EBADMSG)
+    );
+    // The last known kind still decodes (or fails on its fields, never ENOSYS).
+    assert_ne!(decode_request(&[n - 1]), Err(Errno::ENOSYS));
 }
 
 #[test]

@@ -4,17 +4,58 @@ use crate::harness::{Harness, Process, client};
 use crate::runner::{Case, Fail};
 use alloc::boxed::Box;
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Debug;
-use ipc_proto::{ClientSpec, Errno, MapFlags, PAGE_SIZE, Prot};
+use ipc_proto::{ClientSpec, Errno, Fd, MapFlags, OFlags, PAGE_SIZE, Prot, RegionInfo, Signal};
 
+mod banks;
+mod devices;
+mod fault;
+mod lifecycle;
+mod limits;
+mod lock;
 mod mmap;
+mod mprotect;
+mod msync;
+mod munmap;
+mod placement;
+mod protocol;
+mod regions;
+mod sharing;
+mod shm;
 
 /// Every case of the suite, in a stable order.
 pub fn all() -> Vec<Case> {
-    let groups: &[&[Case]] = &[mmap::CASES];
+    let groups: &[&[Case]] = &[
+        mmap::CASES,
+        placement::CASES,
+        munmap::CASES,
+        mprotect::CASES,
+        msync::CASES,
+        fault::CASES,
+        regions::CASES,
+        shm::CASES,
+        sharing::CASES,
+        banks::CASES,
+        devices::CASES,
+        lock::CASES,
+        limits::CASES,
+        lifecycle::CASES,
+        protocol::CASES,
+    ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }
+
+/// A module's `CASES` table from its case functions: each case is named after its
+/// function, which says the behaviour it checks.
+macro_rules! cases {
+    ($($f:ident),* $(,)?) => {
+        /// The cases of this module.
+        pub const CASES: &[Case] = &[$(Case { name: stringify!($f), run: $f }),*];
+    };
+}
+pub(crate) use cases;
 
 /// One page.
 pub const P: u64 = PAGE_SIZE;
@@ -70,4 +111,91 @@ pub fn expect_err<T: Debug>(r: Result<T, Errno>, want: Errno, what: &str) -> Res
             "{what}: got {other:?}, expected Err({want:?})"
         ))),
     }
+}
+
+/// Passes if the access raised exactly `want`.
+pub fn expect_signal<T: Debug>(r: Result<T, Signal>, want: Signal, what: &str) -> Result<(), Fail> {
+    match r {
+        Err(s) if s == want => Ok(()),
+        other => Err(Fail(format!(
+            "{what}: got {other:?}, expected the signal {want:?}"
+        ))),
+    }
+}
+
+/// `mmap(addr, len, prot, flags | MAP_FIXED)` of private anonymous memory.
+pub fn fixed(p: &mut dyn Process, addr: u64, len: u64, prot: Prot) -> Result<u64, Errno> {
+    client(p).mmap(addr, len, prot, PA | MapFlags::FIXED, None, 0)
+}
+
+/// The caller's regions, in address order.
+pub fn regions(p: &mut dyn Process) -> Result<Vec<RegionInfo>, Fail> {
+    client(p)
+        .regions()
+        .collect::<Result<Vec<_>, _>>()
+        .ctx("regions")
+}
+
+/// The region containing `addr`, if any.
+pub fn region_at(p: &mut dyn Process, addr: u64) -> Result<Option<RegionInfo>, Fail> {
+    Ok(regions(p)?
+        .into_iter()
+        .find(|r| r.start <= addr && addr < r.end))
+}
+
+/// `O_CREAT | O_RDWR`.
+pub const CREATE: OFlags = OFlags::CREAT.union(OFlags::RDWR);
+
+/// Creates the shm object `/tag-base` (unique to the harness) of `size` bytes, opened
+/// read-write; returns its name and fd. The case must unlink the name.
+pub fn shm(
+    h: &mut dyn Harness,
+    p: &mut dyn Process,
+    base: &str,
+    size: u64,
+) -> Result<(String, Fd), Fail> {
+    let name = h.unique_name(base);
+    let fd = client(p)
+        .shm_open(&name, CREATE | OFlags::EXCL, 0o600)
+        .ctx("shm_open")?;
+    if size > 0 {
+        client(p).ftruncate(fd, size as i64).ctx("ftruncate")?;
+    }
+    Ok((name, fd))
+}
+
+/// Maps `len` bytes of `fd` shared at `offset`, with `prot`.
+pub fn map_shared(
+    p: &mut dyn Process,
+    fd: Fd,
+    len: u64,
+    prot: Prot,
+    offset: u64,
+) -> Result<u64, Errno> {
+    client(p).mmap(0, len, prot, MapFlags::SHARED, Some(fd), offset)
+}
+
+/// Writes `value` at `addr`, failing the case if the access faults.
+pub fn poke(p: &mut dyn Process, addr: u64, value: u8) -> Result<(), Fail> {
+    p.write(addr, value)
+        .map_err(|s| Fail(format!("write at {addr:#x} raised {s:?}")))
+}
+
+/// Reads the byte at `addr`, failing the case if the access faults.
+pub fn peek(p: &mut dyn Process, addr: u64) -> Result<u8, Fail> {
+    p.read(addr)
+        .map_err(|s| Fail(format!("read at {addr:#x} raised {s:?}")))
+}
+
+/// The server's free-frame count, through the harness.
+pub fn free_frames(h: &mut dyn Harness) -> u64 {
+    let s = h.stats();
+    s.free_frames + s.table_frames
+}
+
+/// A spec with `f` applied to the default one.
+pub fn spec(f: impl FnOnce(&mut ClientSpec)) -> ClientSpec {
+    let mut s = ClientSpec::DEFAULT;
+    f(&mut s);
+    s
 }
