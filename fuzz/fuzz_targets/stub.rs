@@ -27,7 +27,8 @@ fn page(va: u64) -> Option<Page> {
 
 const RAM: u64 = 0x100;
 const FRAMES: u64 = 256;
-const DEV: u64 = 0x400;
+const DEV: u64 = 0x240;
+const DEV_FRAMES: u64 = 64;
 
 fn attrs(b: u8) -> Attrs {
     Attrs {
@@ -38,7 +39,7 @@ fn attrs(b: u8) -> Attrs {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let storage = vec![FrameBytes::ZERO; (DEV + 1024 - RAM) as usize].into_boxed_slice();
+    let storage = vec![FrameBytes::ZERO; (DEV + DEV_FRAMES - RAM) as usize].into_boxed_slice();
     let mut s: Stub<_, _, _, 8> = Stub::new(
         RamPhys::new(PhysFrame::containing_address(PhysAddr::new(RAM * PAGE_SIZE)), storage),
         CountingTlb::default(),
@@ -46,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         Config::default(),
     );
     s.grant_ram(&Kernel, frames(RAM, FRAMES)).unwrap();
-    s.grant_device(&Kernel, frames(DEV, 1024)).unwrap();
+    s.grant_device(&Kernel, frames(DEV, DEV_FRAMES)).unwrap();
     let mut donated = 0u64;
     let mut spaces: Vec<SpaceCap> = Vec::new();
     let mut it = data.chunks_exact(10);
@@ -57,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             _ => spaces.get(usize::from(c[1]) % spaces.len().max(1)).copied().unwrap_or(SpaceCap::from_raw(word)),
         };
         let va = if c[1] & 0x80 != 0 { word } else { 0x4000_0000 + (word % 1100) * PAGE_SIZE };
-        let frame_addr = if c[1] & 0x40 != 0 { word } else { (RAM + word % (DEV + 1024 - RAM)) * PAGE_SIZE };
+        let frame_addr = if c[1] & 0x40 != 0 { word } else { (RAM + word % (DEV + DEV_FRAMES - RAM)) * PAGE_SIZE };
         let cap = PhysAddr::try_new(frame_addr).map_err(|_| Error::NotGranted).and_then(|a| s.frame_cap(a));
         let p = page(va);
         match c[0] % 12 {

@@ -43,6 +43,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let scratch = std::env::temp_dir().join(format!("memserver-fuzz-{t}"));
         std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
         let seeds = root.join("fuzz/corpus").join(t);
+        // git keeps no empty directory, and libFuzzer refuses a missing one.
+        std::fs::create_dir_all(&seeds).map_err(|e| e.to_string())?;
         eprintln!("xtask fuzz: {t} for {seconds} s");
         let out = Command::new("cargo")
             .current_dir(root.join("fuzz"))
@@ -66,9 +68,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
             for l in tail.iter().rev() {
                 eprintln!("{l}");
             }
-            return Err(format!(
-                "fuzz target {t} found a failure (see fuzz/artifacts/{t})"
-            ));
+            let found = log.contains("Test unit written to");
+            return Err(if found {
+                format!("fuzz target {t} found a failure (see fuzz/artifacts/{t})")
+            } else {
+                format!("fuzz target {t} did not run ({})", out.status)
+            });
         }
         report.push((t, runs));
     }
