@@ -33,7 +33,7 @@ const SCALE: [(u64, u64); 3] = [(10, 10), (1000, 1000), (65536, 65000)];
 fn scaling(c: &mut Criterion) {
     let mut g = c.benchmark_group("mmap_munmap_at");
     for (ours_n, linux_n) in SCALE {
-        let mut ours = Ours::new(1 << 18, 1 << 20);
+        let mut ours = Ours::new(1 << 16, 1 << 20);
         ours.populate_regions(ours_n);
         g.bench_with_input(BenchmarkId::new("ours", ours_n), &ours_n, |b, _| {
             b.iter(|| ours.mmap_munmap())

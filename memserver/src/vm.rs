@@ -395,14 +395,16 @@ impl<K: KernelStub> Server<K> {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        self.mem
-            .stub
-            .unmap(c.space, start, (end - start) / PAGE_SIZE);
+        // Every page installed in an anonymous region is one of the client's private
+        // pages, so a range of anonymous regions without any needs no walk of the page
+        // tables (the common munmap of memory never touched, and the benchmark pair).
+        let mut other_backing = false;
         let mut touched: [Option<ObjectId>; 4] = [None; 4];
         let mut more_objects = alloc::vec::Vec::new();
         let (frames, objects) = (&mut self.mem.frames, &mut self.objects);
         let (mapped, locked) = (&mut c.mapped_bytes, &mut c.locked_bytes);
         c.regions.remove_range(start, end, |r| {
+            other_backing |= !matches!(r.backing, RegionBacking::Anon { .. });
             *mapped -= r.len();
             if r.locked {
                 *locked -= r.len();
@@ -423,6 +425,11 @@ impl<K: KernelStub> Server<K> {
                 }
             }
         });
+        if other_backing || c.anon.range(start..end).next().is_some() {
+            self.mem
+                .stub
+                .unmap(c.space, start, (end - start) / PAGE_SIZE);
+        }
         // Private pages of the range.
         while let Some((&va, &f)) = c.anon.range(start..end).next() {
             c.anon.remove(&va);
