@@ -539,6 +539,13 @@ impl<K: KernelStub> Server<K> {
         for r in c.regions.overlapping(addr, end) {
             let (s, e) = (r.start.max(addr), r.end.min(end));
             let pages = (e - s) / PAGE_SIZE;
+            // As in release_range: an anonymous range without private pages has nothing
+            // installed, so there is no entry to change.
+            if matches!(r.backing, RegionBacking::Anon { .. })
+                && c.anon.range(s..e).next().is_none()
+            {
+                continue;
+            }
             if prot.is_empty() {
                 self.mem.stub.unmap(c.space, s, pages);
             } else {
