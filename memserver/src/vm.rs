@@ -576,13 +576,15 @@ impl<K: KernelStub> Server<K> {
             return Ok(());
         }
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
-        if !c.regions.is_fully_mapped(addr, end) {
-            return Err(Errno::ENOMEM);
-        }
+        // Linux: a locked mapping in the range is EBUSY even if the range also has a
+        // hole (the hole's ENOMEM is only reported when nothing else failed).
         if flags.contains(MsyncFlags::INVALIDATE)
             && c.regions.overlapping(addr, end).any(|r| r.locked)
         {
             return Err(Errno::EBUSY);
+        }
+        if !c.regions.is_fully_mapped(addr, end) {
+            return Err(Errno::ENOMEM);
         }
         Ok(())
     }
@@ -611,6 +613,11 @@ impl<K: KernelStub> Server<K> {
             return Err(Errno::ENOMEM);
         }
         if lock {
+            // Linux cannot fault in PROT_NONE pages, so its mlock answers ENOMEM for a
+            // range holding any (found by the differential test); we refuse up front.
+            if c.regions.overlapping(start, end).any(|r| r.prot.is_empty()) {
+                return Err(Errno::ENOMEM);
+            }
             let newly: u64 = c
                 .regions
                 .overlapping(start, end)

@@ -20,6 +20,7 @@ cases![
     mlockall_without_current_or_future_is_einval,
     munlockall_unlocks_everything,
     mlock_survives_mprotect,
+    mlock_over_prot_none_is_enomem_and_locks_nothing,
 ];
 
 fn locked_pages(p: &mut dyn Process) -> Result<u64, Fail> {
@@ -231,6 +232,26 @@ fn munlockall_unlocks_everything(h: &mut dyn Harness) -> Outcome {
         !region_at(&mut *p, c)?.is_some_and(|r| r.locked),
         "MCL_FUTURE survived"
     );
+    Ok(())
+}
+
+fn mlock_over_prot_none_is_enomem_and_locks_nothing(h: &mut dyn Harness) -> Outcome {
+    // Linux cannot fault PROT_NONE pages in, so its mlock fails with ENOMEM (found by
+    // the differential test against Linux); we also lock nothing at all.
+    let mut p = proc(h)?;
+    let a = hole(&mut *p, 3)?;
+    fixed(&mut *p, a, 2 * P, RW).ctx("rw")?;
+    fixed(&mut *p, a + 2 * P, P, Prot::NONE).ctx("none")?;
+    expect_err(
+        client(&mut *p).mlock(a, 3 * P),
+        Errno::ENOMEM,
+        "mlock over PROT_NONE",
+    )?;
+    ensure_eq!(locked_pages(&mut *p)?, 0);
+    client(&mut *p)
+        .mlock(a, 2 * P)
+        .ctx("mlock of the accessible part")?;
+    ensure_eq!(locked_pages(&mut *p)?, 2);
     Ok(())
 }
 

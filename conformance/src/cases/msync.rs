@@ -15,6 +15,7 @@ cases![
     msync_unknown_bits_are_einval,
     msync_invalidate_of_locked_memory_is_ebusy,
     msync_keeps_shared_data,
+    msync_invalidate_of_locked_memory_before_a_hole_is_ebusy,
 ];
 
 fn msync_async_sync_and_invalidate_succeed(h: &mut dyn Harness) -> Outcome {
@@ -120,6 +121,24 @@ fn msync_invalidate_of_locked_memory_is_ebusy(h: &mut dyn Harness) -> Outcome {
         Ok(())
     );
     Ok(())
+}
+
+fn msync_invalidate_of_locked_memory_before_a_hole_is_ebusy(h: &mut dyn Harness) -> Outcome {
+    // Linux reports the locked mapping (EBUSY) over the hole (ENOMEM).
+    let mut p = proc(h)?;
+    let a = hole(&mut *p, 3)?;
+    fixed(&mut *p, a, P, RW).ctx("map")?;
+    client(&mut *p).mlock(a, P).ctx("mlock")?;
+    expect_err(
+        client(&mut *p).msync(a, 3 * P, MsyncFlags::SYNC | MsyncFlags::INVALIDATE),
+        Errno::EBUSY,
+        "MS_INVALIDATE over a locked page and a hole",
+    )?;
+    expect_err(
+        client(&mut *p).msync(a, 3 * P, MsyncFlags::SYNC),
+        Errno::ENOMEM,
+        "MS_SYNC over the hole",
+    )
 }
 
 fn msync_keeps_shared_data(h: &mut dyn Harness) -> Outcome {
