@@ -22,6 +22,15 @@ pub trait MemoryAccess {
 pub trait Process: MemoryAccess {
     /// Its connection to the server.
     fn transport(&mut self) -> &mut dyn Transport;
+
+    /// Forks: a new client whose address space is a copy-on-write clone of this one's
+    /// (the kernel's `ClientCloned`), with identity and limits `spec`. Only the cases of
+    /// [`cases::fork`](crate::cases::fork_cases) use it; a transport that cannot fork
+    /// keeps this default and does not run them.
+    fn fork(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
+        let _ = spec;
+        Err(Errno::ENOSYS)
+    }
 }
 
 /// Facts about the server under test that cases depend on.

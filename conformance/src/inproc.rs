@@ -141,9 +141,17 @@ impl<K: SimulatedCpu> MemoryAccess for InProcProcess<K> {
     }
 }
 
-impl<K: SimulatedCpu> Process for InProcProcess<K> {
+impl<K: SimulatedCpu + 'static> Process for InProcProcess<K> {
     fn transport(&mut self) -> &mut dyn Transport {
         self
+    }
+
+    fn fork(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
+        let id = self.machine.borrow_mut().fork(self.id, spec)?;
+        Ok(Box::new(InProcProcess {
+            machine: self.machine.clone(),
+            id,
+        }))
     }
 }
 

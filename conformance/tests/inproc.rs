@@ -3,7 +3,7 @@
 use conformance::inproc::InProc;
 
 fn run_all<K: memserver::machine::SimulatedCpu + 'static>(mut h: InProc<K>) {
-    let cases = conformance::cases::all();
+    let cases = conformance::cases::everything();
     let sum = conformance::run(&mut h, &cases, "", &mut |name, outcome| {
         if let Err(e) = outcome {
             eprintln!("FAIL {name}: {}", e.0);
@@ -26,7 +26,7 @@ fn suite_passes_in_process_over_the_model_stub() {
 
 #[test]
 fn case_names_are_unique() {
-    let cases = conformance::cases::all();
+    let cases = conformance::cases::everything();
     let mut names: Vec<_> = cases.iter().map(|c| c.name).collect();
     names.sort();
     names.dedup();

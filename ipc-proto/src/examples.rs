@@ -134,7 +134,7 @@ pub fn requests() -> [(&'static str, Request); 19] {
 }
 
 /// Requests beyond the first array: the kernel's exit notice and the introspection calls.
-pub fn more_requests() -> [(&'static str, Request); 4] {
+pub fn more_requests() -> [(&'static str, Request); 5] {
     [
         (
             "client_started",
@@ -154,6 +154,14 @@ pub fn more_requests() -> [(&'static str, Request); 4] {
             "page_info",
             Request::PageInfo {
                 addr: 0x7f00_0000_0000,
+            },
+        ),
+        (
+            "client_cloned",
+            Request::ClientCloned {
+                parent: ClientId(7),
+                child: ClientId(8),
+                spec: ClientSpec::DEFAULT,
             },
         ),
     ]

@@ -232,13 +232,30 @@ pub enum Request {
         /// Any address in the page.
         addr: u64,
     },
+    /// From the kernel only: `child` is a copy of `parent` (the memory half of `fork`).
+    /// The child gets every region of the parent: `MAP_SHARED` ones share their pages,
+    /// `MAP_PRIVATE` ones are copied on write (no page is copied until one side writes
+    /// it), and every fd is duplicated; memory locks are not inherited, as POSIX says.
+    /// Reply: [`Reply::Done`]. Errors: `EPERM` when not sent by the kernel, `ESRCH` for
+    /// an unknown parent, `EEXIST` for a child already known, `ENOMEM` when the child's
+    /// private writable memory cannot be committed or exceeds `spec`'s limits, `EMFILE`
+    /// / `ENFILE` when its fds do not fit. A failed clone leaves nothing behind. Not
+    /// idempotent.
+    ClientCloned {
+        /// The client being copied.
+        parent: ClientId,
+        /// The new client.
+        child: ClientId,
+        /// The child's identity, rights and limits.
+        spec: ClientSpec,
+    },
 }
 
 impl Request {
     /// How many request kinds this version knows: variant indexes `0..VARIANTS`. A
     /// higher index decodes as `ENOSYS`. Appending a variant bumps it (checked by the
     /// golden-vector tests).
-    pub const VARIANTS: u32 = 22;
+    pub const VARIANTS: u32 = 23;
 }
 
 /// Per-client limits, the analogues of `RLIMIT_*` and `vm.max_map_count`.

@@ -141,6 +141,13 @@ pub fn run<K: SimulatedCpu>(stub: K, data: &[u8]) -> Result<(), String> {
                 };
                 let _ = m.server.handle(Sender::Kernel, &req);
             }
+            11 if clients.len() < 4 => {
+                // fork: a copy-on-write clone of `who`.
+                let spec = spec(&mut input);
+                if let Ok(child) = m.fork(who, spec) {
+                    clients.push(child);
+                }
+            }
             10 => {
                 // Garbage straight off the wire.
                 let n = usize::from(input.u8() % 48);

@@ -69,6 +69,16 @@ impl FdTable {
         Fd(n)
     }
 
+    /// Opens `entry` at exactly `fd` (a clone keeps its parent's numbers); `false` if
+    /// the number is taken.
+    pub fn insert_at(&mut self, fd: Fd, entry: FdEntry) -> bool {
+        if self.map.contains_key(&fd.0) {
+            return false;
+        }
+        self.map.insert(fd.0, entry);
+        true
+    }
+
     /// Closes `fd`, returning what it referred to.
     pub fn remove(&mut self, fd: Fd) -> Option<FdEntry> {
         self.map.remove(&fd.0)

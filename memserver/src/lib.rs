@@ -18,6 +18,7 @@
 extern crate alloc;
 
 pub mod chaos;
+mod clone;
 pub mod config;
 mod fault;
 pub mod fd;

@@ -49,6 +49,22 @@ impl<K: SimulatedCpu> Machine<K> {
         Ok(id)
     }
 
+    /// Clones `parent` (the memory half of `fork`): a new client with a copy-on-write
+    /// copy of its address space and its fds, announced as the kernel does.
+    pub fn fork(&mut self, parent: ClientId, spec: ClientSpec) -> Result<ClientId, Errno> {
+        let child = ClientId(self.next_client);
+        self.next_client += 1;
+        self.server.handle(
+            Sender::Kernel,
+            &Request::ClientCloned {
+                parent,
+                child,
+                spec,
+            },
+        )?;
+        Ok(child)
+    }
+
     /// Ends a client (exit or crash: the same for the server).
     pub fn exit(&mut self, id: ClientId) -> Result<(), Errno> {
         self.server

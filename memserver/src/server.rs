@@ -164,12 +164,25 @@ impl<K: KernelStub> Server<K> {
             (Sender::Kernel, &Request::ClientStarted { client, spec }) => {
                 return self.client_started(client, spec).map(|()| Reply::Done);
             }
+            (
+                Sender::Kernel,
+                &Request::ClientCloned {
+                    parent,
+                    child,
+                    spec,
+                },
+            ) => {
+                return self
+                    .client_cloned(parent, child, spec)
+                    .map(|()| Reply::Done);
+            }
             (Sender::Kernel, _)
             | (
                 Sender::Client(_),
                 Request::PageFault { .. }
                 | Request::ClientExited { .. }
-                | Request::ClientStarted { .. },
+                | Request::ClientStarted { .. }
+                | Request::ClientCloned { .. },
             ) => return Err(Errno::EPERM),
             (Sender::Client(id), _) => id,
         };
@@ -210,7 +223,8 @@ impl<K: KernelStub> Server<K> {
             | Request::Stats
             | Request::PageFault { .. }
             | Request::ClientExited { .. }
-            | Request::ClientStarted { .. } => Err(Errno::EPERM),
+            | Request::ClientStarted { .. }
+            | Request::ClientCloned { .. } => Err(Errno::EPERM),
         }
     }
 
@@ -232,11 +246,7 @@ impl<K: KernelStub> Server<K> {
         if self.clients.contains_key(&id) {
             return Err(Errno::EEXIST);
         }
-        let space = self.mem.stub.create_space().or_else(|_| {
-            // The root table may need a frame first.
-            self.mem.lend_table_frame().map_err(|_| Errno::ENOMEM)?;
-            self.mem.stub.create_space().map_err(|_| Errno::ENOMEM)
-        })?;
+        let space = self.new_space()?;
         let client = Client {
             spec,
             space,
@@ -250,6 +260,14 @@ impl<K: KernelStub> Server<K> {
         };
         self.clients.insert(id, client);
         Ok(())
+    }
+
+    /// A fresh address space, lending the stub a frame for its root table if needed.
+    pub(crate) fn new_space(&mut self) -> Result<K::Space, Errno> {
+        self.mem.stub.create_space().or_else(|_| {
+            self.mem.lend_table_frame().map_err(|_| Errno::ENOMEM)?;
+            self.mem.stub.create_space().map_err(|_| Errno::ENOMEM)
+        })
     }
 
     /// Reclaims everything a client held (the kernel's `ClientExited`).

@@ -12,6 +12,7 @@ use ipc_proto::{ClientSpec, Errno, Fd, MapFlags, OFlags, PAGE_SIZE, Prot, Region
 mod banks;
 mod devices;
 mod fault;
+mod fork;
 mod lifecycle;
 mod limits;
 mod lock;
@@ -45,6 +46,19 @@ pub fn all() -> Vec<Case> {
         protocol::CASES,
     ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
+}
+
+/// The cases that need [`Process::fork`](crate::harness::Process::fork) (address-space
+/// clone), for transports that provide it.
+pub fn fork_cases() -> Vec<Case> {
+    fork::CASES.to_vec()
+}
+
+/// Every case: [`all`] and [`fork_cases`].
+pub fn everything() -> Vec<Case> {
+    let mut v = all();
+    v.extend(fork_cases());
+    v
 }
 
 /// A module's `CASES` table from its case functions: each case is named after its
