@@ -1,5 +1,6 @@
-//! [`InProcStub`]: the real `kernel-stub` over simulated RAM, as the in-process runtime's
-//! [`KernelStub`] and simulated CPU.
+//! [`StubDriver`]: the real `kernel-stub` as the server's [`KernelStub`], over any
+//! physical memory; [`InProcStub`] is it over simulated RAM, as the in-process runtime's
+//! stub and simulated CPU (the microkernel uses the same driver over its direct map).
 //!
 //! The simulated physical memory spans every bank and device window of the configuration
 //! (which must lie close together), so device windows are readable memory too. The
@@ -16,16 +17,40 @@ use ipc_proto::{Access, PAGE_SIZE};
 use kernel_stub::x86_64::structures::paging::{Page, PhysFrame, frame::PhysFrameRange};
 use kernel_stub::x86_64::{PhysAddr, VirtAddr};
 use kernel_stub::{
-    Attrs, Cache, CountingTlb, Error, FrameBytes, FrameCap, FrameState, KernelCapability, RamPhys,
-    SpaceCap, Stub,
+    Attrs, Cache, CountingTlb, Error, FrameBytes, FrameCap, FrameState, KernelCapability,
+    PhysMemory, RamPhys, SpaceCap, StateStorage, Stub, Tlb,
 };
 
 /// The stub type the in-process runtime uses.
 pub type RealStub = Stub<RamPhys<Box<[FrameBytes]>>, CountingTlb, Box<[FrameState]>, 1024>;
 
+/// The real kernel stub driven as the server's [`KernelStub`].
+pub struct StubDriver<P, T, S, const N: usize> {
+    stub: Stub<P, T, S, N>,
+}
+
 /// The real kernel stub over simulated RAM.
-pub struct InProcStub {
-    stub: RealStub,
+pub type InProcStub = StubDriver<RamPhys<Box<[FrameBytes]>>, CountingTlb, Box<[FrameState]>, 1024>;
+
+impl<P: PhysMemory, T: Tlb, S: StateStorage, const N: usize> StubDriver<P, T, S, N> {
+    /// Drives `stub`, already granted the frames the server's configuration names.
+    pub fn new(stub: Stub<P, T, S, N>) -> Self {
+        StubDriver { stub }
+    }
+
+    /// The stub itself (TLB counters, table counts).
+    pub fn stub(&self) -> &Stub<P, T, S, N> {
+        &self.stub
+    }
+
+    /// The stub itself, mutably (a kernel updates its TLB hook on a context switch).
+    pub fn stub_mut(&mut self) -> &mut Stub<P, T, S, N> {
+        &mut self.stub
+    }
+
+    fn cap(&self, f: Frame) -> Option<FrameCap> {
+        self.stub.frame_cap(PhysAddr::try_new(f.addr()).ok()?).ok()
+    }
 }
 
 /// Largest simulated physical span, to keep a mistaken configuration from allocating
@@ -75,16 +100,7 @@ impl InProcStub {
             stub.grant_device(&Kernel, range)
                 .map_err(|_| "overlapping device ranges")?;
         }
-        Ok(InProcStub { stub })
-    }
-
-    /// The stub itself (TLB counters, table counts).
-    pub fn stub(&self) -> &RealStub {
-        &self.stub
-    }
-
-    fn cap(&self, f: Frame) -> Option<FrameCap> {
-        self.stub.frame_cap(PhysAddr::try_new(f.addr()).ok()?).ok()
+        Ok(StubDriver { stub })
     }
 }
 
@@ -148,7 +164,7 @@ fn frame_of(f: x86_64::structures::paging::PhysFrame) -> Frame {
     Frame(f.start_address().as_u64() / PAGE_SIZE)
 }
 
-impl KernelStub for InProcStub {
+impl<P: PhysMemory, T: Tlb, S: StateStorage, const N: usize> KernelStub for StubDriver<P, T, S, N> {
     type Space = SpaceCap;
 
     fn create_space(&mut self) -> Result<SpaceCap, StubError> {
@@ -229,7 +245,9 @@ impl KernelStub for InProcStub {
     }
 }
 
-impl SimulatedCpu for InProcStub {
+impl<P: PhysMemory, T: Tlb, S: StateStorage, const N: usize> SimulatedCpu
+    for StubDriver<P, T, S, N>
+{
     fn translate(&self, space: SpaceCap, vaddr: u64, access: Access) -> Option<Frame> {
         let access = match access {
             Access::Read => kernel_stub::Access::Read,

@@ -79,6 +79,12 @@ impl<K: KernelStub> Server<K> {
         &self.cfg
     }
 
+    /// Turns the check of every invariant after every request on or off (on in tests and
+    /// conformance runs; off to time the server's own work).
+    pub fn set_self_check(&mut self, on: bool) {
+        self.cfg.self_check = on;
+    }
+
     /// The kernel stub (for the in-process runtime's simulated MMU).
     pub fn stub(&self) -> &K {
         &self.mem.stub

@@ -38,6 +38,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ],
         )
     })?;
+    step("the microkernel under QEMU (the main job)", || {
+        crate::qemu::run(&[])
+    })?;
     step("every fuzz target briefly, from the seed corpus", || {
         crate::fuzz::run(&["--seconds".into(), "10".into()])
     })?;

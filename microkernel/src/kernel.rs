@@ -1,0 +1,248 @@
+//! `kmain`: from the boot code to the suite's verdict.
+
+use crate::boot;
+use crate::kprintln;
+use crate::machine::{self, HwHarness};
+use crate::serial::{self, EXIT_FAILURE, EXIT_SUCCESS};
+use alloc::string::String;
+use alloc::vec::Vec;
+use client_lib::Client;
+use conformance::harness::Harness;
+use ipc_proto::{ClientSpec, Prot};
+use linked_list_allocator::LockedHeap;
+use memserver::{BankConfig, Config, DeviceConfig, FrameRange};
+use x86_64::instructions::port::Port;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Frames of the small `dma` bank, below 16 MiB.
+const DMA_FRAMES: u64 = 64;
+/// Frames of the framebuffer handed out as the `fb0` device window.
+const FB_FRAMES: u64 = 256;
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    kprintln!("kernel panic: {info}");
+    serial::exit_qemu(EXIT_FAILURE);
+}
+
+/// The PVH start info (`struct hvm_start_info`, version 1).
+#[repr(C)]
+struct StartInfo {
+    magic: u32,
+    version: u32,
+    flags: u32,
+    nr_modules: u32,
+    modlist_paddr: u64,
+    cmdline_paddr: u64,
+    rsdp_paddr: u64,
+    memmap_paddr: u64,
+    memmap_entries: u32,
+    reserved: u32,
+}
+
+/// One entry of its memory map (E820 types: 1 is RAM).
+#[repr(C)]
+struct MemmapEntry {
+    addr: u64,
+    size: u64,
+    kind: u32,
+    reserved: u32,
+}
+
+fn phys<T>(pa: u64) -> *const T {
+    (boot::DIRECT_MAP + pa) as *const T
+}
+
+/// Most RAM ranges the kernel keeps track of.
+const MAX_RANGES: usize = 32;
+/// Frames of kernel heap, taken from the top of the largest RAM range.
+const HEAP_FRAMES: u64 = (48 << 20) / 4096;
+
+/// The RAM ranges (start frame, frame count) of the firmware's map, above the kernel;
+/// read before there is a heap, so into a fixed array.
+fn free_ram(start_info: u64) -> heapless::Vec<(u64, u64), MAX_RANGES> {
+    // SAFETY: QEMU passes the physical address of a valid hvm_start_info in ebx, below
+    // 4 GiB, so inside the direct map; it is read once, before anything is allocated
+    // over it (it lies below 1 MiB, which is never granted).
+    let si = unsafe { &*phys::<StartInfo>(start_info) };
+    if si.magic != 0x336e_c578 || si.version < 1 {
+        kprintln!("kernel: no PVH memory map (magic {:#x})", si.magic);
+        serial::exit_qemu(EXIT_FAILURE);
+    }
+    let first_free = boot::kernel_end_phys().div_ceil(4096);
+    let mut out = heapless::Vec::new();
+    for i in 0..u64::from(si.memmap_entries) {
+        // SAFETY: entry `i` of the map QEMU wrote, in the direct map like the start info.
+        let e = unsafe { &*phys::<MemmapEntry>(si.memmap_paddr + i * 24) };
+        if e.kind != 1 {
+            continue;
+        }
+        let lo = e.addr.div_ceil(4096).max(first_free);
+        let hi = ((e.addr + e.size) / 4096).min(boot::DIRECT_MAP_SIZE / 4096);
+        if hi > lo && out.push((lo, hi - lo)).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+/// BAR 0 of the VGA device at 00:02.0 (QEMU's `-vga std`: 1234:1111), as a frame number.
+fn framebuffer() -> Option<u64> {
+    let read = |offset: u32| -> u32 {
+        // SAFETY: PCI configuration mechanism #1: selecting a register of bus 0,
+        // device 2 and reading it has no side effect.
+        unsafe {
+            Port::<u32>::new(0xcf8).write(0x8000_0000 | (2 << 11) | offset);
+            Port::<u32>::new(0xcfc).read()
+        }
+    };
+    if read(0) != 0x1111_1234 {
+        return None;
+    }
+    let bar = u64::from(read(0x10) & !0xf);
+    (bar != 0).then_some(bar / 4096)
+}
+
+/// The memory server's configuration: a `normal` bank, a small `dma` bank below 16 MiB,
+/// the framebuffer as `fb0`, and `uart0`, a device with nothing to map. The same shape
+/// as the in-process conformance profile, over real frames.
+fn config(ram: &[(u64, u64)], fb: u64) -> (Config, Vec<(u64, u64, bool)>) {
+    let mut normal = Vec::new();
+    let mut dma = None;
+    for &(start, count) in ram {
+        if dma.is_none() && count > DMA_FRAMES && start + DMA_FRAMES <= (16 << 20) / 4096 {
+            dma = Some(FrameRange {
+                start,
+                count: DMA_FRAMES,
+            });
+            normal.push(FrameRange {
+                start: start + DMA_FRAMES,
+                count: count - DMA_FRAMES,
+            });
+        } else {
+            normal.push(FrameRange { start, count });
+        }
+    }
+    let dma = dma.unwrap_or_else(|| {
+        kprintln!("kernel: no RAM below 16 MiB for the dma bank");
+        serial::exit_qemu(EXIT_FAILURE)
+    });
+    let mut grants: Vec<(u64, u64, bool)> =
+        normal.iter().map(|r| (r.start, r.count, true)).collect();
+    grants.push((dma.start, dma.count, true));
+    grants.push((fb, FB_FRAMES, false));
+    let mut cfg = Config::with_ram(normal);
+    cfg.banks.push(BankConfig {
+        name: String::from("dma"),
+        ranges: alloc::vec![dma],
+    });
+    cfg.devices.push(DeviceConfig {
+        name: String::from("fb0"),
+        frames: FrameRange {
+            start: fb,
+            count: FB_FRAMES,
+        },
+    });
+    cfg.devices.push(DeviceConfig {
+        name: String::from("uart0"),
+        frames: FrameRange { start: 0, count: 0 },
+    });
+    cfg.self_check = true;
+    (cfg, grants)
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects; QEMU's CPU models support it.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Entered from the boot code with the PVH start info's physical address.
+#[unsafe(no_mangle)]
+extern "C" fn kmain(start_info: u64) -> ! {
+    serial::init();
+    kprintln!("microkernel: long mode, serial up");
+    let mut ram = free_ram(start_info);
+    let Some(big) = (0..ram.len())
+        .max_by_key(|&i| ram[i].1)
+        .filter(|&i| ram[i].1 > 2 * HEAP_FRAMES)
+    else {
+        kprintln!("kernel: not enough RAM for the heap (boot with -m 256M)");
+        serial::exit_qemu(EXIT_FAILURE);
+    };
+    ram[big].1 -= HEAP_FRAMES;
+    let heap_phys = (ram[big].0 + ram[big].1) * 4096;
+    // SAFETY: the heap's frames were just removed from the RAM handed out below, so
+    // nothing else uses them; the direct map maps them read-write; this is the only
+    // initialisation, before any allocation.
+    unsafe {
+        HEAP.lock().init(
+            (boot::DIRECT_MAP + heap_phys) as *mut u8,
+            (HEAP_FRAMES * 4096) as usize,
+        )
+    };
+    crate::trap::init();
+    // SAFETY: IA32_PAT (0x277) takes the layout the kernel stub's cache attributes are
+    // defined against; no mapping with PAT bits exists yet.
+    unsafe { x86_64::registers::model_specific::Msr::new(0x277).write(kernel_stub::PAT_MSR_VALUE) };
+
+    let fb = framebuffer().unwrap_or_else(|| {
+        kprintln!("kernel: no VGA framebuffer at 00:02.0 (boot with -vga std)");
+        serial::exit_qemu(EXIT_FAILURE)
+    });
+    let (cfg, grants) = config(&ram, fb);
+    let ram_frames: u64 = grants.iter().filter(|g| g.2).map(|g| g.1).sum();
+    kprintln!(
+        "microkernel: {} MiB of RAM for the memory server ({ram_frames} frames), fb0 at {:#x}",
+        (ram_frames * 4096) >> 20,
+        fb * 4096
+    );
+    machine::start(cfg, &grants, ram_frames as usize, boot::kernel_root_phys());
+
+    let mut h = HwHarness;
+    let cases = conformance::cases::everything();
+    kprintln!(
+        "conformance (qemu, real page tables): {} cases",
+        cases.len()
+    );
+    let summary = conformance::runner::run(&mut h, &cases, "", &mut |name, outcome| {
+        if let Err(f) = outcome {
+            kprintln!("FAIL {name}: {}", f.0);
+        }
+    });
+
+    // Guest cycles for an mmap+munmap round trip through encode, server, stub, decode
+    // (without the suite's invariant check after every request).
+    machine::set_self_check(false);
+    let mut p = h.spawn(ClientSpec::DEFAULT).ok();
+    if let Some(p) = p.as_mut() {
+        let mut c = Client::new(p.transport());
+        const N: u64 = 2000;
+        let t0 = rdtsc();
+        for _ in 0..N {
+            if let Ok(a) = c.mmap(
+                0,
+                4096,
+                Prot::READ | Prot::WRITE,
+                conformance::cases::PA,
+                None,
+                0,
+            ) {
+                let _ = c.munmap(a, 4096);
+            }
+        }
+        let cycles = (rdtsc() - t0) / N;
+        kprintln!(
+            "mmap+munmap round trip: {cycles} guest cycles (rdtsc under TCG emulation, not hardware figures)"
+        );
+    }
+    drop(p);
+
+    kprintln!("{}", summary.line());
+    serial::exit_qemu(if summary.failed == 0 {
+        EXIT_SUCCESS
+    } else {
+        EXIT_FAILURE
+    });
+}

@@ -1,0 +1,264 @@
+//! The memory server on bare metal: [`Server`] over the real kernel stub, which writes
+//! the x86_64 page tables the CPU walks, and the conformance harness whose clients are
+//! address spaces of that stub.
+//!
+//! A client's memory access is a probe ([`crate::trap`]) made with the client's space
+//! loaded in CR3: the MMU checks present, writable (CR0.WP) and no-execute (EFER.NXE)
+//! exactly as for a ring-3 access; the user/supervisor check, which a probe made in ring
+//! 0 would skip, is applied in software (every lower-half mapping the stub makes is a
+//! user mapping; the upper half is the kernel's, so a probe there is `SIGSEGV`).
+
+use crate::boot::{DIRECT_MAP, DIRECT_MAP_SIZE};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use client_lib::Transport;
+use conformance::harness::{Facts, Harness, MemoryAccess, Process};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use ipc_proto::{Access, ClientId, ClientSpec, Errno, Reply, Request, ServerStats, Signal};
+use kernel_stub::x86_64::structures::paging::PhysFrame;
+use kernel_stub::x86_64::{PhysAddr, VirtAddr};
+use kernel_stub::{DirectMap, FrameState, KernelCapability, LocalTlb, Stub};
+use memserver::inproc::StubDriver;
+use memserver::{Config, Sender, Server};
+use spin::Mutex;
+use x86_64::registers::control::{Cr3, Cr3Flags};
+
+/// The stub: page tables in RAM reached through the direct map, `invlpg` for the TLB.
+pub type HwStub = StubDriver<DirectMap, LocalTlb, Box<[FrameState]>, 256>;
+
+/// The kernel's right to grant frames: this type is private to the kernel.
+pub struct Kernel;
+
+// SAFETY: `Kernel` is constructed only by the kernel's boot code (this crate has no user
+// code), which grants the stub only free RAM from the firmware's map and the device
+// window it found, never the kernel's own frames.
+unsafe impl KernelCapability for Kernel {}
+
+struct Machine {
+    server: Server<HwStub>,
+    cfg: Config,
+    next_client: u32,
+    livelocks: u32,
+}
+
+static MACHINE: Mutex<Option<Machine>> = Mutex::new(None);
+static PROBING: AtomicBool = AtomicBool::new(false);
+static CURRENT: AtomicU32 = AtomicU32::new(0);
+static RETRIES: AtomicU32 = AtomicU32::new(0);
+
+/// Makes the stub over the direct map with the kernel's PML4 as the template of every
+/// space, and the server over it.
+pub fn start(cfg: Config, grants: &[(u64, u64, bool)], ram_frames: usize, kernel_root: u64) {
+    // SAFETY: the boot code maps physical 0..4 GiB read-write at DIRECT_MAP in the
+    // kernel's half of every space; the frames the stub will use as tables are granted
+    // RAM that nothing else in the kernel touches; there is one DirectMap, on one CPU.
+    let phys = unsafe { DirectMap::new(VirtAddr::new(DIRECT_MAP), PhysAddr::new(DIRECT_MAP_SIZE)) }
+        .expect("direct map fits");
+    let states = alloc::vec![FrameState::UNUSED; ram_frames].into_boxed_slice();
+    let stub_cfg = kernel_stub::Config {
+        kernel_template: Some(PhysFrame::containing_address(PhysAddr::new(kernel_root))),
+        ..kernel_stub::Config::default()
+    };
+    let mut stub: Stub<DirectMap, LocalTlb, Box<[FrameState]>, 256> =
+        Stub::new(phys, LocalTlb::default(), states, stub_cfg);
+    for &(start, count, ram) in grants {
+        let f = |n: u64| PhysFrame::containing_address(PhysAddr::new(n * 4096));
+        let range = PhysFrame::range(f(start), f(start + count));
+        let granted = if ram {
+            stub.grant_ram(&Kernel, range)
+        } else {
+            stub.grant_device(&Kernel, range)
+        };
+        granted.expect("grants from the memory map do not overlap");
+    }
+    let server = Server::new(cfg.clone(), StubDriver::new(stub));
+    *MACHINE.lock() = Some(Machine {
+        server,
+        cfg,
+        next_client: 1,
+        livelocks: 0,
+    });
+}
+
+fn with<R>(f: impl FnOnce(&mut Machine) -> R) -> R {
+    let mut m = MACHINE.lock();
+    f(m.as_mut().expect("machine started"))
+}
+
+/// Turns the server's after-every-request invariant check on or off.
+pub fn set_self_check(on: bool) {
+    with(|m| m.server.set_self_check(on));
+}
+
+/// Whether a probe is running (its page faults are the client's).
+pub fn probing() -> bool {
+    PROBING.load(Ordering::Acquire)
+}
+
+/// The page-fault path of a probe: the kernel's `PageFault` to the server. `None`: the
+/// page is installed, retry; `Some(signal)`: deliver it.
+pub fn user_fault(addr: u64, access: Access) -> Option<Signal> {
+    let Some(mut guard) = MACHINE.try_lock() else {
+        crate::kprintln!("kernel: page fault while the server was busy");
+        crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
+    };
+    let m = guard.as_mut()?;
+    // Two faults can be legitimate (read-install, then copy-on-write); more means the
+    // server resolved a fault without installing anything.
+    if RETRIES.fetch_add(1, Ordering::Relaxed) >= 3 {
+        m.livelocks += 1;
+        return Some(Signal::Segv);
+    }
+    let client = ClientId(CURRENT.load(Ordering::Relaxed));
+    match m.server.handle(
+        Sender::Kernel,
+        &Request::PageFault {
+            client,
+            addr,
+            access,
+        },
+    ) {
+        Ok(Reply::FaultResolved) => None,
+        Ok(Reply::Signal(s)) => Some(s),
+        _ => Some(Signal::Segv),
+    }
+}
+
+/// Runs `probe` with `client`'s space loaded, and turns its result into a signal.
+fn access(client: ClientId, addr: u64, probe: impl FnOnce() -> u64) -> Result<u8, Signal> {
+    if addr >= 0x0000_8000_0000_0000 {
+        // The kernel half: a user access faults on the U/S bit.
+        return Err(Signal::Segv);
+    }
+    let root = with(|m| {
+        let space = m.server.space_of(client)?;
+        let root = m.server.stub().stub().root_table(space).ok()?;
+        m.server.stub_mut().stub_mut().tlb_mut().active = Some(space);
+        Some(root)
+    })
+    .ok_or(Signal::Segv)?;
+    let (kernel_root, flags) = Cr3::read();
+    CURRENT.store(client.0, Ordering::Relaxed);
+    RETRIES.store(0, Ordering::Relaxed);
+    PROBING.store(true, Ordering::Release);
+    // SAFETY: the client's space shares the kernel half (entries 256..512) with the
+    // kernel's, so code, stack and heap stay mapped; only lower-half user pages change.
+    unsafe { Cr3::write(root, Cr3Flags::empty()) };
+    let r = probe();
+    // SAFETY: back to the kernel's own space, which maps everything the kernel uses.
+    unsafe { Cr3::write(kernel_root, flags) };
+    PROBING.store(false, Ordering::Release);
+    with(|m| m.server.stub_mut().stub_mut().tlb_mut().active = None);
+    match r {
+        v if v & 0x100 != 0 => Err(if v as u8 == Signal::Bus.number() {
+            Signal::Bus
+        } else {
+            Signal::Segv
+        }),
+        v => Ok(v as u8),
+    }
+}
+
+/// One client of the bare-metal server.
+pub struct HwProcess {
+    id: ClientId,
+}
+
+impl Transport for HwProcess {
+    fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+        Ok(with(|m| {
+            m.server
+                .handle_message(Sender::Client(self.id), request, response)
+        }))
+    }
+}
+
+impl MemoryAccess for HwProcess {
+    fn read(&mut self, addr: u64) -> Result<u8, Signal> {
+        access(self.id, addr, || crate::trap::read(addr))
+    }
+    fn write(&mut self, addr: u64, value: u8) -> Result<(), Signal> {
+        access(self.id, addr, || crate::trap::write(addr, value)).map(|_| ())
+    }
+    fn exec(&mut self, addr: u64) -> Result<(), Signal> {
+        access(self.id, addr, || crate::trap::exec(addr)).map(|_| ())
+    }
+}
+
+impl Process for HwProcess {
+    fn transport(&mut self) -> &mut dyn Transport {
+        self
+    }
+
+    fn fork(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
+        let parent = self.id;
+        let child = with(|m| {
+            let child = ClientId(m.next_client);
+            m.next_client += 1;
+            m.server
+                .handle(
+                    Sender::Kernel,
+                    &Request::ClientCloned {
+                        parent,
+                        child,
+                        spec,
+                    },
+                )
+                .map(|_| child)
+        })?;
+        Ok(Box::new(HwProcess { id: child }))
+    }
+}
+
+impl Drop for HwProcess {
+    fn drop(&mut self) {
+        let client = self.id;
+        let _ = with(|m| {
+            m.server
+                .handle(Sender::Kernel, &Request::ClientExited { client })
+        });
+    }
+}
+
+/// The conformance harness of the bare-metal server.
+pub struct HwHarness;
+
+impl Harness for HwHarness {
+    fn name(&self) -> &str {
+        "qemu"
+    }
+
+    fn facts(&self) -> Facts {
+        with(|m| conformance::inproc::facts_of(&m.cfg, true))
+    }
+
+    fn spawn(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
+        let id = with(|m| {
+            let id = ClientId(m.next_client);
+            m.next_client += 1;
+            m.server
+                .handle(Sender::Kernel, &Request::ClientStarted { client: id, spec })
+                .map(|_| id)
+        })?;
+        Ok(Box::new(HwProcess { id }))
+    }
+
+    fn stats(&mut self) -> ServerStats {
+        with(|m| m.server.stats())
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        with(|m| {
+            m.server.check_invariants()?;
+            if m.livelocks != 0 {
+                return Err(format!("{} faults resolved without effect", m.livelocks));
+            }
+            Ok(())
+        })
+    }
+
+    fn unique_name(&self, base: &str) -> String {
+        format!("/qemu-{base}")
+    }
+}
