@@ -1,0 +1,294 @@
+//! `memserverd --socket PATH [--mem SIZE]`: the memory server as a Linux process.
+//!
+//! Physical memory is a memfd of SIZE bytes (default 256M): a small `dma` bank, the
+//! `normal` bank, and a 1 MiB `fb0` device window at its end. Each connection is a
+//! client (its identity from the socket's peer credentials); its death, however it
+//! happens, is the kernel's `ClientExited`. SIGTERM or SIGINT stops the server cleanly,
+//! reporting its free frames. `RUST_LOG=debug` logs every request.
+
+use ipc_proto::{Access, ClientId, ClientSpec, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Request};
+use memserver::{BankConfig, Config, DeviceConfig, FrameRange, Sender, Server};
+use memserver_hosted::wire::{self, KIND_FAULT, KIND_REQUEST, Setup};
+use memserver_hosted::{HostedStub, stub::MemView};
+use rustix::fd::AsFd;
+use std::io::{self, Write};
+use std::mem::MaybeUninit;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The clients' window: 16 TiB well away from where Linux places a program's mappings.
+const WINDOW: (u64, u64) = (0x2000_0000_0000, 0x3000_0000_0000);
+/// Frame number of the memfd's first page (any value; frames are just names).
+const FRAME_BASE: u64 = 0x100;
+const DMA_FRAMES: u64 = 64;
+const FB_FRAMES: u64 = 256;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_term(_: i32) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+struct State {
+    server: Server<HostedStub>,
+    memfd: rustix::fd::OwnedFd,
+    setup: Setup,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn parse_size(s: &str) -> Option<u64> {
+    let (n, mul) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    n.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+fn config(frames: u64) -> Config {
+    let normal = FrameRange {
+        start: FRAME_BASE + DMA_FRAMES,
+        count: frames - DMA_FRAMES - FB_FRAMES,
+    };
+    let mut cfg = Config::with_ram(vec![normal]);
+    cfg.banks.push(BankConfig {
+        name: "dma".into(),
+        ranges: vec![FrameRange {
+            start: FRAME_BASE,
+            count: DMA_FRAMES,
+        }],
+    });
+    cfg.devices.push(DeviceConfig {
+        name: "fb0".into(),
+        frames: FrameRange {
+            start: normal.start + normal.count,
+            count: FB_FRAMES,
+        },
+    });
+    cfg.devices.push(DeviceConfig {
+        name: "uart0".into(),
+        frames: FrameRange { start: 0, count: 0 },
+    });
+    cfg.mmap_min = WINDOW.0;
+    cfg.mmap_max = WINDOW.1;
+    cfg.self_check = std::env::var_os("MEMSERVER_SELF_CHECK").is_some();
+    cfg
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut args = std::env::args().skip(1);
+    let (mut path, mut mem) = (None, 256u64 << 20);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--socket" => path = args.next(),
+            "--mem" => match args.next().as_deref().and_then(parse_size) {
+                Some(m) if m >= (4 << 20) => mem = m,
+                _ => fail("--mem needs a size of at least 4M, e.g. 256M"),
+            },
+            _ => fail("usage: memserverd --socket PATH [--mem SIZE]"),
+        }
+    }
+    let path = path.unwrap_or_else(|| fail("usage: memserverd --socket PATH [--mem SIZE]"));
+    if let Err(e) = serve(&path, mem) {
+        fail(&format!("memserverd: {e}"));
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("{msg}");
+    std::process::exit(2);
+}
+
+fn serve(path: &str, mem: u64) -> io::Result<()> {
+    let mem = mem & !4095;
+    let memfd = rustix::fs::memfd_create("memserver-frames", rustix::fs::MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&memfd, mem)?;
+    // SAFETY: a fresh shared mapping of the memfd, owned by the server for its life.
+    let base = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            mem as usize,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            &memfd,
+            0,
+        )
+    }?;
+    let base = NonNull::new(base.cast::<u8>()).ok_or(io::ErrorKind::Other)?;
+    // SAFETY: the mapping above stays for the process's life; nothing else refers to it.
+    let view = unsafe { MemView::new(base, mem) };
+    let frames = mem / 4096;
+    let cfg = config(frames);
+    let setup = Setup {
+        window_lo: cfg.mmap_min,
+        window_hi: cfg.mmap_max,
+        frame_base: FRAME_BASE,
+        mem_size: mem,
+    };
+    let server = Server::new(cfg, HostedStub::new(view, FRAME_BASE));
+    let state: Shared = Arc::new(Mutex::new(State {
+        server,
+        memfd,
+        setup,
+    }));
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_term as *const () as libc::sighandler_t) };
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    log::info!("listening on {path}: {frames} frames of {} MiB", mem >> 20);
+    let next = Arc::new(AtomicU32::new(1));
+    while !STOP.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                let id = ClientId(next.fetch_add(1, Ordering::Relaxed));
+                let state = Arc::clone(&state);
+                std::thread::spawn(move || connection(state, stream, id));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => log::warn!("accept: {e}"),
+        }
+    }
+    let s = state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .server
+        .stats();
+    log::info!(
+        "shutting down: {} of {} frames free, {} clients, {} shm objects",
+        s.free_frames,
+        s.total_frames,
+        s.clients,
+        s.shm_objects
+    );
+    println!(
+        "memserverd: stopped: free_frames={} total_frames={} clients={}",
+        s.free_frames, s.total_frames, s.clients
+    );
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+/// Serves one client until its connection ends, then reclaims everything it held.
+fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
+    let spec = match rustix::net::sockopt::socket_peercred(&stream) {
+        Ok(cred) => ClientSpec {
+            uid: cred.uid.as_raw(),
+            gid: cred.gid.as_raw(),
+            ..ClientSpec::DEFAULT
+        },
+        Err(_) => ClientSpec::DEFAULT,
+    };
+    let setup = {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let started = st
+            .server
+            .handle(Sender::Kernel, &Request::ClientStarted { client: id, spec });
+        if let Err(e) = started {
+            log::warn!("client {}: refused: {e}", id.0);
+            return;
+        }
+        let setup = st.setup.encode();
+        if let Err(e) = send_setup(&stream, &setup, st.memfd.as_fd()) {
+            log::warn!("client {}: set-up failed: {e}", id.0);
+        }
+        setup
+    };
+    let _ = setup;
+    log::info!("client {} connected (uid {})", id.0, spec.uid);
+    let mut buf = [0u8; MAX_REQUEST_LEN + 1];
+    let mut out = [0u8; MAX_RESPONSE_LEN];
+    while let Ok((kind, len)) = wire::read_frame(&mut stream, &mut buf) {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let n = match (kind, len) {
+            // Too long for any request: what the server answers to an oversized message.
+            (KIND_REQUEST, usize::MAX) => {
+                st.server
+                    .handle_message(Sender::Client(id), &[0u8; MAX_REQUEST_LEN + 1], &mut out)
+            }
+            (KIND_REQUEST, n) => st
+                .server
+                .handle_message(Sender::Client(id), &buf[..n], &mut out),
+            (KIND_FAULT, 9) => {
+                let addr = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8]));
+                let access = match buf[8] {
+                    1 => Access::Write,
+                    2 => Access::Exec,
+                    _ => Access::Read,
+                };
+                // The server process is this client's kernel: the fault is reported for
+                // the connection's own client only.
+                let resp = st.server.handle(
+                    Sender::Kernel,
+                    &Request::PageFault {
+                        client: id,
+                        addr,
+                        access,
+                    },
+                );
+                ipc_proto::encode_response(&resp, &mut out).unwrap_or(0)
+            }
+            _ => {
+                log::warn!("client {}: malformed frame, dropping the connection", id.0);
+                break;
+            }
+        };
+        let ops = match st.server.space_of(id) {
+            Some(space) => st.server.stub_mut().take_ops(space),
+            None => Vec::new(),
+        };
+        drop(st);
+        let mut reply = Vec::with_capacity(6 + n + ops.len() * wire::OP_LEN);
+        reply.extend_from_slice(&(n as u16).to_le_bytes());
+        reply.extend_from_slice(&out[..n]);
+        reply.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+        for op in &ops {
+            reply.extend_from_slice(&op.encode());
+        }
+        if stream.write_all(&reply).is_err() {
+            break;
+        }
+    }
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = st
+        .server
+        .handle(Sender::Kernel, &Request::ClientExited { client: id });
+    let s = st.server.stats();
+    log::info!(
+        "client {} gone: {} of {} frames free",
+        id.0,
+        s.free_frames,
+        s.total_frames
+    );
+}
+
+fn send_setup(
+    stream: &UnixStream,
+    setup: &[u8; 32],
+    memfd: rustix::fd::BorrowedFd<'_>,
+) -> io::Result<()> {
+    let fds = [memfd];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = rustix::net::SendAncillaryBuffer::new(&mut space);
+    if !cmsg.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::ErrorKind::Other.into());
+    }
+    rustix::net::sendmsg(
+        stream,
+        &[io::IoSlice::new(setup)],
+        &mut cmsg,
+        rustix::net::SendFlags::empty(),
+    )?;
+    Ok(())
+}

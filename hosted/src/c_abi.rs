@@ -1,0 +1,212 @@
+//! The C ABI: `ms_mmap`, `ms_munmap`, ... with POSIX conventions (`MAP_FAILED`, `-1` and
+//! `errno`), over one process-wide connection made on first use to the server named by
+//! the environment variable `MEMSERVER_SOCKET`. `include/memserver/sys/mman.h` declares
+//! them, and with `MEMSERVER_STANDARD_NAMES` maps the standard names onto them.
+//!
+//! The server's fds are handed to C as [`FD_OFFSET`]` + n`, so they never collide with
+//! the process's own: `ms_close`, `ms_ftruncate` and `ms_fstat` pass any other fd to
+//! libc.
+
+use crate::client::HostedClient;
+use client_lib::{Client, c_args};
+use ipc_proto::{Errno, Fd, ObjectKind};
+use libc::{c_char, c_int, c_void, mode_t, off_t, size_t};
+use std::ffi::CStr;
+use std::sync::Mutex;
+
+/// Where the server's fds start in the C program's numbering.
+pub const FD_OFFSET: c_int = 1 << 29;
+
+static CLIENT: Mutex<Option<Client<HostedClient>>> = Mutex::new(None);
+
+fn set_errno(e: i32) {
+    // SAFETY: the calling thread's errno slot, which libc keeps valid.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Runs `f` on the connection, making it first if needed; an error sets `errno`.
+fn with<T>(f: impl FnOnce(&mut Client<HostedClient>) -> Result<T, Errno>) -> Option<T> {
+    let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.is_none() {
+        let path =
+            std::env::var("MEMSERVER_SOCKET").unwrap_or_else(|_| "/tmp/memserver.sock".into());
+        match HostedClient::connect(&path) {
+            Ok(c) => *guard = Some(Client::new(c)),
+            Err(e) => {
+                set_errno(e.raw_os_error().unwrap_or(libc::ECONNREFUSED));
+                return None;
+            }
+        }
+    }
+    let client = guard.as_mut()?;
+    match f(client) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            set_errno(e as i32);
+            None
+        }
+    }
+}
+
+fn server_fd(fd: c_int) -> Option<Fd> {
+    (fd >= FD_OFFSET).then(|| Fd((fd - FD_OFFSET) as u32))
+}
+
+fn status(r: Option<()>) -> c_int {
+    if r.is_some() { 0 } else { -1 }
+}
+
+/// `mmap(2)`. `fd` is `-1`, or an fd from [`ms_shm_open`]; any other fd is `ENODEV`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_mmap(
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+) -> *mut c_void {
+    let fd = match fd {
+        -1 => -1,
+        fd if fd >= FD_OFFSET => fd - FD_OFFSET,
+        _ if flags & libc::MAP_ANONYMOUS != 0 => -1,
+        _ => {
+            set_errno(libc::ENODEV);
+            return libc::MAP_FAILED;
+        }
+    };
+    with(|c| c.mmap_c(addr as u64, len as u64, prot, flags, fd, off))
+        .map_or(libc::MAP_FAILED, |a| a as *mut c_void)
+}
+
+/// `munmap(2)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_munmap(addr: *mut c_void, len: size_t) -> c_int {
+    status(with(|c| c.munmap(addr as u64, len as u64)))
+}
+
+/// `mprotect(2)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_mprotect(addr: *mut c_void, len: size_t, prot: c_int) -> c_int {
+    status(with(|c| {
+        c.mprotect(addr as u64, len as u64, c_args::prot(prot)?)
+    }))
+}
+
+/// `msync(2)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_msync(addr: *mut c_void, len: size_t, flags: c_int) -> c_int {
+    status(with(|c| {
+        c.msync(addr as u64, len as u64, c_args::msync_flags(flags)?)
+    }))
+}
+
+/// `mlock(2)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_mlock(addr: *const c_void, len: size_t) -> c_int {
+    status(with(|c| c.mlock(addr as u64, len as u64)))
+}
+
+/// `munlock(2)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_munlock(addr: *const c_void, len: size_t) -> c_int {
+    status(with(|c| c.munlock(addr as u64, len as u64)))
+}
+
+/// `mlockall(2)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_mlockall(flags: c_int) -> c_int {
+    status(with(|c| c.mlockall(c_args::mlockall_flags(flags)?)))
+}
+
+/// `munlockall(2)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_munlockall() -> c_int {
+    status(with(|c| c.munlockall()))
+}
+
+fn name_arg(name: *const c_char) -> Result<&'static str, Errno> {
+    if name.is_null() {
+        return Err(Errno::EFAULT);
+    }
+    // SAFETY: the caller passes a NUL-terminated string, as shm_open's contract says; it
+    // is only read during this call (the 'static is not kept beyond it).
+    let s = unsafe { CStr::from_ptr(name) };
+    s.to_str().map_err(|_| Errno::EINVAL)
+}
+
+/// `shm_open(3)`: returns an fd from [`FD_OFFSET`] up.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_shm_open(name: *const c_char, oflag: c_int, mode: mode_t) -> c_int {
+    with(|c| {
+        let fd = c.shm_open(
+            name_arg(name)?,
+            c_args::oflags(oflag)?,
+            c_args::mode(mode).bits(),
+        )?;
+        Ok(FD_OFFSET + fd.0 as c_int)
+    })
+    .unwrap_or(-1)
+}
+
+/// `shm_unlink(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_shm_unlink(name: *const c_char) -> c_int {
+    status(with(|c| c.shm_unlink(name_arg(name)?)))
+}
+
+/// `ftruncate(2)`: a server fd goes to the server, any other to libc.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_ftruncate(fd: c_int, len: off_t) -> c_int {
+    match server_fd(fd) {
+        Some(f) => status(with(|c| c.ftruncate(f, len))),
+        // SAFETY: plain libc call with the caller's arguments.
+        None => unsafe { libc::ftruncate(fd, len) },
+    }
+}
+
+/// `close(2)`: a server fd goes to the server, any other to libc.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_close(fd: c_int) -> c_int {
+    match server_fd(fd) {
+        Some(f) => status(with(|c| c.close(f))),
+        // SAFETY: plain libc call with the caller's argument.
+        None => unsafe { libc::close(fd) },
+    }
+}
+
+/// `fstat(2)`: a server fd is described by the server, any other by libc.
+///
+/// # Safety
+/// `st` must point to writable memory for a `struct stat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ms_fstat(fd: c_int, st: *mut libc::stat) -> c_int {
+    let Some(f) = server_fd(fd) else {
+        // SAFETY: the caller's contract passes through.
+        return unsafe { libc::fstat(fd, st) };
+    };
+    if st.is_null() {
+        set_errno(libc::EFAULT);
+        return -1;
+    }
+    let Some(s) = with(|c| c.fstat(f)) else {
+        return -1;
+    };
+    // SAFETY: `st` is valid for writes (the caller's contract); zeroed is a valid stat.
+    unsafe {
+        let mut out: libc::stat = std::mem::zeroed();
+        out.st_size = s.size as off_t;
+        out.st_mode = s.mode.bits()
+            | match s.kind {
+                ObjectKind::Shm => libc::S_IFREG,
+                ObjectKind::Bank | ObjectKind::Device => libc::S_IFCHR,
+            };
+        out.st_uid = s.uid;
+        out.st_gid = s.gid;
+        out.st_ino = s.ino;
+        out.st_nlink = 1;
+        out.st_blksize = 4096;
+        st.write(out);
+    }
+    0
+}

@@ -1,0 +1,406 @@
+//! The client runtime: connect to `memserverd`, send requests, apply the page-table
+//! operations that come back, and turn real page faults in the server's window into
+//! `PageFault` reports.
+//!
+//! One connection per process (the fault handler needs to find it without locks); calls
+//! are made from one thread at a time. Everything the fault handler runs is
+//! async-signal-safe: raw `read`/`write`/`mmap`/`mprotect` system calls into fixed
+//! buffers, no allocation and no lock.
+
+use crate::wire::{KIND_FAULT, KIND_REQUEST, OP_LEN, Op, Setup};
+use client_lib::Transport;
+use ipc_proto::{Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Reply, Signal};
+use rustix::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
+use rustix::mm::{self, MapFlags, MprotectFlags, ProtFlags};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+const P: u64 = 4096;
+
+static SOCK: AtomicI32 = AtomicI32::new(-1);
+static MEMFD: AtomicI32 = AtomicI32::new(-1);
+static FRAME_BASE: AtomicU64 = AtomicU64::new(0);
+static WIN_LO: AtomicU64 = AtomicU64::new(0);
+static WIN_HI: AtomicU64 = AtomicU64::new(0);
+static HANDLER: AtomicBool = AtomicBool::new(false);
+static LAST_FAULT: AtomicU64 = AtomicU64::new(u64::MAX);
+static REPEATS: AtomicU32 = AtomicU32::new(0);
+
+/// A connection to `memserverd`: the process's one client of the memory server.
+pub struct HostedClient {
+    sock: OwnedFd,
+    setup: Setup,
+}
+
+fn borrowed(fd: i32) -> BorrowedFd<'static> {
+    // SAFETY: the fds stored in SOCK and MEMFD are owned by the process's connection,
+    // which lives until exit (`connect` stores them and nothing closes them).
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+impl HostedClient {
+    /// Connects to the server at `path`, takes its memfd, reserves the window and
+    /// installs the fault handler. A second connection in one process is refused
+    /// (`AlreadyExists`): faults must know which server to ask.
+    pub fn connect(path: &str) -> io::Result<HostedClient> {
+        if SOCK.load(Ordering::Acquire) >= 0 {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let stream = UnixStream::connect(path)?;
+        let sock: OwnedFd = stream.into();
+        let mut buf = [0u8; 32];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        let got = rustix::net::recvmsg(
+            &sock,
+            &mut [io::IoSliceMut::new(&mut buf)],
+            &mut cmsg,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        )?;
+        let mut memfd: Option<OwnedFd> = None;
+        for m in cmsg.drain() {
+            if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = m {
+                memfd = fds.next();
+            }
+        }
+        let memfd = memfd.ok_or(io::ErrorKind::InvalidData)?;
+        if got.bytes != 32 {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+        let setup = Setup::decode(&buf);
+        let len = setup
+            .window_hi
+            .checked_sub(setup.window_lo)
+            .ok_or(io::ErrorKind::InvalidData)?;
+        // SAFETY: the window is fresh address space (MAP_FIXED_NOREPLACE refuses anything
+        // in use), reserved inaccessible; the runtime alone maps into it from now on.
+        unsafe {
+            mm::mmap_anonymous(
+                setup.window_lo as *mut _,
+                len as usize,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED_NOREPLACE,
+            )
+        }?;
+        FRAME_BASE.store(setup.frame_base, Ordering::Relaxed);
+        WIN_LO.store(setup.window_lo, Ordering::Relaxed);
+        WIN_HI.store(setup.window_hi, Ordering::Relaxed);
+        MEMFD.store(memfd.into_raw_fd(), Ordering::Release);
+        // The handler's own descriptor of the socket, kept open for the process's life.
+        SOCK.store(rustix::io::dup(&sock)?.into_raw_fd(), Ordering::Release);
+        install_handler();
+        Ok(HostedClient { sock, setup })
+    }
+
+    /// What the server told this connection.
+    pub fn setup(&self) -> Setup {
+        self.setup
+    }
+}
+
+impl Transport for HostedClient {
+    fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+        // A call between two faults at one address (say, munmap and mmap reusing it) is
+        // progress: only faults in a row count as repeats.
+        LAST_FAULT.store(u64::MAX, Ordering::Relaxed);
+        exchange(self.sock.as_fd(), KIND_REQUEST, request, response)
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut b: &[u8]) -> Result<(), Errno> {
+    while !b.is_empty() {
+        match rustix::io::write(fd, b) {
+            Ok(0) => return Err(Errno::EPROTO),
+            Ok(n) => b = &b[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return Err(Errno::EPROTO),
+        }
+    }
+    Ok(())
+}
+
+fn read_exact(fd: BorrowedFd<'_>, mut b: &mut [u8]) -> Result<(), Errno> {
+    while !b.is_empty() {
+        match rustix::io::read(fd, &mut *b) {
+            Ok(0) => return Err(Errno::EPROTO),
+            Ok(n) => b = &mut b[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return Err(Errno::EPROTO),
+        }
+    }
+    Ok(())
+}
+
+/// Sends one frame, reads the reply, applies its page-table operations, and copies the
+/// response bytes out. Allocation-free, for the fault handler's sake.
+fn exchange(fd: BorrowedFd<'_>, kind: u8, payload: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+    let len = u16::try_from(payload.len()).map_err(|_| Errno::EMSGSIZE)?;
+    let mut frame = [0u8; 3 + MAX_REQUEST_LEN + 1];
+    if payload.len() > MAX_REQUEST_LEN + 1 {
+        // Oversized: the server reads and refuses it; send it in two writes.
+        write_all(fd, &[kind, len.to_le_bytes()[0], len.to_le_bytes()[1]])?;
+        write_all(fd, payload)?;
+    } else {
+        frame[0] = kind;
+        frame[1..3].copy_from_slice(&len.to_le_bytes());
+        frame[3..3 + payload.len()].copy_from_slice(payload);
+        write_all(fd, &frame[..3 + payload.len()])?;
+    }
+    let mut head = [0u8; 2];
+    read_exact(fd, &mut head)?;
+    let n = usize::from(u16::from_le_bytes(head));
+    let mut resp = [0u8; MAX_RESPONSE_LEN];
+    if n > resp.len() {
+        return Err(Errno::EPROTO);
+    }
+    read_exact(fd, &mut resp[..n])?;
+    let mut count = [0u8; 4];
+    read_exact(fd, &mut count)?;
+    for _ in 0..u32::from_le_bytes(count) {
+        let mut op = [0u8; OP_LEN];
+        read_exact(fd, &mut op)?;
+        if let Some(op) = Op::decode(&op) {
+            apply(op);
+        }
+    }
+    let dst = out.get_mut(..n).ok_or(Errno::EMSGSIZE)?;
+    dst.copy_from_slice(&resp[..n]);
+    Ok(n)
+}
+
+fn prot(write: bool, exec: bool) -> ProtFlags {
+    let mut p = ProtFlags::READ;
+    if write {
+        p |= ProtFlags::WRITE;
+    }
+    if exec {
+        p |= ProtFlags::EXEC;
+    }
+    p
+}
+
+/// Applies one operation inside the window (anything outside is ignored: the server
+/// never sends it, and a forged one must not clobber the program's memory).
+fn apply(op: Op) {
+    let (lo, hi) = (
+        WIN_LO.load(Ordering::Relaxed),
+        WIN_HI.load(Ordering::Relaxed),
+    );
+    let inside = |addr: u64, pages: u64| {
+        addr >= lo
+            && pages
+                .checked_mul(P)
+                .and_then(|l| addr.checked_add(l))
+                .is_some_and(|e| e <= hi)
+    };
+    let memfd = borrowed(MEMFD.load(Ordering::Acquire));
+    // SAFETY (all three): the range lies in the window, which the runtime reserved and
+    // alone maps into; the program reaches it only through pointers the server gave it,
+    // and changing what they map is exactly what the server decided.
+    unsafe {
+        match op {
+            Op::Map {
+                addr,
+                frame,
+                write,
+                exec,
+            } if inside(addr, 1) => {
+                let offset = (frame - FRAME_BASE.load(Ordering::Relaxed)) * P;
+                let _ = mm::mmap(
+                    addr as *mut _,
+                    P as usize,
+                    prot(write, exec),
+                    MapFlags::SHARED | MapFlags::FIXED,
+                    memfd,
+                    offset,
+                );
+            }
+            Op::Unmap { addr, pages } if inside(addr, pages) => {
+                let _ = mm::mmap_anonymous(
+                    addr as *mut _,
+                    (pages * P) as usize,
+                    ProtFlags::empty(),
+                    MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
+                );
+            }
+            Op::Protect {
+                addr,
+                pages,
+                write,
+                exec,
+            } if inside(addr, pages) => {
+                let _ = mm::mprotect(
+                    addr as *mut _,
+                    (pages * P) as usize,
+                    MprotectFlags::from_bits_retain(prot(write, exec).bits()),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+core::arch::global_asm!(
+    r#"
+.text
+.global ms_probe_read
+ms_probe_read:
+    movzx eax, byte ptr [rdi]
+    ret
+.global ms_probe_write
+ms_probe_write:
+    xor eax, eax
+.global ms_probe_write_at
+ms_probe_write_at:
+    mov byte ptr [rdi], sil
+    ret
+.global ms_probe_exec
+ms_probe_exec:
+    call rdi
+    xor eax, eax
+    ret
+.global ms_probe_recover
+ms_probe_recover:
+    ret
+.global ms_probe_recover_exec
+ms_probe_recover_exec:
+    add rsp, 8
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn ms_probe_read(addr: u64) -> u64;
+    fn ms_probe_write(addr: u64, value: u64) -> u64;
+    fn ms_probe_exec(addr: u64) -> u64;
+    static ms_probe_write_at: u8;
+    static ms_probe_recover: u8;
+    static ms_probe_recover_exec: u8;
+}
+
+fn probe_result(v: u64) -> Result<u8, Signal> {
+    if v & 0x100 == 0 {
+        Ok(v as u8)
+    } else if v as u8 == Signal::Bus.number() {
+        Err(Signal::Bus)
+    } else {
+        Err(Signal::Segv)
+    }
+}
+
+/// Reads the byte at `addr`, reporting the signal the access raised instead of dying.
+pub fn probe_read(addr: u64) -> Result<u8, Signal> {
+    // SAFETY: a one-byte read; a fault there is resolved by the server or turned by the
+    // handler into a return through the probe's recovery point.
+    probe_result(unsafe { ms_probe_read(addr) })
+}
+
+/// Writes the byte at `addr`, reporting the signal the access raised instead of dying.
+pub fn probe_write(addr: u64, value: u8) -> Result<(), Signal> {
+    // SAFETY: as for `probe_read`: only `addr` is written, and only if the page allows.
+    probe_result(unsafe { ms_probe_write(addr, u64::from(value)) }).map(|_| ())
+}
+
+/// Calls into the page at `addr` (whose byte must be `ret`), reporting the signal.
+pub fn probe_exec(addr: u64) -> Result<(), Signal> {
+    // SAFETY: as for `probe_read`; the code at `addr` is one `ret`.
+    probe_result(unsafe { ms_probe_exec(addr) }).map(|_| ())
+}
+
+fn install_handler() {
+    if HANDLER.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (see the
+        // module doc) and runs with SA_SIGINFO's three arguments.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_fault as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Gives `sig` its default action, then returns: the access faults again and the
+/// process dies of the signal, as it would under the kernel.
+fn die_of(sig: i32, again: i32) {
+    // SAFETY: resetting a disposition and raising a signal are async-signal-safe.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        if sig != again {
+            libc::raise(sig);
+        }
+    }
+}
+
+extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes valid siginfo and ucontext pointers to an SA_SIGINFO
+    // handler; only their fields are read and the saved RIP/RAX written.
+    let (addr, regs) = unsafe {
+        (
+            (*info).si_addr() as u64,
+            &mut (*(ctx as *mut libc::ucontext_t)).uc_mcontext.gregs,
+        )
+    };
+    let sock = SOCK.load(Ordering::Acquire);
+    let (lo, hi) = (
+        WIN_LO.load(Ordering::Relaxed),
+        WIN_HI.load(Ordering::Relaxed),
+    );
+    if sock < 0 || addr < lo || addr >= hi {
+        die_of(sig, sig);
+        return;
+    }
+    let err = regs[libc::REG_ERR as usize] as u64;
+    let rip = regs[libc::REG_RIP as usize] as u64;
+    let access = if err & 0x10 != 0 {
+        2u8
+    } else if err & 0x2 != 0 {
+        1
+    } else {
+        0
+    };
+    // A fault the server says it resolved, again and again at the same address, would
+    // loop forever: after a few, it is a SIGSEGV.
+    let repeats = if LAST_FAULT.swap(addr, Ordering::Relaxed) == addr {
+        REPEATS.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        REPEATS.store(0, Ordering::Relaxed);
+        0
+    };
+    let mut payload = [0u8; 9];
+    payload[..8].copy_from_slice(&addr.to_le_bytes());
+    payload[8] = access;
+    let mut out = [0u8; MAX_RESPONSE_LEN];
+    let answer = exchange(borrowed(sock), KIND_FAULT, &payload, &mut out)
+        .ok()
+        .and_then(|n| ipc_proto::decode_response(&out[..n]).ok());
+    let signal = match answer {
+        Some(Ok(Reply::FaultResolved)) if repeats < 4 => return,
+        Some(Ok(Reply::Signal(s))) => s,
+        _ => Signal::Segv,
+    };
+    LAST_FAULT.store(u64::MAX, Ordering::Relaxed);
+    // A probe gets the signal as a value at its recovery point.
+    // SAFETY: only the probes' addresses are taken.
+    let (read_at, write_at, recover, recover_exec) = unsafe {
+        (
+            ms_probe_read as *const () as u64,
+            &ms_probe_write_at as *const u8 as u64,
+            &ms_probe_recover as *const u8 as u64,
+            &ms_probe_recover_exec as *const u8 as u64,
+        )
+    };
+    let fetch = access == 2 && rip == addr;
+    if rip == read_at || rip == write_at || fetch {
+        regs[libc::REG_RAX as usize] = (0x100 | u64::from(signal.number())) as i64;
+        regs[libc::REG_RIP as usize] = (if fetch { recover_exec } else { recover }) as i64;
+        return;
+    }
+    die_of(i32::from(signal.number()), sig);
+}

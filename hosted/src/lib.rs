@@ -1,0 +1,12 @@
+//! The memory server on Linux: `memserverd` serves clients over Unix sockets, handing out
+//! pages of a memfd as frames; the client runtime installs them in its own address space
+//! with `mmap(MAP_FIXED)` and forwards real page faults; `ms_*` is the C ABI.
+#![warn(missing_docs)]
+
+pub mod c_abi;
+pub mod client;
+pub mod stub;
+pub mod wire;
+
+pub use client::HostedClient;
+pub use stub::HostedStub;

@@ -1,0 +1,221 @@
+//! [`HostedStub`]: the server side of the hosted kernel stub.
+//!
+//! "Physical memory" is a memfd the server maps whole; frame `f` is the page at offset
+//! `(f - frame_base) * 4096`. The stub keeps each client's page table as a map and queues
+//! every change as an [`Op`]; the connection hands a client the queue of its own space
+//! with every reply, and the client runtime applies it with `mmap(MAP_FIXED)` of the
+//! memfd, `mprotect`, and an inaccessible re-reservation for unmapped pages.
+//!
+//! A change to another client's space (only `ftruncate` shrinking a shared object does
+//! that) waits in that client's queue until its next call or fault.
+
+use crate::wire::Op;
+use memserver::{Frame, KernelStub, PageAttrs, StubError};
+use std::collections::BTreeMap;
+use std::ptr::NonNull;
+
+const P: u64 = 4096;
+
+/// The server's mapping of the memfd.
+pub struct MemView {
+    base: NonNull<u8>,
+    len: u64,
+}
+
+// SAFETY: the view is a plain shared mapping owned by the server; the stub that holds it
+// is used under the server's lock, one thread at a time.
+unsafe impl Send for MemView {}
+
+impl MemView {
+    /// The view of `len` bytes mapped at `base`.
+    ///
+    /// # Safety
+    /// `base .. base + len` must be a readable and writable mapping that stays mapped for
+    /// the view's life and that no Rust reference points into.
+    pub unsafe fn new(base: NonNull<u8>, len: u64) -> MemView {
+        MemView { base, len }
+    }
+
+    fn page(&mut self, index: u64) -> Option<&mut [u8]> {
+        if index.checked_add(1)?.checked_mul(P)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds (checked above) of the mapping `new`'s contract keeps valid
+        // and unaliased; the borrow of `self` keeps the slice unique.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add((index * P) as usize), P as usize)
+        })
+    }
+}
+
+#[derive(Default)]
+struct Space {
+    pages: BTreeMap<u64, (Frame, PageAttrs)>,
+    ops: Vec<Op>,
+}
+
+/// The hosted kernel stub.
+pub struct HostedStub {
+    mem: MemView,
+    frame_base: u64,
+    spaces: Vec<Option<Space>>,
+}
+
+impl HostedStub {
+    /// A stub over `mem`, whose first page is frame `frame_base`.
+    pub fn new(mem: MemView, frame_base: u64) -> HostedStub {
+        HostedStub {
+            mem,
+            frame_base,
+            spaces: Vec::new(),
+        }
+    }
+
+    /// Takes the operations queued for `space`, oldest first.
+    pub fn take_ops(&mut self, space: u32) -> Vec<Op> {
+        self.space(space)
+            .map(|s| std::mem::take(&mut s.ops))
+            .unwrap_or_default()
+    }
+
+    fn space(&mut self, s: u32) -> Option<&mut Space> {
+        self.spaces.get_mut(s as usize)?.as_mut()
+    }
+
+    fn index(&self, f: Frame) -> Option<u64> {
+        let i = f.0.checked_sub(self.frame_base)?;
+        (i < self.mem.len / P).then_some(i)
+    }
+}
+
+impl KernelStub for HostedStub {
+    type Space = u32;
+
+    fn create_space(&mut self) -> Result<u32, StubError> {
+        let slot = match self.spaces.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.spaces.push(None);
+                self.spaces.len() - 1
+            }
+        };
+        self.spaces[slot] = Some(Space::default());
+        u32::try_from(slot).map_err(|_| StubError::OutOfSpaces)
+    }
+
+    fn destroy_space(&mut self, space: u32) {
+        if let Some(s) = self.spaces.get_mut(space as usize) {
+            *s = None;
+        }
+    }
+
+    fn map(
+        &mut self,
+        space: u32,
+        vaddr: u64,
+        frame: Frame,
+        attrs: PageAttrs,
+    ) -> Result<(), StubError> {
+        if self.index(frame).is_none() || !vaddr.is_multiple_of(P) {
+            return Err(StubError::Refused);
+        }
+        let s = self.space(space).ok_or(StubError::Refused)?;
+        if s.pages.contains_key(&vaddr) {
+            return Err(StubError::Refused);
+        }
+        s.pages.insert(vaddr, (frame, attrs));
+        s.ops.push(Op::Map {
+            addr: vaddr,
+            frame: frame.0,
+            write: attrs.writable,
+            exec: attrs.executable,
+        });
+        Ok(())
+    }
+
+    fn unmap(&mut self, space: u32, vaddr: u64, pages: u64) {
+        let Some(s) = self.space(space) else { return };
+        let end = vaddr.saturating_add(pages.saturating_mul(P));
+        let gone: Vec<u64> = s.pages.range(vaddr..end).map(|(&a, _)| a).collect();
+        if gone.is_empty() {
+            return;
+        }
+        for a in &gone {
+            s.pages.remove(a);
+        }
+        let (lo, hi) = (gone[0], gone[gone.len() - 1] + P);
+        s.ops.push(Op::Unmap {
+            addr: lo,
+            pages: (hi - lo) / P,
+        });
+    }
+
+    fn protect(&mut self, space: u32, vaddr: u64, pages: u64, attrs: PageAttrs) {
+        let Some(s) = self.space(space) else { return };
+        let end = vaddr.saturating_add(pages.saturating_mul(P));
+        // Only installed pages change: a run of them is one op.
+        let mut run: Option<(u64, u64)> = None;
+        let mut runs = Vec::new();
+        for (&a, v) in s.pages.range_mut(vaddr..end) {
+            v.1 = attrs;
+            run = match run {
+                Some((lo, hi)) if hi == a => Some((lo, a + P)),
+                Some(r) => {
+                    runs.push(r);
+                    Some((a, a + P))
+                }
+                None => Some((a, a + P)),
+            };
+        }
+        runs.extend(run);
+        for (lo, hi) in runs {
+            s.ops.push(Op::Protect {
+                addr: lo,
+                pages: (hi - lo) / P,
+                write: attrs.writable,
+                exec: attrs.executable,
+            });
+        }
+    }
+
+    fn query(&self, space: u32, vaddr: u64) -> Option<(Frame, PageAttrs)> {
+        let s = self.spaces.get(space as usize)?.as_ref()?;
+        s.pages.get(&(vaddr & !(P - 1))).copied()
+    }
+
+    fn for_each_mapping(&self, space: u32, f: &mut dyn FnMut(u64, Frame, PageAttrs)) {
+        if let Some(Some(s)) = self.spaces.get(space as usize) {
+            for (&a, &(fr, at)) in &s.pages {
+                f(a, fr, at);
+            }
+        }
+    }
+
+    fn zero_frame(&mut self, frame: Frame) {
+        if let Some(p) = self.index(frame).and_then(|i| self.mem.page(i)) {
+            p.fill(0);
+        }
+    }
+
+    fn copy_frame(&mut self, src: Frame, dst: Frame) {
+        let (Some(s), Some(d)) = (self.index(src), self.index(dst)) else {
+            return;
+        };
+        let mut buf = vec![0u8; P as usize];
+        if let Some(p) = self.mem.page(s) {
+            buf.copy_from_slice(p);
+        }
+        if let Some(p) = self.mem.page(d) {
+            p.copy_from_slice(&buf);
+        }
+    }
+
+    fn donate_table_frame(&mut self, _frame: Frame) -> Result<(), StubError> {
+        // The host kernel keeps the real page tables: the stub never asks for frames.
+        Err(StubError::Refused)
+    }
+
+    fn reclaim_table_frame(&mut self) -> Option<Frame> {
+        None
+    }
+}

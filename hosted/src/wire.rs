@@ -1,0 +1,223 @@
+//! The hosted transport's framing around the protocol's postcard bytes.
+//!
+//! Over a Unix stream socket, client to server: `[kind: u8][len: u16 LE][payload]`, kind
+//! [`KIND_REQUEST`] (a postcard `Request`) or [`KIND_FAULT`] (the client runtime's report
+//! of a page fault: address `u64 LE` and access `u8`, which the server, playing the
+//! kernel, turns into `PageFault` for that connection's client only). Server to client:
+//! `[len: u16 LE][postcard Response][count: u32 LE][count x Op]`: the reply and the
+//! page-table operations the client must apply to its own address space first.
+//! At connection set-up the server sends [`Setup`] with the memfd attached
+//! (`SCM_RIGHTS`).
+
+use std::io::{self, Read, Write};
+
+/// A postcard request follows.
+pub const KIND_REQUEST: u8 = 0;
+/// A page-fault report follows.
+pub const KIND_FAULT: u8 = 1;
+/// Bytes of one encoded [`Op`].
+pub const OP_LEN: usize = 26;
+
+/// What the server tells a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setup {
+    /// Lowest address of the client's window.
+    pub window_lo: u64,
+    /// One past its highest.
+    pub window_hi: u64,
+    /// Frame number of the memfd's first page.
+    pub frame_base: u64,
+    /// Bytes of the memfd.
+    pub mem_size: u64,
+}
+
+impl Setup {
+    /// Its 32-byte encoding.
+    pub fn encode(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        for (i, v) in [
+            self.window_lo,
+            self.window_hi,
+            self.frame_base,
+            self.mem_size,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Decodes [`encode`](Self::encode)'s bytes.
+    pub fn decode(b: &[u8; 32]) -> Setup {
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        Setup {
+            window_lo: w(0),
+            window_hi: w(1),
+            frame_base: w(2),
+            mem_size: w(3),
+        }
+    }
+}
+
+/// One change to a client's page tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Map `frame` at `addr`.
+    Map {
+        /// Page address.
+        addr: u64,
+        /// Frame number.
+        frame: u64,
+        /// Writable.
+        write: bool,
+        /// Executable.
+        exec: bool,
+    },
+    /// Remove `pages` pages from `addr`.
+    Unmap {
+        /// First page.
+        addr: u64,
+        /// Page count.
+        pages: u64,
+    },
+    /// Change the rights of the installed pages among `pages` pages from `addr`.
+    Protect {
+        /// First page.
+        addr: u64,
+        /// Page count.
+        pages: u64,
+        /// Writable.
+        write: bool,
+        /// Executable.
+        exec: bool,
+    },
+}
+
+impl Op {
+    /// Its fixed-size encoding.
+    pub fn encode(&self) -> [u8; OP_LEN] {
+        let (kind, a, b, w, x) = match *self {
+            Op::Map {
+                addr,
+                frame,
+                write,
+                exec,
+            } => (0u8, addr, frame, write, exec),
+            Op::Unmap { addr, pages } => (1, addr, pages, false, false),
+            Op::Protect {
+                addr,
+                pages,
+                write,
+                exec,
+            } => (2, addr, pages, write, exec),
+        };
+        let mut out = [0u8; OP_LEN];
+        out[0] = kind;
+        out[1..9].copy_from_slice(&a.to_le_bytes());
+        out[9..17].copy_from_slice(&b.to_le_bytes());
+        out[17] = u8::from(w) | (u8::from(x) << 1);
+        out
+    }
+
+    /// Decodes one op; `None` for an unknown kind.
+    pub fn decode(b: &[u8; OP_LEN]) -> Option<Op> {
+        let a = u64::from_le_bytes(b[1..9].try_into().ok()?);
+        let v = u64::from_le_bytes(b[9..17].try_into().ok()?);
+        let (write, exec) = (b[17] & 1 != 0, b[17] & 2 != 0);
+        match b[0] {
+            0 => Some(Op::Map {
+                addr: a,
+                frame: v,
+                write,
+                exec,
+            }),
+            1 => Some(Op::Unmap { addr: a, pages: v }),
+            2 => Some(Op::Protect {
+                addr: a,
+                pages: v,
+                write,
+                exec,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Writes one client frame.
+pub fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(payload.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut head = [kind, 0, 0];
+    head[1..3].copy_from_slice(&len.to_le_bytes());
+    w.write_all(&head)?;
+    w.write_all(payload)
+}
+
+/// Reads one client frame into `buf`, returning its kind and length. A payload longer
+/// than `buf` is read and dropped, and reported with length `usize::MAX`.
+pub fn read_frame(r: &mut impl Read, buf: &mut [u8]) -> io::Result<(u8, usize)> {
+    let mut head = [0u8; 3];
+    r.read_exact(&mut head)?;
+    let len = usize::from(u16::from_le_bytes([head[1], head[2]]));
+    if len > buf.len() {
+        io::copy(&mut r.take(len as u64), &mut io::sink())?;
+        return Ok((head[0], usize::MAX));
+    }
+    r.read_exact(&mut buf[..len])?;
+    Ok((head[0], len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_and_setup_round_trip() {
+        for op in [
+            Op::Map {
+                addr: 0x2000_0000_1000,
+                frame: 77,
+                write: true,
+                exec: false,
+            },
+            Op::Unmap {
+                addr: 0x2000_0000_0000,
+                pages: 9,
+            },
+            Op::Protect {
+                addr: 4096,
+                pages: 1,
+                write: false,
+                exec: true,
+            },
+        ] {
+            assert_eq!(Op::decode(&op.encode()), Some(op));
+        }
+        let mut bad = [0u8; OP_LEN];
+        bad[0] = 9;
+        assert_eq!(Op::decode(&bad), None);
+        let s = Setup {
+            window_lo: 1,
+            window_hi: 2,
+            frame_base: 3,
+            mem_size: 4,
+        };
+        assert_eq!(Setup::decode(&s.encode()), s);
+    }
+
+    #[test]
+    fn oversized_frames_are_skipped_whole() {
+        let mut bytes = Vec::new();
+        write_frame(&mut bytes, KIND_REQUEST, &[7; 300]).unwrap();
+        write_frame(&mut bytes, KIND_FAULT, &[1, 2]).unwrap();
+        let mut r = &bytes[..];
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            read_frame(&mut r, &mut buf).unwrap(),
+            (KIND_REQUEST, usize::MAX)
+        );
+        assert_eq!(read_frame(&mut r, &mut buf).unwrap(), (KIND_FAULT, 2));
+        assert_eq!(&buf[..2], &[1, 2]);
+    }
+}
