@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 const P: u64 = 4096;
 
 static SOCK: AtomicI32 = AtomicI32::new(-1);
+static DOORBELL: AtomicI32 = AtomicI32::new(-1);
+/// Doorbells rung so far: a reply older than the last one must not grant access.
+static RINGS: AtomicU64 = AtomicU64::new(0);
 static MEMFD: AtomicI32 = AtomicI32::new(-1);
 static FRAME_BASE: AtomicU64 = AtomicU64::new(0);
 static WIN_LO: AtomicU64 = AtomicU64::new(0);
@@ -51,7 +54,7 @@ impl HostedClient {
         let stream = UnixStream::connect(path)?;
         let sock: OwnedFd = stream.into();
         let mut buf = [0u8; 32];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
         let got = rustix::net::recvmsg(
             &sock,
@@ -59,13 +62,15 @@ impl HostedClient {
             &mut cmsg,
             rustix::net::RecvFlags::CMSG_CLOEXEC,
         )?;
-        let mut memfd: Option<OwnedFd> = None;
+        let (mut memfd, mut bell): (Option<OwnedFd>, Option<OwnedFd>) = (None, None);
         for m in cmsg.drain() {
             if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = m {
                 memfd = fds.next();
+                bell = fds.next();
             }
         }
         let memfd = memfd.ok_or(io::ErrorKind::InvalidData)?;
+        let bell = bell.ok_or(io::ErrorKind::InvalidData)?;
         if got.bytes != 32 {
             return Err(io::ErrorKind::InvalidData.into());
         }
@@ -88,10 +93,28 @@ impl HostedClient {
         WIN_LO.store(setup.window_lo, Ordering::Relaxed);
         WIN_HI.store(setup.window_hi, Ordering::Relaxed);
         MEMFD.store(memfd.into_raw_fd(), Ordering::Release);
+        DOORBELL.store(bell.into_raw_fd(), Ordering::Release);
         // The handler's own descriptor of the socket, kept open for the process's life.
         SOCK.store(rustix::io::dup(&sock)?.into_raw_fd(), Ordering::Release);
         install_handler();
         Ok(HostedClient { sock, setup })
+    }
+
+    /// Asks to run with `spec` (identity, rights, limits): only a process of the server's
+    /// own user may, before it maps anything (`EPERM`, `EBUSY` otherwise).
+    pub fn set_spec(&mut self, spec: &ipc_proto::ClientSpec) -> Result<(), Errno> {
+        let mut bytes = [0u8; MAX_REQUEST_LEN];
+        let used = postcard::to_slice(spec, &mut bytes).map_err(|_| Errno::EMSGSIZE)?;
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let n = exchange(self.sock.as_fd(), crate::wire::KIND_SPEC, used, &mut out)?;
+        ipc_proto::decode_response(&out[..n])?.map(|_| ())
+    }
+
+    /// Ends the client: the server reclaims everything before this returns.
+    pub fn exit(self) -> Result<(), Errno> {
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let n = exchange(self.sock.as_fd(), crate::wire::KIND_EXIT, &[], &mut out)?;
+        ipc_proto::decode_response(&out[..n])?.map(|_| ())
     }
 
     /// What the server told this connection.
@@ -137,6 +160,7 @@ fn read_exact(fd: BorrowedFd<'_>, mut b: &mut [u8]) -> Result<(), Errno> {
 /// response bytes out. Allocation-free, for the fault handler's sake.
 fn exchange(fd: BorrowedFd<'_>, kind: u8, payload: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
     let len = u16::try_from(payload.len()).map_err(|_| Errno::EMSGSIZE)?;
+    let rings = RINGS.load(Ordering::Acquire);
     let mut frame = [0u8; 3 + MAX_REQUEST_LEN + 1];
     if payload.len() > MAX_REQUEST_LEN + 1 {
         // Oversized: the server reads and refuses it; send it in two writes.
@@ -158,16 +182,87 @@ fn exchange(fd: BorrowedFd<'_>, kind: u8, payload: &[u8], out: &mut [u8]) -> Res
     read_exact(fd, &mut resp[..n])?;
     let mut count = [0u8; 4];
     read_exact(fd, &mut count)?;
+    // A doorbell rung since the request went out carried newer operations: ours must not
+    // undo them. Revoking operations are always safe; granting ones are skipped (a later
+    // fault on the page gets it afresh). With the doorbell blocked while applying, none
+    // can slip in between the check and the change.
+    doorbell_mask(true);
+    let stale = RINGS.load(Ordering::Acquire) != rings;
+    let mut result = Ok(());
     for _ in 0..u32::from_le_bytes(count) {
         let mut op = [0u8; OP_LEN];
-        read_exact(fd, &mut op)?;
+        if let Err(e) = read_exact(fd, &mut op) {
+            result = Err(e);
+            break;
+        }
+        if let Some(op) = Op::decode(&op)
+            && !(stale && grants(&op))
+        {
+            apply(op);
+        }
+    }
+    doorbell_mask(false);
+    result?;
+    let dst = out.get_mut(..n).ok_or(Errno::EMSGSIZE)?;
+    dst.copy_from_slice(&resp[..n]);
+    Ok(n)
+}
+
+/// The signal the server rings a client's doorbell with.
+pub fn doorbell_signal() -> i32 {
+    libc::SIGRTMIN() + 1
+}
+
+/// Blocks or unblocks the doorbell signal for this thread.
+fn doorbell_mask(block: bool) {
+    // SAFETY: sigset operations on a local set and pthread_sigmask are
+    // async-signal-safe; only the doorbell signal changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, doorbell_signal());
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// The doorbell: another client's request changed this space (a shared object shrank).
+/// The operations are waiting on the doorbell socket; apply them (they are the newest
+/// there are) and acknowledge, so the server can answer that request.
+extern "C" fn on_doorbell(_: i32) {
+    let fd = DOORBELL.load(Ordering::Acquire);
+    if fd < 0 {
+        return;
+    }
+    let bell = borrowed(fd);
+    let mut count = [0u8; 4];
+    if read_exact(bell, &mut count).is_err() {
+        return;
+    }
+    for _ in 0..u32::from_le_bytes(count) {
+        let mut op = [0u8; OP_LEN];
+        if read_exact(bell, &mut op).is_err() {
+            return;
+        }
         if let Some(op) = Op::decode(&op) {
             apply(op);
         }
     }
-    let dst = out.get_mut(..n).ok_or(Errno::EMSGSIZE)?;
-    dst.copy_from_slice(&resp[..n]);
-    Ok(n)
+    RINGS.fetch_add(1, Ordering::AcqRel);
+    let _ = write_all(bell, &[1]);
+}
+
+/// Whether an operation can give access (a stale one must not: see `exchange`).
+fn grants(op: &Op) -> bool {
+    match *op {
+        Op::Map { .. } => true,
+        Op::Protect { write, exec, .. } => write || exec,
+        Op::Unmap { .. } => false,
+    }
 }
 
 fn prot(write: bool, exec: bool) -> ProtFlags {
@@ -312,6 +407,15 @@ pub fn probe_exec(addr: u64) -> Result<(), Signal> {
 fn install_handler() {
     if HANDLER.swap(true, Ordering::AcqRel) {
         return;
+    }
+    // SAFETY: as below; the doorbell handler is async-signal-safe too, and restarts the
+    // calls it interrupts.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_doorbell as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(doorbell_signal(), &sa, std::ptr::null_mut());
     }
     for sig in [libc::SIGSEGV, libc::SIGBUS] {
         // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (see the

@@ -5,6 +5,7 @@
 
 pub mod c_abi;
 pub mod client;
+pub mod harness;
 pub mod stub;
 pub mod wire;
 

@@ -6,8 +6,9 @@
 //! with every reply, and the client runtime applies it with `mmap(MAP_FIXED)` of the
 //! memfd, `mprotect`, and an inaccessible re-reservation for unmapped pages.
 //!
-//! A change to another client's space (only `ftruncate` shrinking a shared object does
-//! that) waits in that client's queue until its next call or fault.
+//! A change to another client's space (`ftruncate` shrinking a shared object) is pushed
+//! to that client at once by `memserverd` (its doorbell), before the request that caused
+//! it is answered.
 
 use crate::wire::Op;
 use memserver::{Frame, KernelStub, PageAttrs, StubError};
@@ -69,6 +70,25 @@ impl HostedStub {
             frame_base,
             spaces: Vec::new(),
         }
+    }
+
+    /// Queues a fresh `Map` of what `space` has at `addr`, if anything: a client that
+    /// faults on a page the server has installed missed (skipped) an operation.
+    pub fn refresh(&mut self, space: u32, addr: u64) {
+        let Some(s) = self.space(space) else { return };
+        if let Some(&(frame, attrs)) = s.pages.get(&(addr & !(P - 1))) {
+            s.ops.push(Op::Map {
+                addr: addr & !(P - 1),
+                frame: frame.0,
+                write: attrs.writable,
+                exec: attrs.executable,
+            });
+        }
+    }
+
+    /// How many operations wait for `space`.
+    pub fn pending(&mut self, space: u32) -> usize {
+        self.space(space).map_or(0, |s| s.ops.len())
     }
 
     /// Takes the operations queued for `space`, oldest first.

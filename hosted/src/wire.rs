@@ -15,6 +15,14 @@ use std::io::{self, Read, Write};
 pub const KIND_REQUEST: u8 = 0;
 /// A page-fault report follows.
 pub const KIND_FAULT: u8 = 1;
+/// A postcard `ClientSpec` follows: the client asks to run with this identity and these
+/// limits. Only a process of the server's own user (or root) may, before it maps
+/// anything: that user plays the kernel's part of starting clients (a launcher, the
+/// conformance harness). Answered with an empty `Done` or `EPERM`.
+pub const KIND_SPEC: u8 = 2;
+/// An empty payload: the client is done; the server reclaims everything it held, answers
+/// `Done`, and closes the connection (so a caller knows the exit is complete).
+pub const KIND_EXIT: u8 = 3;
 /// Bytes of one encoded [`Op`].
 pub const OP_LEN: usize = 26;
 

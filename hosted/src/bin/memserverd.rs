@@ -8,7 +8,7 @@
 
 use ipc_proto::{Access, ClientId, ClientSpec, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Request};
 use memserver::{BankConfig, Config, DeviceConfig, FrameRange, Sender, Server};
-use memserver_hosted::wire::{self, KIND_FAULT, KIND_REQUEST, Setup};
+use memserver_hosted::wire::{self, KIND_EXIT, KIND_FAULT, KIND_REQUEST, KIND_SPEC, Setup};
 use memserver_hosted::{HostedStub, stub::MemView};
 use rustix::fd::AsFd;
 use std::io::{self, Write};
@@ -36,6 +36,49 @@ struct State {
     server: Server<HostedStub>,
     memfd: rustix::fd::OwnedFd,
     setup: Setup,
+    /// Each client's doorbell: the server's end of a socket pair, and the process.
+    doorbells: std::collections::BTreeMap<ClientId, (UnixStream, i32)>,
+}
+
+/// Pushes the operations another request queued for other clients to them, and waits
+/// until each has applied them: only then may the request be answered (the frames it
+/// freed may be reused at once). A client that does not acknowledge within two seconds
+/// is killed: it cannot be left with access the server took away.
+fn ring_doorbells(st: &mut State, requester: ClientId) {
+    let State {
+        server, doorbells, ..
+    } = st;
+    for (&cid, (bell, pid)) in doorbells.iter_mut() {
+        if cid == requester {
+            continue;
+        }
+        let Some(space) = server.space_of(cid) else {
+            continue;
+        };
+        let ops = server.stub_mut().take_ops(space);
+        if ops.is_empty() {
+            continue;
+        }
+        let mut msg = (ops.len() as u32).to_le_bytes().to_vec();
+        for op in &ops {
+            msg.extend_from_slice(&op.encode());
+        }
+        let sig = memserver_hosted::client::doorbell_signal();
+        let mut ack = [0u8; 1];
+        let delivered = bell.write_all(&msg).is_ok()
+            // SAFETY: signalling the client's own process, whose pid the socket reported.
+            && unsafe { libc::kill(*pid, sig) } == 0
+            && bell.set_read_timeout(Some(Duration::from_secs(2))).is_ok()
+            && io::Read::read_exact(bell, &mut ack).is_ok();
+        if !delivered {
+            log::warn!(
+                "client {}: no doorbell acknowledgement, killing pid {pid}",
+                cid.0
+            );
+            // SAFETY: as above; the client keeps access it must not have.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -136,6 +179,7 @@ fn serve(path: &str, mem: u64) -> io::Result<()> {
         server,
         memfd,
         setup,
+        doorbells: Default::default(),
     }));
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -182,13 +226,17 @@ fn serve(path: &str, mem: u64) -> io::Result<()> {
 
 /// Serves one client until its connection ends, then reclaims everything it held.
 fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
-    let spec = match rustix::net::sockopt::socket_peercred(&stream) {
-        Ok(cred) => ClientSpec {
-            uid: cred.uid.as_raw(),
-            gid: cred.gid.as_raw(),
-            ..ClientSpec::DEFAULT
-        },
-        Err(_) => ClientSpec::DEFAULT,
+    let Ok(cred) = rustix::net::sockopt::socket_peercred(&stream) else {
+        log::warn!("client {}: no peer credentials", id.0);
+        return;
+    };
+    let spec = ClientSpec {
+        uid: cred.uid.as_raw(),
+        gid: cred.gid.as_raw(),
+        ..ClientSpec::DEFAULT
+    };
+    let Ok((bell_ours, bell_theirs)) = UnixStream::pair() else {
+        return;
     };
     let setup = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -200,17 +248,26 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
             return;
         }
         let setup = st.setup.encode();
-        if let Err(e) = send_setup(&stream, &setup, st.memfd.as_fd()) {
+        if let Err(e) = send_setup(&stream, &setup, st.memfd.as_fd(), bell_theirs.as_fd()) {
             log::warn!("client {}: set-up failed: {e}", id.0);
         }
+        st.doorbells
+            .insert(id, (bell_ours, cred.pid.as_raw_nonzero().get()));
         setup
     };
     let _ = setup;
     log::info!("client {} connected (uid {})", id.0, spec.uid);
+    // The server's own user (or root) may set its clients' specs: it is the "kernel".
+    let trusted = spec.uid == 0 || spec.uid == rustix::process::getuid().as_raw();
+    let mut exiting = false;
+    // No request handled yet: the spec may still change.
+    let mut fresh = true;
     let mut buf = [0u8; MAX_REQUEST_LEN + 1];
     let mut out = [0u8; MAX_RESPONSE_LEN];
     while let Ok((kind, len)) = wire::read_frame(&mut stream, &mut buf) {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let was_fresh = fresh;
+        fresh = false;
         let n = match (kind, len) {
             // Too long for any request: what the server answers to an oversized message.
             (KIND_REQUEST, usize::MAX) => {
@@ -220,6 +277,34 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
             (KIND_REQUEST, n) => st
                 .server
                 .handle_message(Sender::Client(id), &buf[..n], &mut out),
+            (KIND_SPEC, n) if n <= MAX_REQUEST_LEN => {
+                let resp = match postcard::from_bytes::<ClientSpec>(&buf[..n]) {
+                    Err(_) => Err(ipc_proto::Errno::EINVAL),
+                    Ok(_) if !trusted => Err(ipc_proto::Errno::EPERM),
+                    Ok(_) if !was_fresh => Err(ipc_proto::Errno::EBUSY),
+                    Ok(new) => {
+                        // Nothing is held yet: announce the client again with its spec.
+                        let _ = st
+                            .server
+                            .handle(Sender::Kernel, &Request::ClientExited { client: id });
+                        st.server.handle(
+                            Sender::Kernel,
+                            &Request::ClientStarted {
+                                client: id,
+                                spec: new,
+                            },
+                        )
+                    }
+                };
+                ipc_proto::encode_response(&resp, &mut out).unwrap_or(0)
+            }
+            (KIND_EXIT, 0) => {
+                exiting = true;
+                let resp = st
+                    .server
+                    .handle(Sender::Kernel, &Request::ClientExited { client: id });
+                ipc_proto::encode_response(&resp, &mut out).unwrap_or(0)
+            }
             (KIND_FAULT, 9) => {
                 let addr = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8]));
                 let access = match buf[8] {
@@ -244,6 +329,15 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
                 break;
             }
         };
+        if kind == KIND_FAULT
+            && ops_pending(&mut st, id) == 0
+            && let Some(space) = st.server.space_of(id)
+        {
+            // Resolved with nothing to install: the client skipped a stale operation.
+            let addr = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8]));
+            st.server.stub_mut().refresh(space, addr);
+        }
+        ring_doorbells(&mut st, id);
         let ops = match st.server.space_of(id) {
             Some(space) => st.server.stub_mut().take_ops(space),
             None => Vec::new(),
@@ -256,11 +350,21 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
         for op in &ops {
             reply.extend_from_slice(&op.encode());
         }
-        if stream.write_all(&reply).is_err() {
+        if stream.write_all(&reply).is_err() || exiting {
             break;
         }
     }
+    if exiting {
+        state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .doorbells
+            .remove(&id);
+        log::info!("client {} exited", id.0);
+        return;
+    }
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    st.doorbells.remove(&id);
     let _ = st
         .server
         .handle(Sender::Kernel, &Request::ClientExited { client: id });
@@ -273,13 +377,22 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
     );
 }
 
+/// How many operations wait for `id`'s space.
+fn ops_pending(st: &mut State, id: ClientId) -> usize {
+    match st.server.space_of(id) {
+        Some(space) => st.server.stub_mut().pending(space),
+        None => 0,
+    }
+}
+
 fn send_setup(
     stream: &UnixStream,
     setup: &[u8; 32],
     memfd: rustix::fd::BorrowedFd<'_>,
+    bell: rustix::fd::BorrowedFd<'_>,
 ) -> io::Result<()> {
-    let fds = [memfd];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let fds = [memfd, bell];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut cmsg = rustix::net::SendAncillaryBuffer::new(&mut space);
     if !cmsg.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)) {
         return Err(io::ErrorKind::Other.into());

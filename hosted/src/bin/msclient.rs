@@ -10,6 +10,8 @@
 //! - `stats`: print the server's counters.
 //! - `load OPS SEED`: mixed operations with data checks; prints `ops errors p50_ns p99_ns`.
 //! - `bench`: hosted mmap+munmap pair and first touch beside Linux's, as JSON.
+//! - `agent`: a conformance-suite client driven over stdin/stdout (see
+//!   `memserver_hosted::harness`).
 
 use client_lib::Client;
 use ipc_proto::{MapFlags, OFlags, Prot};
@@ -131,6 +133,7 @@ fn main() {
             arg(2).parse().unwrap_or(1),
         ),
         "bench" => bench(),
+        "agent" => memserver_hosted::harness::agent_main(),
         other => {
             eprintln!("msclient: unknown command `{other}`");
             std::process::exit(2);

@@ -1,0 +1,305 @@
+//! The conformance suite, hosted: every client is its own process (`msclient agent`),
+//! with its own address space, connection and fault handler, driven by the harness over
+//! its stdin and stdout.
+//!
+//! Agent commands, `[op: u8][len: u16 LE][payload]`: `C` a request (answered
+//! `[0][len: u16][response]`, or `[1][errno: u16]` when the transport failed), `R`/`W`/`X`
+//! a read, write or fetch at an address (answered `[0][byte]` or `[1][signal]`: the
+//! access really happens, in the agent, through the pages the server installed there),
+//! `S` a `ClientSpec` to run with (answered `[0]` or `[1][errno]`), `Q` exit (the server
+//! reclaims everything, then the agent answers `[0]` and ends).
+
+use crate::client::{HostedClient, probe_exec, probe_read, probe_write};
+use crate::wire::Setup;
+use client_lib::Transport;
+use conformance::harness::{Facts, Harness, MemoryAccess, Process};
+use ipc_proto::{
+    ClientSpec, Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Reply, Request, ServerStats, Signal,
+};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+fn read_msg(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<u8> {
+    let mut head = [0u8; 3];
+    r.read_exact(&mut head)?;
+    buf.resize(usize::from(u16::from_le_bytes([head[1], head[2]])), 0);
+    r.read_exact(buf)?;
+    Ok(head[0])
+}
+
+fn write_msg(w: &mut impl Write, op: u8, payload: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(payload.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    w.write_all(&[op])?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(payload)?;
+    w.flush()
+}
+
+fn addr_of(p: &[u8]) -> u64 {
+    u64::from_le_bytes(p.get(..8).and_then(|s| s.try_into().ok()).unwrap_or([0; 8]))
+}
+
+fn signal_reply(r: Result<u8, Signal>) -> [u8; 2] {
+    match r {
+        Ok(v) => [0, v],
+        Err(s) => [1, s.number()],
+    }
+}
+
+/// `msclient agent`: serves the harness until `Q` or end of input.
+pub fn agent_main() {
+    let path = std::env::var("MEMSERVER_SOCKET").unwrap_or_else(|_| "/tmp/memserver.sock".into());
+    let Ok(mut client) = HostedClient::connect(&path) else {
+        std::process::exit(2);
+    };
+    let (mut input, mut output) = (BufReader::new(io::stdin()), BufWriter::new(io::stdout()));
+    // First, what the server told us: the harness learns the window and memory size.
+    if write_msg(&mut output, 0, &client.setup().encode()).is_err() {
+        return;
+    }
+    let mut buf = Vec::new();
+    let mut resp = [0u8; MAX_RESPONSE_LEN];
+    while let Ok(op) = read_msg(&mut input, &mut buf) {
+        let reply: Vec<u8> = match op {
+            b'C' => match client.call(&buf, &mut resp) {
+                Ok(n) => {
+                    let mut v = vec![0u8];
+                    v.extend_from_slice(&(n as u16).to_le_bytes());
+                    v.extend_from_slice(&resp[..n]);
+                    v
+                }
+                Err(e) => {
+                    let mut v = vec![1u8];
+                    v.extend_from_slice(&(e as u16).to_le_bytes());
+                    v
+                }
+            },
+            b'R' => signal_reply(probe_read(addr_of(&buf))).to_vec(),
+            b'W' => {
+                let v = buf.get(8).copied().unwrap_or(0);
+                signal_reply(probe_write(addr_of(&buf), v).map(|()| 0)).to_vec()
+            }
+            b'X' => signal_reply(probe_exec(addr_of(&buf)).map(|()| 0)).to_vec(),
+            b'S' => {
+                let r = postcard::from_bytes::<ClientSpec>(&buf)
+                    .map_err(|_| Errno::EINVAL)
+                    .and_then(|spec| client.set_spec(&spec));
+                match r {
+                    Ok(()) => vec![0],
+                    Err(e) => {
+                        let mut v = vec![1u8];
+                        v.extend_from_slice(&(e as u16).to_le_bytes());
+                        v
+                    }
+                }
+            }
+            b'Q' => {
+                let ok = client.exit().is_ok();
+                let _ = write_msg(&mut output, 0, &[u8::from(!ok)]);
+                return;
+            }
+            _ => return,
+        };
+        if write_msg(&mut output, 0, &reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// One agent process: a client of the hosted server.
+pub struct AgentProcess {
+    setup: Setup,
+    child: Child,
+    to: BufWriter<ChildStdin>,
+    from: BufReader<ChildStdout>,
+    buf: Vec<u8>,
+}
+
+impl AgentProcess {
+    /// Starts `msclient agent` against the server at `socket`.
+    pub fn start(msclient: &PathBuf, socket: &PathBuf) -> io::Result<AgentProcess> {
+        let mut child = Command::new(msclient)
+            .arg("agent")
+            .env("MEMSERVER_SOCKET", socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let to = BufWriter::new(child.stdin.take().ok_or(io::ErrorKind::BrokenPipe)?);
+        let mut from = BufReader::new(child.stdout.take().ok_or(io::ErrorKind::BrokenPipe)?);
+        let mut buf = Vec::new();
+        read_msg(&mut from, &mut buf)?;
+        let setup: [u8; 32] = buf
+            .as_slice()
+            .try_into()
+            .map_err(|_| io::ErrorKind::InvalidData)?;
+        Ok(AgentProcess {
+            setup: Setup::decode(&setup),
+            child,
+            to,
+            from,
+            buf: Vec::new(),
+        })
+    }
+
+    fn ask(&mut self, op: u8, payload: &[u8]) -> io::Result<&[u8]> {
+        write_msg(&mut self.to, op, payload)?;
+        read_msg(&mut self.from, &mut self.buf)?;
+        Ok(&self.buf)
+    }
+
+    fn access(&mut self, op: u8, payload: &[u8]) -> Result<u8, Signal> {
+        match self.ask(op, payload) {
+            Ok(&[0, v]) => Ok(v),
+            Ok(&[1, s]) if s == Signal::Bus.number() => Err(Signal::Bus),
+            // A dead or confused agent: the access certainly did not succeed.
+            _ => Err(Signal::Segv),
+        }
+    }
+
+    fn set_spec(&mut self, spec: &ClientSpec) -> Result<(), Errno> {
+        let mut buf = [0u8; MAX_REQUEST_LEN];
+        let bytes = postcard::to_slice(spec, &mut buf).map_err(|_| Errno::EINVAL)?;
+        match self.ask(b'S', bytes) {
+            Ok(&[0]) => Ok(()),
+            Ok(&[1, a, b]) => {
+                Err(Errno::from_raw(u16::from_le_bytes([a, b])).unwrap_or(Errno::EPROTO))
+            }
+            _ => Err(Errno::EPROTO),
+        }
+    }
+}
+
+impl Transport for AgentProcess {
+    fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+        let r = self.ask(b'C', request).map_err(|_| Errno::EPROTO)?;
+        match r {
+            [0, a, b, rest @ ..] => {
+                let n = usize::from(u16::from_le_bytes([*a, *b]));
+                let src = rest.get(..n).ok_or(Errno::EPROTO)?;
+                response
+                    .get_mut(..n)
+                    .ok_or(Errno::EMSGSIZE)?
+                    .copy_from_slice(src);
+                Ok(n)
+            }
+            [1, a, b] => {
+                Err(Errno::from_raw(u16::from_le_bytes([*a, *b])).unwrap_or(Errno::EPROTO))
+            }
+            _ => Err(Errno::EPROTO),
+        }
+    }
+}
+
+impl MemoryAccess for AgentProcess {
+    fn read(&mut self, addr: u64) -> Result<u8, Signal> {
+        self.access(b'R', &addr.to_le_bytes())
+    }
+    fn write(&mut self, addr: u64, value: u8) -> Result<(), Signal> {
+        let mut p = [0u8; 9];
+        p[..8].copy_from_slice(&addr.to_le_bytes());
+        p[8] = value;
+        self.access(b'W', &p).map(|_| ())
+    }
+    fn exec(&mut self, addr: u64) -> Result<(), Signal> {
+        self.access(b'X', &addr.to_le_bytes()).map(|_| ())
+    }
+}
+
+impl Process for AgentProcess {
+    fn transport(&mut self) -> &mut dyn Transport {
+        self
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        // `Q` returns once the server has reclaimed everything.
+        let _ = self.ask(b'Q', &[]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hosted harness: a `memserverd` already running at `socket`, clients started with
+/// `msclient`.
+pub struct HostedHarness {
+    msclient: PathBuf,
+    socket: PathBuf,
+    setup: Setup,
+    own: AgentProcess,
+}
+
+impl HostedHarness {
+    /// A harness for the `memserverd` at `socket` (its memfd laid out as `memserverd`
+    /// does: `dma` 64 frames, `normal`, `fb0` 256 frames), starting clients with the
+    /// `msclient` binary at `msclient`.
+    pub fn new(msclient: PathBuf, socket: PathBuf) -> io::Result<HostedHarness> {
+        let own = AgentProcess::start(&msclient, &socket)?;
+        let setup = own.setup;
+        Ok(HostedHarness {
+            msclient,
+            socket,
+            setup,
+            own,
+        })
+    }
+}
+
+impl Harness for HostedHarness {
+    fn name(&self) -> &str {
+        "hosted"
+    }
+
+    fn facts(&self) -> Facts {
+        let frames = self.setup.mem_size / 4096;
+        let normal = frames - 64 - 256;
+        Facts {
+            mmap_min: self.setup.window_lo,
+            mmap_max: self.setup.window_hi,
+            default_bank: "normal".into(),
+            small_bank: ("dma".into(), 64),
+            device: ("fb0".into(), 256 * 4096),
+            unmappable_device: "uart0".into(),
+            total_frames: frames - 256,
+            max_shm_objects: 1024,
+            max_open_files: 8192,
+            max_object_size: normal * 4096,
+            exclusive: true,
+        }
+    }
+
+    fn spawn(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
+        let mut p = AgentProcess::start(&self.msclient, &self.socket).map_err(|_| Errno::EAGAIN)?;
+        p.set_spec(&spec)?;
+        Ok(Box::new(p))
+    }
+
+    fn stats(&mut self) -> ServerStats {
+        let mut c = client_lib::Client::new(&mut self.own);
+        c.stats().unwrap_or(ServerStats {
+            total_frames: 0,
+            free_frames: 0,
+            table_frames: 0,
+            shm_objects: 0,
+            clients: 0,
+            violations: u32::MAX,
+        })
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        // memserverd runs with MEMSERVER_SELF_CHECK: it checks every invariant after
+        // every request and counts violations.
+        match client_lib::Client::new(&mut self.own).call(&Request::Stats) {
+            Ok(Reply::Stats(s)) if s.violations == 0 => Ok(()),
+            Ok(Reply::Stats(s)) => Err(format!("{} invariant violations", s.violations)),
+            other => Err(format!("stats: {other:?}")),
+        }
+    }
+
+    fn unique_name(&self, base: &str) -> String {
+        format!("/hosted-{}-{base}", std::process::id())
+    }
+}
+
+const _: () = assert!(MAX_REQUEST_LEN < u16::MAX as usize);
