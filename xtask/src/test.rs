@@ -38,6 +38,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ],
         )
     })?;
+    step(
+        "conformance suite, hosted (memserverd, a process per client)",
+        || crate::conformance::run(&["--hosted".into()]),
+    )?;
     step("the microkernel under QEMU (the main job)", || {
         crate::qemu::run(&[])
     })?;
