@@ -1,0 +1,133 @@
+//! Hosted end to end, beside Linux in the same run: a C-ABI-equivalent `mmap`+`munmap`
+//! pair through `memserverd` (socket round trips, page-table operations applied with
+//! `mmap(MAP_FIXED)`), and a first touch (a real SIGSEGV, the fault forwarded, the page
+//! installed, the access retried), against the same calls as Linux syscalls.
+
+use client_lib::Client;
+use criterion::{Criterion, criterion_group, criterion_main};
+use ipc_proto::{MapFlags, Prot};
+use memserver_hosted::HostedClient;
+use rustix::mm::{MapFlags as LMap, ProtFlags};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const P: u64 = 4096;
+const PAGES: u64 = 4096;
+
+struct Daemon(Child, std::path::PathBuf);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+fn daemon() -> Daemon {
+    let sock = std::env::temp_dir().join(format!("memserverd-bench-{}.sock", std::process::id()));
+    let child = Command::new(env!("CARGO_BIN_EXE_memserverd"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--mem", "256M"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start memserverd");
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Daemon(child, sock)
+}
+
+fn rw() -> ProtFlags {
+    ProtFlags::READ | ProtFlags::WRITE
+}
+
+fn hosted(c: &mut Criterion) {
+    let d = daemon();
+    let mut client = Client::new(HostedClient::connect(d.1.to_str().unwrap()).expect("connect"));
+    let pa = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
+    let rwp = Prot::READ | Prot::WRITE;
+
+    let mut g = c.benchmark_group("hosted_mmap_munmap");
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            let a = client.mmap(0, P, rwp, pa, None, 0).expect("mmap");
+            client.munmap(a, P).expect("munmap");
+        })
+    });
+    g.bench_function("linux", |b| {
+        b.iter(|| {
+            // SAFETY: a fresh anonymous page, unmapped at once, never referenced.
+            unsafe {
+                let p = rustix::mm::mmap_anonymous(
+                    std::ptr::null_mut(),
+                    P as usize,
+                    rw(),
+                    LMap::PRIVATE,
+                )
+                .expect("mmap");
+                rustix::mm::munmap(p, P as usize).expect("munmap");
+            }
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("hosted_first_touch");
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(PAGES);
+                let a = client.mmap(0, PAGES * P, rwp, pa, None, 0).expect("mmap");
+                let t = Instant::now();
+                for i in 0..n {
+                    // SAFETY: a page of the mapping just made for this process; the first
+                    // write faults and the runtime has the server install it.
+                    unsafe { std::ptr::write_volatile((a + i * P) as *mut u8, 1) };
+                }
+                total += t.elapsed();
+                client.munmap(a, PAGES * P).expect("munmap");
+                left -= n;
+            }
+            total
+        })
+    });
+    g.bench_function("linux", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(PAGES);
+                // SAFETY: a fresh anonymous mapping, written through its own pointer within
+                // its bounds, then unmapped.
+                unsafe {
+                    let p = rustix::mm::mmap_anonymous(
+                        std::ptr::null_mut(),
+                        (PAGES * P) as usize,
+                        rw(),
+                        LMap::PRIVATE,
+                    )
+                    .expect("mmap");
+                    let t = Instant::now();
+                    for i in 0..n {
+                        std::ptr::write_volatile((p as *mut u8).add((i * P) as usize), 1);
+                    }
+                    total += t.elapsed();
+                    rustix::mm::munmap(p, (PAGES * P) as usize).expect("munmap");
+                }
+                left -= n;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hosted);
+criterion_main!(benches);
