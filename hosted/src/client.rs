@@ -7,6 +7,7 @@
 //! async-signal-safe: raw `read`/`write`/`mmap`/`mprotect` system calls into fixed
 //! buffers, no allocation and no lock.
 
+use crate::ring::{RING_SIZE, Ring};
 use crate::wire::{KIND_FAULT, KIND_REQUEST, OP_LEN, Op, Setup};
 use client_lib::Transport;
 use ipc_proto::{Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Reply, Signal};
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 const P: u64 = 4096;
 
 static SOCK: AtomicI32 = AtomicI32::new(-1);
+static RING: AtomicU64 = AtomicU64::new(0);
 static DOORBELL: AtomicI32 = AtomicI32::new(-1);
 /// Doorbells rung so far: a reply older than the last one must not grant access.
 static RINGS: AtomicU64 = AtomicU64::new(0);
@@ -54,7 +56,7 @@ impl HostedClient {
         let stream = UnixStream::connect(path)?;
         let sock: OwnedFd = stream.into();
         let mut buf = [0u8; 32];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
         let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
         let got = rustix::net::recvmsg(
             &sock,
@@ -62,15 +64,28 @@ impl HostedClient {
             &mut cmsg,
             rustix::net::RecvFlags::CMSG_CLOEXEC,
         )?;
-        let (mut memfd, mut bell): (Option<OwnedFd>, Option<OwnedFd>) = (None, None);
+        let (mut memfd, mut bell, mut chan) = (None, None, None);
         for m in cmsg.drain() {
             if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = m {
                 memfd = fds.next();
                 bell = fds.next();
+                chan = fds.next();
             }
         }
-        let memfd = memfd.ok_or(io::ErrorKind::InvalidData)?;
-        let bell = bell.ok_or(io::ErrorKind::InvalidData)?;
+        let memfd: OwnedFd = memfd.ok_or(io::ErrorKind::InvalidData)?;
+        let bell: OwnedFd = bell.ok_or(io::ErrorKind::InvalidData)?;
+        let chan: OwnedFd = chan.ok_or(io::ErrorKind::InvalidData)?;
+        // SAFETY: a fresh shared mapping of the channel memfd, kept for the process's life.
+        let ring = unsafe {
+            mm::mmap(
+                std::ptr::null_mut(),
+                RING_SIZE,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &chan,
+                0,
+            )
+        }?;
         if got.bytes != 32 {
             return Err(io::ErrorKind::InvalidData.into());
         }
@@ -93,6 +108,7 @@ impl HostedClient {
         WIN_LO.store(setup.window_lo, Ordering::Relaxed);
         WIN_HI.store(setup.window_hi, Ordering::Relaxed);
         MEMFD.store(memfd.into_raw_fd(), Ordering::Release);
+        RING.store(ring as u64, Ordering::Release);
         DOORBELL.store(bell.into_raw_fd(), Ordering::Release);
         // The handler's own descriptor of the socket, kept open for the process's life.
         SOCK.store(rustix::io::dup(&sock)?.into_raw_fd(), Ordering::Release);
@@ -132,6 +148,13 @@ impl Transport for HostedClient {
     }
 }
 
+/// The process's channel to the server, once connected.
+fn channel() -> Option<Ring> {
+    let p = std::ptr::NonNull::new(RING.load(Ordering::Acquire) as *mut u8)?;
+    // SAFETY: RING holds the channel mapping `connect` made, which is never unmapped.
+    Some(unsafe { Ring::new(p) })
+}
+
 fn write_all(fd: BorrowedFd<'_>, mut b: &[u8]) -> Result<(), Errno> {
     while !b.is_empty() {
         match rustix::io::write(fd, b) {
@@ -156,50 +179,40 @@ fn read_exact(fd: BorrowedFd<'_>, mut b: &mut [u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Sends one frame, reads the reply, applies its page-table operations, and copies the
-/// response bytes out. Allocation-free, for the fault handler's sake.
+/// Sends one message through the channel, waits for the answer, applies its page-table
+/// operations, and copies the response bytes out. Allocation-free, for the fault
+/// handler's sake.
 fn exchange(fd: BorrowedFd<'_>, kind: u8, payload: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
-    let len = u16::try_from(payload.len()).map_err(|_| Errno::EMSGSIZE)?;
+    let ring = channel().ok_or(Errno::EPROTO)?;
     let rings = RINGS.load(Ordering::Acquire);
-    let mut frame = [0u8; 3 + MAX_REQUEST_LEN + 1];
-    if payload.len() > MAX_REQUEST_LEN + 1 {
-        // Oversized: the server reads and refuses it; send it in two writes.
-        write_all(fd, &[kind, len.to_le_bytes()[0], len.to_le_bytes()[1]])?;
-        write_all(fd, payload)?;
-    } else {
-        frame[0] = kind;
-        frame[1..3].copy_from_slice(&len.to_le_bytes());
-        frame[3..3 + payload.len()].copy_from_slice(payload);
-        write_all(fd, &frame[..3 + payload.len()])?;
-    }
-    let mut head = [0u8; 2];
-    read_exact(fd, &mut head)?;
-    let n = usize::from(u16::from_le_bytes(head));
+    let seq = ring.post_request(kind, payload);
+    ring.wait_response(seq);
     let mut resp = [0u8; MAX_RESPONSE_LEN];
-    if n > resp.len() {
-        return Err(Errno::EPROTO);
-    }
-    read_exact(fd, &mut resp[..n])?;
-    let mut count = [0u8; 4];
-    read_exact(fd, &mut count)?;
+    let (n, in_ring, more) = ring.response(&mut resp);
     // A doorbell rung since the request went out carried newer operations: ours must not
     // undo them. Revoking operations are always safe; granting ones are skipped (a later
     // fault on the page gets it afresh). With the doorbell blocked while applying, none
     // can slip in between the check and the change.
     doorbell_mask(true);
     let stale = RINGS.load(Ordering::Acquire) != rings;
+    let take = |op: &[u8; OP_LEN]| {
+        if let Some(op) = Op::decode(op)
+            && !(stale && grants(&op))
+        {
+            apply(op);
+        }
+    };
+    for i in 0..in_ring as usize {
+        take(&ring.op(i));
+    }
     let mut result = Ok(());
-    for _ in 0..u32::from_le_bytes(count) {
+    for _ in 0..more {
         let mut op = [0u8; OP_LEN];
         if let Err(e) = read_exact(fd, &mut op) {
             result = Err(e);
             break;
         }
-        if let Some(op) = Op::decode(&op)
-            && !(stale && grants(&op))
-        {
-            apply(op);
-        }
+        take(&op);
     }
     doorbell_mask(false);
     result?;

@@ -6,6 +6,7 @@
 pub mod c_abi;
 pub mod client;
 pub mod harness;
+pub mod ring;
 pub mod stub;
 pub mod wire;
 

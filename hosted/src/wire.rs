@@ -1,15 +1,13 @@
-//! The hosted transport's framing around the protocol's postcard bytes.
+//! What travels between a client and `memserverd` around the protocol's postcard bytes.
 //!
-//! Over a Unix stream socket, client to server: `[kind: u8][len: u16 LE][payload]`, kind
-//! [`KIND_REQUEST`] (a postcard `Request`) or [`KIND_FAULT`] (the client runtime's report
+//! Each message in the shared-memory channel ([`crate::ring`]) has a kind:
+//! [`KIND_REQUEST`] (a postcard `Request`), [`KIND_FAULT`] (the client runtime's report
 //! of a page fault: address `u64 LE` and access `u8`, which the server, playing the
-//! kernel, turns into `PageFault` for that connection's client only). Server to client:
-//! `[len: u16 LE][postcard Response][count: u32 LE][count x Op]`: the reply and the
-//! page-table operations the client must apply to its own address space first.
-//! At connection set-up the server sends [`Setup`] with the memfd attached
-//! (`SCM_RIGHTS`).
-
-use std::io::{self, Read, Write};
+//! kernel, turns into `PageFault` for that connection's client only), [`KIND_SPEC`],
+//! [`KIND_EXIT`]. Every answer is a postcard `Response` plus the page-table [`Op`]s the
+//! client must apply to its own address space first. At connection set-up the server
+//! sends [`Setup`] on the Unix socket with three fds attached (`SCM_RIGHTS`): the memfd
+//! of "physical memory", the client's doorbell socket and its channel.
 
 /// A postcard request follows.
 pub const KIND_REQUEST: u8 = 0;
@@ -153,29 +151,6 @@ impl Op {
     }
 }
 
-/// Writes one client frame.
-pub fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(payload.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let mut head = [kind, 0, 0];
-    head[1..3].copy_from_slice(&len.to_le_bytes());
-    w.write_all(&head)?;
-    w.write_all(payload)
-}
-
-/// Reads one client frame into `buf`, returning its kind and length. A payload longer
-/// than `buf` is read and dropped, and reported with length `usize::MAX`.
-pub fn read_frame(r: &mut impl Read, buf: &mut [u8]) -> io::Result<(u8, usize)> {
-    let mut head = [0u8; 3];
-    r.read_exact(&mut head)?;
-    let len = usize::from(u16::from_le_bytes([head[1], head[2]]));
-    if len > buf.len() {
-        io::copy(&mut r.take(len as u64), &mut io::sink())?;
-        return Ok((head[0], usize::MAX));
-    }
-    r.read_exact(&mut buf[..len])?;
-    Ok((head[0], len))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,20 +187,5 @@ mod tests {
             mem_size: 4,
         };
         assert_eq!(Setup::decode(&s.encode()), s);
-    }
-
-    #[test]
-    fn oversized_frames_are_skipped_whole() {
-        let mut bytes = Vec::new();
-        write_frame(&mut bytes, KIND_REQUEST, &[7; 300]).unwrap();
-        write_frame(&mut bytes, KIND_FAULT, &[1, 2]).unwrap();
-        let mut r = &bytes[..];
-        let mut buf = [0u8; 16];
-        assert_eq!(
-            read_frame(&mut r, &mut buf).unwrap(),
-            (KIND_REQUEST, usize::MAX)
-        );
-        assert_eq!(read_frame(&mut r, &mut buf).unwrap(), (KIND_FAULT, 2));
-        assert_eq!(&buf[..2], &[1, 2]);
     }
 }

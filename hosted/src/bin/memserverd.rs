@@ -8,6 +8,7 @@
 
 use ipc_proto::{Access, ClientId, ClientSpec, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Request};
 use memserver::{BankConfig, Config, DeviceConfig, FrameRange, Sender, Server};
+use memserver_hosted::ring::{OPS_CAP, RING_SIZE, Ring};
 use memserver_hosted::wire::{self, KIND_EXIT, KIND_FAULT, KIND_REQUEST, KIND_SPEC, Setup};
 use memserver_hosted::{HostedStub, stub::MemView};
 use rustix::fd::AsFd;
@@ -238,7 +239,11 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
     let Ok((bell_ours, bell_theirs)) = UnixStream::pair() else {
         return;
     };
-    let setup = {
+    let Ok((ring, chan)) = make_channel() else {
+        log::warn!("client {}: no channel", id.0);
+        return;
+    };
+    {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         let started = st
             .server
@@ -248,14 +253,13 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
             return;
         }
         let setup = st.setup.encode();
-        if let Err(e) = send_setup(&stream, &setup, st.memfd.as_fd(), bell_theirs.as_fd()) {
+        let fds = [st.memfd.as_fd(), bell_theirs.as_fd(), chan.as_fd()];
+        if let Err(e) = send_setup(&stream, &setup, &fds) {
             log::warn!("client {}: set-up failed: {e}", id.0);
         }
         st.doorbells
             .insert(id, (bell_ours, cred.pid.as_raw_nonzero().get()));
-        setup
-    };
-    let _ = setup;
+    }
     log::info!("client {} connected (uid {})", id.0, spec.uid);
     // The server's own user (or root) may set its clients' specs: it is the "kernel".
     let trusted = spec.uid == 0 || spec.uid == rustix::process::getuid().as_raw();
@@ -264,16 +268,29 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
     let mut fresh = true;
     let mut buf = [0u8; MAX_REQUEST_LEN + 1];
     let mut out = [0u8; MAX_RESPONSE_LEN];
-    while let Ok((kind, len)) = wire::read_frame(&mut stream, &mut buf) {
+    // The client never writes to the socket after set-up: a read returns only when it is
+    // gone, and then the channel is closed so the connection stops waiting.
+    let watcher = stream.try_clone().ok().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            while matches!(io::Read::read(&mut s, &mut b), Ok(n) if n > 0) {}
+            ring.close();
+        })
+    });
+    let mut last = 0u32;
+    loop {
+        let Some((seq, kind, len)) = ring.next_request(last, &mut buf, Duration::from_secs(1))
+        else {
+            if watcher.as_ref().is_some_and(|w| !w.is_finished()) {
+                continue;
+            }
+            break;
+        };
+        last = seq;
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         let was_fresh = fresh;
         fresh = false;
         let n = match (kind, len) {
-            // Too long for any request: what the server answers to an oversized message.
-            (KIND_REQUEST, usize::MAX) => {
-                st.server
-                    .handle_message(Sender::Client(id), &[0u8; MAX_REQUEST_LEN + 1], &mut out)
-            }
             (KIND_REQUEST, n) => st
                 .server
                 .handle_message(Sender::Client(id), &buf[..n], &mut out),
@@ -343,18 +360,20 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
             None => Vec::new(),
         };
         drop(st);
-        let mut reply = Vec::with_capacity(6 + n + ops.len() * wire::OP_LEN);
-        reply.extend_from_slice(&(n as u16).to_le_bytes());
-        reply.extend_from_slice(&out[..n]);
-        reply.extend_from_slice(&(ops.len() as u32).to_le_bytes());
-        for op in &ops {
-            reply.extend_from_slice(&op.encode());
+        let encoded: Vec<[u8; wire::OP_LEN]> = ops.iter().map(wire::Op::encode).collect();
+        let (first, rest) = encoded.split_at(encoded.len().min(OPS_CAP));
+        // Operations beyond the channel's room follow on the socket, before the answer.
+        let more: Vec<u8> = rest.concat();
+        if stream.write_all(&more).is_err() {
+            break;
         }
-        if stream.write_all(&reply).is_err() || exiting {
+        ring.post_response(seq, &out[..n], first, rest.len() as u32);
+        if exiting {
             break;
         }
     }
     if exiting {
+        unmap_channel(ring, &stream, watcher);
         state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -363,6 +382,7 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
         log::info!("client {} exited", id.0);
         return;
     }
+    unmap_channel(ring, &stream, watcher);
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     st.doorbells.remove(&id);
     let _ = st
@@ -385,16 +405,46 @@ fn ops_pending(st: &mut State, id: ClientId) -> usize {
     }
 }
 
+/// A client's channel: a shared memfd the server maps and hands to the client.
+fn make_channel() -> io::Result<(Ring, rustix::fd::OwnedFd)> {
+    let fd = rustix::fs::memfd_create("memserver-channel", rustix::fs::MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&fd, RING_SIZE as u64)?;
+    // SAFETY: a fresh shared mapping of the channel; `connection` unmaps it when the
+    // client is gone.
+    let p = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            RING_SIZE,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            &fd,
+            0,
+        )
+    }?;
+    let p = NonNull::new(p.cast::<u8>()).ok_or(io::ErrorKind::Other)?;
+    // SAFETY: the mapping just made is RING_SIZE bytes of a channel memfd and stays.
+    Ok((unsafe { Ring::new(p) }, fd))
+}
+
+fn unmap_channel(ring: Ring, stream: &UnixStream, watcher: Option<std::thread::JoinHandle<()>>) {
+    // The watcher may still touch the channel: stop it first.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    // SAFETY: the channel's own mapping, made by `make_channel`; its connection is over,
+    // so nothing uses it any more (the client keeps its own mapping).
+    let _ = unsafe { rustix::mm::munmap(ring.as_ptr().cast(), RING_SIZE) };
+}
+
 fn send_setup(
     stream: &UnixStream,
     setup: &[u8; 32],
-    memfd: rustix::fd::BorrowedFd<'_>,
-    bell: rustix::fd::BorrowedFd<'_>,
+    fds: &[rustix::fd::BorrowedFd<'_>; 3],
 ) -> io::Result<()> {
-    let fds = [memfd, bell];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
     let mut cmsg = rustix::net::SendAncillaryBuffer::new(&mut space);
-    if !cmsg.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)) {
+    if !cmsg.push(rustix::net::SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::ErrorKind::Other.into());
     }
     rustix::net::sendmsg(
