@@ -20,15 +20,22 @@ const RESP_OFF: usize = REQ_OFF + 272;
 const OPS_OFF: usize = RESP_OFF + 64;
 /// Operations that fit in the channel.
 pub const OPS_CAP: usize = (RING_SIZE - OPS_OFF) / OP_LEN;
-/// Iterations spent polling before sleeping on the futex.
-const SPINS: u32 = 4000;
+/// Most iterations spent polling before sleeping on the futex. Each side adapts: a wait
+/// the spin ended doubles its budget, one that had to sleep quarters it, so a lone client
+/// gets microsecond round trips and a crowd of them (more than there are CPUs) does not
+/// burn the CPUs the server needs.
+const MAX_SPINS: u32 = 4000;
+const MIN_SPINS: u32 = 16;
+
+/// The client side's spin budget (one connection per process).
+static CLIENT_SPINS: AtomicU32 = AtomicU32::new(MAX_SPINS);
 
 const _: () = assert!(MAX_REQUEST_LEN < 272 && MAX_RESPONSE_LEN <= 64);
 
 /// A mapped channel.
-#[derive(Clone, Copy)]
 pub struct Ring {
     base: NonNull<u8>,
+    server_spins: AtomicU32,
 }
 
 // SAFETY: the channel is shared memory made for exactly this exchange; each side only
@@ -42,7 +49,10 @@ impl Ring {
     /// `base` must be the start of a [`RING_SIZE`]-byte shared mapping of a channel
     /// memfd that stays mapped while the value is used.
     pub unsafe fn new(base: NonNull<u8>) -> Ring {
-        Ring { base }
+        Ring {
+            base,
+            server_spins: AtomicU32::new(MAX_SPINS),
+        }
     }
 
     /// Where the channel is mapped.
@@ -77,7 +87,7 @@ impl Ring {
 
     /// Client: waits for the answer to request `seq`.
     pub fn wait_response(&self, seq: u32) {
-        wait_for(self.word(1), |v| v == seq, None);
+        wait_for(self.word(1), |v| v == seq, None, &CLIENT_SPINS);
     }
 
     /// Client: the response bytes (`out` must hold [`MAX_RESPONSE_LEN`]); returns the
@@ -111,10 +121,9 @@ impl Ring {
         b
     }
 
-    /// Server: marks the channel closed (its client is gone) and wakes the server side.
-    pub fn close(&self) {
-        self.word(7).store(1, Ordering::Release);
-        wake(self.word(0));
+    /// Server: a handle that closes the channel from another thread.
+    pub fn closer(&self) -> Closer {
+        Closer { base: self.base }
     }
 
     /// Server: waits for a request after `last`, up to `timeout`; returns its sequence
@@ -126,7 +135,13 @@ impl Ring {
         timeout: Duration,
     ) -> Option<(u32, u8, usize)> {
         let closed = || self.word(7).load(Ordering::Acquire) != 0;
-        if !wait_for(self.word(0), |v| v != last || closed(), Some(timeout)) || closed() {
+        if !wait_for(
+            self.word(0),
+            |v| v != last || closed(),
+            Some(timeout),
+            &self.server_spins,
+        ) || closed()
+        {
             return None;
         }
         let seq = self.word(0).load(Ordering::Acquire);
@@ -164,14 +179,46 @@ impl Ring {
     }
 }
 
+/// Marks a channel closed (its client is gone) and wakes the side waiting for requests.
+pub struct Closer {
+    base: NonNull<u8>,
+}
+
+// SAFETY: it touches only the `closed` word, atomically, and the server keeps the channel
+// mapped until the thread holding it has finished.
+unsafe impl Send for Closer {}
+
+impl Closer {
+    /// Closes the channel.
+    pub fn close(&self) {
+        // SAFETY: word 7 of the mapping, aligned, atomic; see the Send impl for its life.
+        let (closed, req) = unsafe {
+            (
+                &*self.base.as_ptr().add(28).cast::<AtomicU32>(),
+                &*self.base.as_ptr().cast::<AtomicU32>(),
+            )
+        };
+        closed.store(1, Ordering::Release);
+        wake(req);
+    }
+}
+
 /// Spins, then sleeps on the futex, until `done(word)`; `false` on timeout.
-fn wait_for(word: &AtomicU32, done: impl Fn(u32) -> bool, timeout: Option<Duration>) -> bool {
-    for _ in 0..SPINS {
+fn wait_for(
+    word: &AtomicU32,
+    done: impl Fn(u32) -> bool,
+    timeout: Option<Duration>,
+    spins: &AtomicU32,
+) -> bool {
+    let budget = spins.load(Ordering::Relaxed).clamp(MIN_SPINS, MAX_SPINS);
+    for _ in 0..budget {
         if done(word.load(Ordering::Acquire)) {
+            spins.store((budget * 2).min(MAX_SPINS), Ordering::Relaxed);
             return true;
         }
         std::hint::spin_loop();
     }
+    spins.store((budget / 4).max(MIN_SPINS), Ordering::Relaxed);
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
         let v = word.load(Ordering::Acquire);

@@ -270,11 +270,12 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
     let mut out = [0u8; MAX_RESPONSE_LEN];
     // The client never writes to the socket after set-up: a read returns only when it is
     // gone, and then the channel is closed so the connection stops waiting.
+    let closer = ring.closer();
     let watcher = stream.try_clone().ok().map(|mut s| {
         std::thread::spawn(move || {
             let mut b = [0u8; 64];
             while matches!(io::Read::read(&mut s, &mut b), Ok(n) if n > 0) {}
-            ring.close();
+            closer.close();
         })
     });
     let mut last = 0u32;
