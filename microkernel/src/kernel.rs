@@ -183,6 +183,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
         )
     };
     crate::trap::init();
+    crate::user::init();
     // SAFETY: IA32_PAT (0x277) takes the layout the kernel stub's cache attributes are
     // defined against; no mapping with PAT bits exists yet.
     unsafe { x86_64::registers::model_specific::Msr::new(0x277).write(kernel_stub::PAT_MSR_VALUE) };
@@ -239,6 +240,52 @@ extern "C" fn kmain(start_info: u64) -> ! {
     }
     drop(p);
 
+    // Ring 3: tasks in their own address spaces, system calls, real faults, signals.
+    let mut summary = summary;
+    machine::set_self_check(true);
+    let before = h.stats();
+    for (scenario, what, want) in [
+        (
+            0,
+            "ring 3: a task touching an address with no mapping gets SIGSEGV in its handler",
+            111,
+        ),
+        (
+            1,
+            "ring 3: a task writing a read-only page gets SIGSEGV in its handler",
+            111,
+        ),
+        (
+            2,
+            "ring 3: a task dying of an invalid opcode is reclaimed",
+            132,
+        ),
+        (
+            4,
+            "ring 3: a task reading kernel memory gets SIGSEGV in its handler",
+            111,
+        ),
+    ] {
+        let code = crate::user::run(scenario);
+        if code == want {
+            summary.passed += 1;
+        } else {
+            summary.failed += 1;
+            kprintln!("FAIL {what}: exit code {code}, expected {want}");
+        }
+    }
+    let after = h.stats();
+    let leaked = (before.free_frames + before.table_frames) as i64
+        - (after.free_frames + after.table_frames) as i64;
+    if leaked == 0 && after.clients == before.clients && h.check().is_ok() {
+        summary.passed += 1;
+    } else {
+        summary.failed += 1;
+        kprintln!("FAIL ring 3: tasks' frames all returned: {leaked} frames missing");
+    }
+    machine::set_self_check(false);
+    let cycles = crate::user::run(3);
+    kprintln!("ring 3: mmap+munmap round trip from a task: {cycles} guest cycles (TCG)");
     kprintln!("{}", summary.line());
     serial::exit_qemu(if summary.failed == 0 {
         EXIT_SUCCESS

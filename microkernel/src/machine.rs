@@ -14,7 +14,7 @@ use alloc::format;
 use alloc::string::String;
 use client_lib::Transport;
 use conformance::harness::{Facts, Harness, MemoryAccess, Process};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ipc_proto::{Access, ClientId, ClientSpec, Errno, Reply, Request, ServerStats, Signal};
 use kernel_stub::x86_64::structures::paging::PhysFrame;
 use kernel_stub::x86_64::{PhysAddr, VirtAddr};
@@ -122,6 +122,155 @@ pub fn user_fault(addr: u64, access: Access) -> Option<Signal> {
         Ok(Reply::FaultResolved) => None,
         Ok(Reply::Signal(s)) => Some(s),
         _ => Some(Signal::Segv),
+    }
+}
+
+/// The kernel's own CR3 while a task runs.
+static KERNEL_CR3: Mutex<Option<(PhysFrame, Cr3Flags)>> = Mutex::new(None);
+static LAST_TASK_FAULT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// A ring-3 task's page fault: as a probe's, with the repeat count kept per address.
+pub fn task_fault(addr: u64, access: Access) -> Option<Signal> {
+    if LAST_TASK_FAULT.swap(addr, Ordering::Relaxed) != addr {
+        RETRIES.store(0, Ordering::Relaxed);
+    }
+    user_fault(addr, access)
+}
+
+/// Starts a client for a ring-3 task: maps `code` (read-execute) and a 64 KiB stack in
+/// its space through the server, as a loader acting for it, loads the space; returns
+/// the entry point and the stack top.
+pub fn load_task(code: &[u8]) -> Option<(u64, u64)> {
+    use memserver::KernelStub;
+    let id = with(|m| {
+        let id = ClientId(m.next_client);
+        m.next_client += 1;
+        m.server
+            .handle(
+                Sender::Kernel,
+                &Request::ClientStarted {
+                    client: id,
+                    spec: ClientSpec::DEFAULT,
+                },
+            )
+            .ok()
+            .map(|_| id)
+    })?;
+    let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
+    let flags = conformance::cases::PA | ipc_proto::MapFlags::POPULATE;
+    let len = (code.len() as u64).div_ceil(4096) * 4096;
+    let entry = map_for(id, len, rw, flags)?;
+    let stack = map_for(id, 16 * 4096, rw, flags)?;
+    with(|m| {
+        let space = m.server.space_of(id)?;
+        for (i, chunk) in code.chunks(4096).enumerate() {
+            let (frame, _) = m.server.stub().query(space, entry + i as u64 * 4096)?;
+            let dst = (DIRECT_MAP + frame.addr()) as *mut u8;
+            // SAFETY: the frame is the task's own freshly populated page, reached through
+            // the direct map; nothing else refers to it.
+            unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len()) };
+        }
+        m.server
+            .handle(
+                Sender::Client(id),
+                &Request::Mprotect {
+                    addr: entry,
+                    len,
+                    prot: ipc_proto::Prot::READ | ipc_proto::Prot::EXEC,
+                },
+            )
+            .ok()?;
+        let root = m.server.stub().stub().root_table(space).ok()?;
+        m.server.stub_mut().stub_mut().tlb_mut().active = Some(space);
+        *KERNEL_CR3.lock() = Some(Cr3::read());
+        CURRENT.store(id.0, Ordering::Relaxed);
+        LAST_TASK_FAULT.store(u64::MAX, Ordering::Relaxed);
+        // SAFETY: the task's space shares the kernel half, so the kernel keeps running.
+        unsafe { Cr3::write(root, Cr3Flags::empty()) };
+        Some((entry, stack + 16 * 4096))
+    })
+}
+
+fn map_for(
+    id: ClientId,
+    len: u64,
+    prot: ipc_proto::Prot,
+    flags: ipc_proto::MapFlags,
+) -> Option<u64> {
+    let args = ipc_proto::MmapArgs {
+        addr: 0,
+        len,
+        prot,
+        flags,
+        fd: None,
+        offset: 0,
+    };
+    match with(|m| m.server.handle(Sender::Client(id), &Request::Mmap(args))) {
+        Ok(Reply::Mapped { addr }) => Some(addr),
+        _ => None,
+    }
+}
+
+/// After a task ended: back to the kernel's space, and the client is gone.
+pub fn end_task() {
+    if let Some((frame, flags)) = KERNEL_CR3.lock().take() {
+        // SAFETY: the kernel's own space, which maps everything the kernel uses.
+        unsafe { Cr3::write(frame, flags) };
+    }
+    let client = ClientId(CURRENT.load(Ordering::Relaxed));
+    with(|m| {
+        m.server.stub_mut().stub_mut().tlb_mut().active = None;
+        let _ = m
+            .server
+            .handle(Sender::Kernel, &Request::ClientExited { client });
+    });
+}
+
+/// A task's request, through the wire format as any client's.
+fn task_call(req: &Request) -> Result<Reply, Errno> {
+    let client = ClientId(CURRENT.load(Ordering::Relaxed));
+    let mut buf = [0u8; ipc_proto::MAX_REQUEST_LEN];
+    let mut out = [0u8; ipc_proto::MAX_RESPONSE_LEN];
+    let n = ipc_proto::encode_request(req, &mut buf)?;
+    let m = with(|m| {
+        m.server
+            .handle_message(Sender::Client(client), &buf[..n], &mut out)
+    });
+    ipc_proto::decode_response(&out[..m])?
+}
+
+fn neg(e: Errno) -> u64 {
+    (-(e as i64)) as u64
+}
+
+/// The `mmap` system call: anonymous memory; the address or `-errno`.
+pub fn task_mmap(len: u64, prot: u64, flags: u64) -> u64 {
+    let (Ok(prot), Ok(flags)) = (
+        ipc_proto::Prot::from_raw(prot as u32),
+        ipc_proto::MapFlags::from_raw(flags as u32),
+    ) else {
+        return neg(Errno::EINVAL);
+    };
+    let args = ipc_proto::MmapArgs {
+        addr: 0,
+        len,
+        prot,
+        flags,
+        fd: None,
+        offset: 0,
+    };
+    match task_call(&Request::Mmap(args)) {
+        Ok(Reply::Mapped { addr }) => addr,
+        Ok(_) => neg(Errno::EPROTO),
+        Err(e) => neg(e),
+    }
+}
+
+/// The `munmap` system call.
+pub fn task_munmap(addr: u64, len: u64) -> u64 {
+    match task_call(&Request::Munmap { addr, len }) {
+        Ok(_) => 0,
+        Err(e) => neg(e),
     }
 }
 

@@ -26,3 +26,5 @@ mod machine;
 mod serial;
 #[cfg(target_os = "none")]
 mod trap;
+#[cfg(target_os = "none")]
+mod user;

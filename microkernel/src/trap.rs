@@ -208,6 +208,9 @@ fn sym(s: &u8) -> u64 {
 /// Called by the stub for every exception.
 #[unsafe(no_mangle)]
 extern "C" fn trap_handler(f: &mut TrapFrame) {
+    if f.cs & 3 == 3 {
+        return user_trap(f);
+    }
     if f.vector == 14 && machine::probing() {
         let addr = Cr2::read_raw();
         // SAFETY: only the probes' addresses are taken.
@@ -246,6 +249,34 @@ extern "C" fn trap_handler(f: &mut TrapFrame) {
         Cr2::read_raw()
     );
     crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
+}
+
+/// An exception in a ring-3 task: a page fault goes to the memory server; its signal,
+/// or any other exception, goes to the task's handler or ends the task.
+fn user_trap(f: &mut TrapFrame) {
+    let signal = if f.vector == 14 {
+        let addr = Cr2::read_raw();
+        let access = if f.error & 0x10 != 0 {
+            ipc_proto::Access::Exec
+        } else if f.error & 0x2 != 0 {
+            ipc_proto::Access::Write
+        } else {
+            ipc_proto::Access::Read
+        };
+        match machine::task_fault(addr, access) {
+            None => return,
+            Some(s) => s.number(),
+        }
+    } else if f.vector == 6 {
+        // SIGILL: no server involved, and no handler for it in this small runtime.
+        crate::user::kill(128 + 4);
+    } else {
+        ipc_proto::Signal::Segv.number()
+    };
+    f.rip = crate::user::deliver(signal);
+    f.rdi = u64::from(signal);
+    // A fresh, aligned frame below the interrupted one for the handler.
+    f.rsp = (f.rsp - 256) & !0xf;
 }
 
 /// A user read of `addr` (which must be in the lower half; the caller checks).

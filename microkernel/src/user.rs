@@ -1,0 +1,295 @@
+//! Ring 3: a GDT with user segments and a TSS, `syscall`/`sysret`, and test tasks that
+//! run in user mode in their own address spaces, make system calls the kernel turns into
+//! requests to the memory server, take real page faults the server resolves, and get
+//! the server's signals in a handler they registered.
+//!
+//! The tasks are small position-independent programs (below) the kernel loads into
+//! memory the server maps for them; each runs to its `exit`, or until the kernel kills
+//! it for an exception no handler takes. The memory server itself still runs in the
+//! kernel: moving it to a ring-3 task of its own, with IPC, is the next step.
+
+use crate::machine;
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
+use x86_64::registers::rflags::RFlags;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
+
+/// Bytes of the stack the kernel runs on for system calls and ring-3 exceptions.
+const TRAP_STACK: usize = 256 * 1024;
+
+core::arch::global_asm!(
+    r#"
+.section .bss
+.p2align 4
+trap_stack: .skip {trap_stack}
+.global trap_stack_top
+trap_stack_top:
+user_rsp_save: .skip 8
+kernel_ctx_rsp: .skip 8
+
+.section .text
+/* syscall: rax = number, rdi, rsi, rdx, r10 = arguments; rcx, r11 clobbered. */
+.global syscall_entry
+syscall_entry:
+    mov [rip + user_rsp_save], rsp
+    lea rsp, [rip + trap_stack_top]
+    push qword ptr [rip + user_rsp_save]
+    push rcx
+    push r11
+    sub rsp, 8
+    mov r8, r10
+    mov rcx, rdx
+    mov rdx, rsi
+    mov rsi, rdi
+    mov rdi, rax
+    call syscall_handler
+    add rsp, 8
+    pop r11
+    pop rcx
+    pop rsp
+    sysretq
+
+/* enter_user(rip, rsp, arg): runs a task in ring 3 until it exits; returns its code. */
+.global enter_user
+enter_user:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rip + kernel_ctx_rsp], rsp
+    push 0x1b
+    push rsi
+    push 0x2
+    push 0x23
+    push rdi
+    mov rdi, rdx
+    xor eax, eax
+    xor ebx, ebx
+    xor ecx, ecx
+    xor edx, edx
+    xor esi, esi
+    xor ebp, ebp
+    xor r8d, r8d
+    xor r9d, r9d
+    xor r10d, r10d
+    xor r11d, r11d
+    xor r12d, r12d
+    xor r13d, r13d
+    xor r14d, r14d
+    xor r15d, r15d
+    iretq
+
+/* return_to_kernel(code): abandons the task; enter_user returns `code`. */
+.global return_to_kernel
+return_to_kernel:
+    mov rsp, [rip + kernel_ctx_rsp]
+    mov rax, rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+
+/* The user program (position-independent; rdi = scenario). System calls: 0 exit(code),
+   1 mmap(len, prot, flags) -> address or -errno, 2 munmap(addr, len), 3 on_signal(rip). */
+.global user_prog_start
+user_prog_start:
+    mov r15, rdi
+    lea rdi, [rip + user_on_signal]
+    mov eax, 3
+    syscall
+    cmp r15, 0
+    je 10f
+    cmp r15, 1
+    je 20f
+    cmp r15, 2
+    je 30f
+    cmp r15, 4
+    je 50f
+    jmp 40f
+10: /* map a page, use it, then touch an address with no mapping: SIGSEGV */
+    mov edi, 4096
+    mov esi, 3
+    mov edx, 0x22
+    mov eax, 1
+    syscall
+    mov rbx, rax
+    mov byte ptr [rbx], 42
+    movzx ecx, byte ptr [rbx]
+    cmp ecx, 42
+    jne 90f
+    mov rax, 0x10000000
+    mov byte ptr [rax], 1
+    jmp 90f
+20: /* write to a read-only page: SIGSEGV */
+    mov edi, 4096
+    mov esi, 1
+    mov edx, 0x22
+    mov eax, 1
+    syscall
+    movzx ecx, byte ptr [rax]
+    test ecx, ecx
+    jnz 90f
+    mov byte ptr [rax], 1
+    jmp 90f
+30: /* touch 64 pages, then die of an invalid opcode */
+    mov edi, 0x40000
+    mov esi, 3
+    mov edx, 0x22
+    mov eax, 1
+    syscall
+    mov rbx, rax
+    mov r12d, 64
+31: mov byte ptr [rbx], 1
+    add rbx, 4096
+    dec r12d
+    jnz 31b
+    ud2
+40: /* 1000 mmap+munmap pairs; exit code: guest cycles per pair */
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov r14, rax
+    mov r13d, 1000
+41: mov edi, 4096
+    mov esi, 3
+    mov edx, 0x22
+    mov eax, 1
+    syscall
+    mov rdi, rax
+    mov esi, 4096
+    mov eax, 2
+    syscall
+    dec r13d
+    jnz 41b
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    sub rax, r14
+    xor edx, edx
+    mov ecx, 1000
+    div rcx
+    mov rdi, rax
+    mov eax, 0
+    syscall
+50: /* read the kernel's own image: the U/S bit faults, SIGSEGV */
+    movabs rax, 0xffffffff80100000
+    movzx ecx, byte ptr [rax]
+    jmp 90f
+90: mov edi, 99
+    mov eax, 0
+    syscall
+user_on_signal: /* rdi = signal number: exit(100 + signal) */
+    add rdi, 100
+    mov eax, 0
+    syscall
+.global user_prog_end
+user_prog_end:
+"#,
+    trap_stack = const TRAP_STACK,
+);
+
+unsafe extern "C" {
+    static trap_stack_top: u8;
+    static user_prog_start: u8;
+    static user_prog_end: u8;
+    fn syscall_entry();
+    fn enter_user(rip: u64, rsp: u64, arg: u64) -> u64;
+    fn return_to_kernel(code: u64) -> !;
+}
+
+/// Loads a GDT with user segments and a TSS (ring-3 exceptions switch to the trap
+/// stack) and enables `syscall`.
+pub fn init() {
+    let top = VirtAddr::new(core::ptr::addr_of!(trap_stack_top) as u64);
+    let tss = Box::leak(Box::new(TaskStateSegment::new()));
+    tss.privilege_stack_table[0] = top;
+    let gdt = Box::leak(Box::new(GlobalDescriptorTable::new()));
+    let kcode = gdt.append(Descriptor::kernel_code_segment());
+    let kdata = gdt.append(Descriptor::kernel_data_segment());
+    let udata = gdt.append(Descriptor::user_data_segment());
+    let ucode = gdt.append(Descriptor::user_code_segment());
+    let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+    gdt.load();
+    // SAFETY: the selectors are the GDT's just loaded; the kernel's code and data
+    // segments are what the CPU already uses (same layout as the boot GDT).
+    unsafe {
+        CS::set_reg(kcode);
+        SS::set_reg(kdata);
+        DS::set_reg(SegmentSelector(0));
+        ES::set_reg(SegmentSelector(0));
+        load_tss(tss_sel);
+    }
+    let user_cs = SegmentSelector(ucode.0 | 3);
+    let user_ss = SegmentSelector(udata.0 | 3);
+    Star::write(user_cs, user_ss, kcode, kdata).expect("sysret-compatible GDT layout");
+    LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
+    // Interrupts stay off in the kernel; the direction flag is clear on entry.
+    SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::DIRECTION_FLAG | RFlags::TRAP_FLAG);
+    // SAFETY: enabling `syscall` with LSTAR/STAR/SFMASK set just above.
+    unsafe { Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS)) };
+}
+
+/// The task's registered signal handler (0: none).
+static HANDLER: AtomicU64 = AtomicU64::new(0);
+
+/// Called by the entry stub: `nr` and up to four arguments.
+#[unsafe(no_mangle)]
+extern "C" fn syscall_handler(nr: u64, a0: u64, a1: u64, a2: u64, _a3: u64) -> u64 {
+    match nr {
+        // SAFETY: ends the task; enter_user's caller resumes with the code.
+        0 => unsafe { return_to_kernel(a0) },
+        1 => machine::task_mmap(a0, a1, a2),
+        2 => machine::task_munmap(a0, a1),
+        3 => {
+            HANDLER.store(a0, Ordering::Relaxed);
+            0
+        }
+        _ => (-(ipc_proto::Errno::ENOSYS as i64)) as u64,
+    }
+}
+
+/// What a ring-3 exception turns into: the registered handler gets `signal` in `rdi`
+/// at `rip` (the returned value), or the task ends with `128 + signal`.
+pub fn deliver(signal: u8) -> u64 {
+    let h = HANDLER.load(Ordering::Relaxed);
+    if h == 0 {
+        // SAFETY: ends the task.
+        unsafe { return_to_kernel(128 + u64::from(signal)) }
+    }
+    h
+}
+
+/// Ends the current task with `code`.
+pub fn kill(code: u64) -> ! {
+    // SAFETY: ends the task; its address space is reclaimed by the caller of `run`.
+    unsafe { return_to_kernel(code) }
+}
+
+/// Runs the user program with `scenario` as a new client; returns its exit code.
+pub fn run(scenario: u64) -> u64 {
+    HANDLER.store(0, Ordering::Relaxed);
+    let (start, end) = (
+        core::ptr::addr_of!(user_prog_start),
+        core::ptr::addr_of!(user_prog_end),
+    );
+    // SAFETY: the program's bytes, between two labels of the same section.
+    let code = unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) };
+    let Some((entry, stack_top)) = machine::load_task(code) else {
+        return u64::MAX;
+    };
+    // SAFETY: `machine::load_task` loaded the task's space in CR3 with the program and a
+    // stack mapped user-accessible; the task returns through `return_to_kernel`.
+    let code = unsafe { enter_user(entry, stack_top, scenario) };
+    machine::end_task();
+    code
+}
