@@ -126,6 +126,38 @@ impl HostedClient {
         ipc_proto::decode_response(&out[..n])?.map(|_| ())
     }
 
+    /// Clones this client (the memory half of `fork`) with `spec`: the clone shares
+    /// the shared mappings, gets the private ones copy-on-write, and waits for a new
+    /// connection to [`adopt`](Self::adopt) it with the returned secret.
+    pub fn fork_token(&mut self, spec: &ipc_proto::ClientSpec) -> Result<u64, Errno> {
+        let mut bytes = [0u8; MAX_REQUEST_LEN];
+        let used = postcard::to_slice(spec, &mut bytes).map_err(|_| Errno::EMSGSIZE)?;
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let n = exchange(self.sock.as_fd(), crate::wire::KIND_FORK, used, &mut out)?;
+        match (n, out[0]) {
+            (9, 0) => Ok(u64::from_le_bytes(
+                out[1..9].try_into().map_err(|_| Errno::EPROTO)?,
+            )),
+            (3, 1) => {
+                Err(Errno::from_raw(u16::from_le_bytes([out[1], out[2]])).unwrap_or(Errno::EPROTO))
+            }
+            _ => Err(Errno::EPROTO),
+        }
+    }
+
+    /// Makes this (fresh) connection the clone `secret` names: from now on its address
+    /// space is the clone's, faulted in lazily.
+    pub fn adopt(&mut self, secret: u64) -> Result<(), Errno> {
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let n = exchange(
+            self.sock.as_fd(),
+            crate::wire::KIND_ADOPT,
+            &secret.to_le_bytes(),
+            &mut out,
+        )?;
+        ipc_proto::decode_response(&out[..n])?.map(|_| ())
+    }
+
     /// Ends the client: the server reclaims everything before this returns.
     pub fn exit(self) -> Result<(), Errno> {
         let mut out = [0u8; MAX_RESPONSE_LEN];

@@ -53,6 +53,14 @@ pub fn agent_main() {
     let Ok(mut client) = HostedClient::connect(&path) else {
         std::process::exit(2);
     };
+    // A forked client: become the clone the parent made.
+    if let Some(secret) = std::env::var("MEMSERVER_ADOPT")
+        .ok()
+        .and_then(|s| u64::from_str_radix(&s, 16).ok())
+        && client.adopt(secret).is_err()
+    {
+        std::process::exit(3);
+    }
     let (mut input, mut output) = (BufReader::new(io::stdin()), BufWriter::new(io::stdout()));
     // First, what the server told us: the harness learns the window and memory size.
     if write_msg(&mut output, 0, &client.setup().encode()).is_err() {
@@ -94,6 +102,23 @@ pub fn agent_main() {
                     }
                 }
             }
+            b'F' => {
+                let r = postcard::from_bytes::<ClientSpec>(&buf)
+                    .map_err(|_| Errno::EINVAL)
+                    .and_then(|spec| client.fork_token(&spec));
+                match r {
+                    Ok(secret) => {
+                        let mut v = vec![0u8];
+                        v.extend_from_slice(&secret.to_le_bytes());
+                        v
+                    }
+                    Err(e) => {
+                        let mut v = vec![1u8];
+                        v.extend_from_slice(&(e as u16).to_le_bytes());
+                        v
+                    }
+                }
+            }
             b'Q' => {
                 let ok = client.exit().is_ok();
                 let _ = write_msg(&mut output, 0, &[u8::from(!ok)]);
@@ -109,6 +134,8 @@ pub fn agent_main() {
 
 /// One agent process: a client of the hosted server.
 pub struct AgentProcess {
+    msclient: PathBuf,
+    socket: PathBuf,
     setup: Setup,
     child: Child,
     to: BufWriter<ChildStdin>,
@@ -119,7 +146,20 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts `msclient agent` against the server at `socket`.
     pub fn start(msclient: &PathBuf, socket: &PathBuf) -> io::Result<AgentProcess> {
-        let mut child = Command::new(msclient)
+        Self::start_with(msclient, socket, None)
+    }
+
+    /// Starts an agent, as the clone `adopt` names if given.
+    fn start_with(
+        msclient: &PathBuf,
+        socket: &PathBuf,
+        adopt: Option<u64>,
+    ) -> io::Result<AgentProcess> {
+        let mut cmd = Command::new(msclient);
+        if let Some(secret) = adopt {
+            cmd.env("MEMSERVER_ADOPT", format!("{secret:x}"));
+        }
+        let mut child = cmd
             .arg("agent")
             .env("MEMSERVER_SOCKET", socket)
             .stdin(Stdio::piped())
@@ -134,6 +174,8 @@ impl AgentProcess {
             .try_into()
             .map_err(|_| io::ErrorKind::InvalidData)?;
         Ok(AgentProcess {
+            msclient: msclient.clone(),
+            socket: socket.clone(),
             setup: Setup::decode(&setup),
             child,
             to,
@@ -209,6 +251,25 @@ impl MemoryAccess for AgentProcess {
 impl Process for AgentProcess {
     fn transport(&mut self) -> &mut dyn Transport {
         self
+    }
+
+    /// The agent asks for a clone; a new agent process takes it over. (A C program
+    /// would `fork` and adopt the clone in the child the same way.)
+    fn fork(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
+        let mut buf = [0u8; MAX_REQUEST_LEN];
+        let bytes = postcard::to_slice(&spec, &mut buf).map_err(|_| Errno::EINVAL)?;
+        let secret = match self.ask(b'F', bytes) {
+            Ok([0, s @ ..]) if s.len() == 8 => {
+                u64::from_le_bytes(s.try_into().map_err(|_| Errno::EPROTO)?)
+            }
+            Ok(&[1, a, b]) => {
+                return Err(Errno::from_raw(u16::from_le_bytes([a, b])).unwrap_or(Errno::EPROTO));
+            }
+            _ => return Err(Errno::EPROTO),
+        };
+        let child = Self::start_with(&self.msclient, &self.socket, Some(secret))
+            .map_err(|_| Errno::EAGAIN)?;
+        Ok(Box::new(child))
     }
 }
 

@@ -21,6 +21,14 @@ pub const KIND_SPEC: u8 = 2;
 /// An empty payload: the client is done; the server reclaims everything it held, answers
 /// `Done`, and closes the connection (so a caller knows the exit is complete).
 pub const KIND_EXIT: u8 = 3;
+/// A postcard `ClientSpec` follows: clone this client (the memory half of `fork`). The
+/// answer is not a `Response` but `[0][secret: u64 LE]` (the clone waits for a
+/// connection presenting the secret) or `[1][errno: u16 LE]`. A client that is not the
+/// server's own user gets its own identity in the clone whatever the spec says.
+pub const KIND_FORK: u8 = 4;
+/// A `u64 LE` secret follows: this new connection becomes the clone made with it
+/// (first message only, same user). Answered with an empty `Done` or an errno.
+pub const KIND_ADOPT: u8 = 5;
 /// Bytes of one encoded [`Op`].
 pub const OP_LEN: usize = 26;
 

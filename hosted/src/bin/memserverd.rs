@@ -9,14 +9,16 @@
 use ipc_proto::{Access, ClientId, ClientSpec, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Request};
 use memserver::{BankConfig, Config, DeviceConfig, FrameRange, Sender, Server};
 use memserver_hosted::ring::{OPS_CAP, RING_SIZE, Ring};
-use memserver_hosted::wire::{self, KIND_EXIT, KIND_FAULT, KIND_REQUEST, KIND_SPEC, Setup};
+use memserver_hosted::wire::{
+    self, KIND_ADOPT, KIND_EXIT, KIND_FAULT, KIND_FORK, KIND_REQUEST, KIND_SPEC, Setup,
+};
 use memserver_hosted::{HostedStub, stub::MemView};
 use rustix::fd::AsFd;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +41,30 @@ struct State {
     setup: Setup,
     /// Each client's doorbell: the server's end of a socket pair, and the process.
     doorbells: std::collections::BTreeMap<ClientId, (UnixStream, i32)>,
+    /// Clones waiting for their connection: secret -> (clone, parent, user).
+    forks: std::collections::BTreeMap<u64, (ClientId, ClientId, u32)>,
+    next_client: u32,
+}
+
+impl State {
+    fn new_id(&mut self) -> ClientId {
+        self.next_client += 1;
+        ClientId(self.next_client)
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into the buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    if n != 8 {
+        // Unpredictable enough as a fallback: the address of a stack slot and the time.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ (b.as_ptr() as u64).rotate_left(32);
+    }
+    u64::from_le_bytes(b)
 }
 
 /// Pushes the operations another request queued for other clients to them, and waits
@@ -181,6 +207,8 @@ fn serve(path: &str, mem: u64) -> io::Result<()> {
         memfd,
         setup,
         doorbells: Default::default(),
+        forks: Default::default(),
+        next_client: 0,
     }));
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -190,12 +218,11 @@ fn serve(path: &str, mem: u64) -> io::Result<()> {
     let listener = UnixListener::bind(path)?;
     listener.set_nonblocking(true)?;
     log::info!("listening on {path}: {frames} frames of {} MiB", mem >> 20);
-    let next = Arc::new(AtomicU32::new(1));
     while !STOP.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
                 stream.set_nonblocking(false)?;
-                let id = ClientId(next.fetch_add(1, Ordering::Relaxed));
+                let id = state.lock().unwrap_or_else(|e| e.into_inner()).new_id();
                 let state = Arc::clone(&state);
                 std::thread::spawn(move || connection(state, stream, id));
             }
@@ -226,7 +253,7 @@ fn serve(path: &str, mem: u64) -> io::Result<()> {
 }
 
 /// Serves one client until its connection ends, then reclaims everything it held.
-fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
+fn connection(state: Shared, mut stream: UnixStream, mut id: ClientId) {
     let Ok(cred) = rustix::net::sockopt::socket_peercred(&stream) else {
         log::warn!("client {}: no peer credentials", id.0);
         return;
@@ -316,6 +343,53 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
                 };
                 ipc_proto::encode_response(&resp, &mut out).unwrap_or(0)
             }
+            (KIND_FORK, n) if n <= MAX_REQUEST_LEN => {
+                match postcard::from_bytes::<ClientSpec>(&buf[..n]) {
+                    Err(_) => fork_answer(&mut out, Err(ipc_proto::Errno::EINVAL)),
+                    Ok(mut child_spec) => {
+                        if !trusted {
+                            child_spec.uid = spec.uid;
+                            child_spec.gid = spec.gid;
+                        }
+                        let child = st.new_id();
+                        let cloned = st.server.handle(
+                            Sender::Kernel,
+                            &Request::ClientCloned {
+                                parent: id,
+                                child,
+                                spec: child_spec,
+                            },
+                        );
+                        let answer = cloned.map(|_| {
+                            let secret = random_u64();
+                            st.forks.insert(secret, (child, id, spec.uid));
+                            secret
+                        });
+                        fork_answer(&mut out, answer)
+                    }
+                }
+            }
+            (KIND_ADOPT, 8) => {
+                let secret = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8]));
+                let resp = match st.forks.get(&secret).copied() {
+                    _ if !was_fresh => Err(ipc_proto::Errno::EBUSY),
+                    Some((child, _, uid)) if uid == spec.uid || trusted => {
+                        st.forks.remove(&secret);
+                        // This connection's own fresh client gives way to the clone.
+                        let _ = st
+                            .server
+                            .handle(Sender::Kernel, &Request::ClientExited { client: id });
+                        if let Some(bell) = st.doorbells.remove(&id) {
+                            st.doorbells.insert(child, bell);
+                        }
+                        log::info!("client {} is now the clone {}", id.0, child.0);
+                        id = child;
+                        Ok(ipc_proto::Reply::Done)
+                    }
+                    _ => Err(ipc_proto::Errno::EPERM),
+                };
+                ipc_proto::encode_response(&resp, &mut out).unwrap_or(0)
+            }
             (KIND_EXIT, 0) => {
                 exiting = true;
                 let resp = st
@@ -375,17 +449,16 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
     }
     if exiting {
         unmap_channel(ring, &stream, watcher);
-        state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .doorbells
-            .remove(&id);
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        st.doorbells.remove(&id);
+        abandon_forks(&mut st, id);
         log::info!("client {} exited", id.0);
         return;
     }
     unmap_channel(ring, &stream, watcher);
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     st.doorbells.remove(&id);
+    abandon_forks(&mut st, id);
     let _ = st
         .server
         .handle(Sender::Kernel, &Request::ClientExited { client: id });
@@ -396,6 +469,38 @@ fn connection(state: Shared, mut stream: UnixStream, id: ClientId) {
         s.free_frames,
         s.total_frames
     );
+}
+
+/// Writes a `KIND_FORK` answer; returns its length.
+fn fork_answer(out: &mut [u8], answer: Result<u64, ipc_proto::Errno>) -> usize {
+    match answer {
+        Ok(secret) => {
+            out[0] = 0;
+            out[1..9].copy_from_slice(&secret.to_le_bytes());
+            9
+        }
+        Err(e) => {
+            out[0] = 1;
+            out[1..3].copy_from_slice(&(e as u16).to_le_bytes());
+            3
+        }
+    }
+}
+
+/// Ends the clones `parent` made that no connection took over.
+fn abandon_forks(st: &mut State, parent: ClientId) {
+    let orphans: Vec<(u64, ClientId)> = st
+        .forks
+        .iter()
+        .filter(|(_, f)| f.1 == parent)
+        .map(|(&s, f)| (s, f.0))
+        .collect();
+    for (secret, child) in orphans {
+        st.forks.remove(&secret);
+        let _ = st
+            .server
+            .handle(Sender::Kernel, &Request::ClientExited { client: child });
+    }
 }
 
 /// How many operations wait for `id`'s space.
