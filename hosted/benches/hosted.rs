@@ -1,12 +1,10 @@
-//! Hosted end to end, beside Linux in the same run: a C-ABI-equivalent `mmap`+`munmap`
+//! Hosted end to end, beside Linux in the same run: a C-ABI (`ms_mmap`, `ms_munmap`)
 //! pair through `memserverd` (socket round trips, page-table operations applied with
 //! `mmap(MAP_FIXED)`), and a first touch (a real SIGSEGV, the fault forwarded, the page
 //! installed, the access retried), against the same calls as Linux syscalls.
 
-use client_lib::Client;
 use criterion::{Criterion, criterion_group, criterion_main};
-use ipc_proto::{MapFlags, Prot};
-use memserver_hosted::HostedClient;
+use memserver_hosted::c_abi::{ms_mmap, ms_munmap};
 use rustix::mm::{MapFlags as LMap, ProtFlags};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,15 +47,23 @@ fn rw() -> ProtFlags {
 
 fn hosted(c: &mut Criterion) {
     let d = daemon();
-    let mut client = Client::new(HostedClient::connect(d.1.to_str().unwrap()).expect("connect"));
-    let pa = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
-    let rwp = Prot::READ | Prot::WRITE;
+    // SAFETY: set before any other thread exists and before the C ABI's first call.
+    unsafe { std::env::set_var("MEMSERVER_SOCKET", &d.1) };
+    let (prot, flags) = (
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+    );
+    let map = |len: u64| {
+        let p = ms_mmap(std::ptr::null_mut(), len as usize, prot, flags, -1, 0);
+        assert_ne!(p, libc::MAP_FAILED, "ms_mmap");
+        p
+    };
 
     let mut g = c.benchmark_group("hosted_mmap_munmap");
     g.bench_function("ours", |b| {
         b.iter(|| {
-            let a = client.mmap(0, P, rwp, pa, None, 0).expect("mmap");
-            client.munmap(a, P).expect("munmap");
+            let a = map(P);
+            assert_eq!(ms_munmap(a, P as usize), 0);
         })
     });
     g.bench_function("linux", |b| {
@@ -84,7 +90,7 @@ fn hosted(c: &mut Criterion) {
             let mut left = iters;
             while left > 0 {
                 let n = left.min(PAGES);
-                let a = client.mmap(0, PAGES * P, rwp, pa, None, 0).expect("mmap");
+                let a = map(PAGES * P) as u64;
                 let t = Instant::now();
                 for i in 0..n {
                     // SAFETY: a page of the mapping just made for this process; the first
@@ -92,7 +98,7 @@ fn hosted(c: &mut Criterion) {
                     unsafe { std::ptr::write_volatile((a + i * P) as *mut u8, 1) };
                 }
                 total += t.elapsed();
-                client.munmap(a, PAGES * P).expect("munmap");
+                assert_eq!(ms_munmap(a as *mut _, (PAGES * P) as usize), 0);
                 left -= n;
             }
             total

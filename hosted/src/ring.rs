@@ -21,9 +21,9 @@ const OPS_OFF: usize = RESP_OFF + 64;
 /// Operations that fit in the channel.
 pub const OPS_CAP: usize = (RING_SIZE - OPS_OFF) / OP_LEN;
 /// Most iterations spent polling before sleeping on the futex. Each side adapts: a wait
-/// the spin ended doubles its budget, one that had to sleep quarters it, so a lone client
-/// gets microsecond round trips and a crowd of them (more than there are CPUs) does not
-/// burn the CPUs the server needs.
+/// the spin ended, or a sleep that ended soon after, doubles its budget; a long sleep
+/// halves it. A lone busy client gets microsecond round trips, and a crowd of them (more
+/// than there are CPUs) or an idle one does not burn the CPUs the server needs.
 const MAX_SPINS: u32 = 4000;
 const MIN_SPINS: u32 = 16;
 
@@ -218,17 +218,34 @@ fn wait_for(
         }
         std::hint::spin_loop();
     }
-    spins.store((budget / 4).max(MIN_SPINS), Ordering::Relaxed);
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let slept = std::time::Instant::now();
+    let deadline = timeout.map(|t| slept + t);
+    // How long the sleep lasted says whether spinning longer would have paid: an answer
+    // that came soon after means spin more next time, a long idle spell means less.
+    let adapt = || {
+        let waited = slept.elapsed();
+        let next = if waited < Duration::from_micros(100) {
+            budget * 2
+        } else if waited > Duration::from_millis(2) {
+            budget / 2
+        } else {
+            budget
+        };
+        spins.store(next.clamp(MIN_SPINS, MAX_SPINS), Ordering::Relaxed);
+    };
     loop {
         let v = word.load(Ordering::Acquire);
         if done(v) {
+            adapt();
             return true;
         }
         let left = match deadline {
             Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
                 Some(l) => Some(l),
-                None => return false,
+                None => {
+                    adapt();
+                    return false;
+                }
             },
             None => None,
         };
