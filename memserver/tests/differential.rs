@@ -18,8 +18,8 @@
 //!
 //! This file holds a single test so no other test thread maps memory into the window.
 
-use client_lib::{Client, Transport};
-use ipc_proto::{ClientId, ClientSpec, Errno, MapFlags, MsyncFlags, Prot};
+use client_lib::Client;
+use ipc_proto::{ClientSpec, Errno, MapFlags, MsyncFlags, Prot};
 use memserver::inproc::InProcStub;
 use memserver::machine::Machine;
 use memserver::{Config, FrameRange};
@@ -38,34 +38,10 @@ const WIN: u64 = 0x5000_0000_0000;
 const SEQUENCES: u64 = 10_000;
 const OPS: u64 = 24;
 
+mod common;
+use common::{Proc, Rng};
+
 type Sys = Rc<RefCell<Machine<InProcStub>>>;
-
-struct Proc {
-    sys: Sys,
-    id: ClientId,
-}
-
-impl Transport for Proc {
-    fn call(&mut self, req: &[u8], resp: &mut [u8]) -> Result<usize, Errno> {
-        Ok(self.sys.borrow_mut().call(self.id, req, resp))
-    }
-}
-
-/// A small deterministic generator (xorshift64*), so a failing sequence is reproducible
-/// from its number.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -120,7 +96,7 @@ fn range(rng: &mut Rng) -> (u64, u64) {
     (addr, len)
 }
 
-fn gen_op(rng: &mut Rng, ours: &mut Client<Proc>) -> Op {
+fn gen_op(rng: &mut Rng, ours: &mut Client<Proc<InProcStub>>) -> Op {
     let prot = PROTS[rng.below(5) as usize];
     let (addr, len) = range(rng);
     match rng.below(10) {
@@ -166,7 +142,7 @@ fn gen_op(rng: &mut Rng, ours: &mut Client<Proc>) -> Op {
     }
 }
 
-fn is_free(c: &mut Client<Proc>, addr: u64, len: u64) -> bool {
+fn is_free(c: &mut Client<Proc<InProcStub>>, addr: u64, len: u64) -> bool {
     let end = addr + len.div_ceil(P) * P;
     c.regions()
         .map(|r| r.unwrap())
@@ -174,7 +150,7 @@ fn is_free(c: &mut Client<Proc>, addr: u64, len: u64) -> bool {
 }
 
 /// Applies `op` to our server.
-fn ours(c: &mut Client<Proc>, op: Op) -> Result<u64, Errno> {
+fn ours(c: &mut Client<Proc<InProcStub>>, op: Op) -> Result<u64, Errno> {
     match op {
         Op::Mmap {
             addr,
@@ -275,7 +251,7 @@ fn linux_layout() -> Layout {
     out
 }
 
-fn our_layout(c: &mut Client<Proc>) -> Layout {
+fn our_layout(c: &mut Client<Proc<InProcStub>>) -> Layout {
     let mut out = vec![None; W as usize];
     for r in c.regions() {
         let r = r.unwrap();
@@ -297,7 +273,7 @@ fn our_layout(c: &mut Client<Proc>) -> Layout {
 
 /// After an `mprotect` that failed over a hole, gives Linux's pages our protections
 /// again (Linux changed the pages before the hole; we changed none).
-fn resync_protections(c: &mut Client<Proc>) {
+fn resync_protections(c: &mut Client<Proc<InProcStub>>) {
     for r in c.regions() {
         let r = r.unwrap();
         // SAFETY: as in `linux`: the window's pages are never accessed from Rust.
@@ -313,7 +289,7 @@ fn resync_protections(c: &mut Client<Proc>) {
 }
 
 /// After an `mlock` that failed, unlocks Linux's pages that ours left unlocked.
-fn resync_locks(c: &mut Client<Proc>) {
+fn resync_locks(c: &mut Client<Proc<InProcStub>>) {
     for r in c.regions() {
         let r = r.unwrap();
         if !r.locked {

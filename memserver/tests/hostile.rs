@@ -23,18 +23,10 @@ const P: u64 = 4096;
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const PA: MapFlags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
 
+mod common;
+use common::{Proc, Rng};
+
 type Sys = Rc<RefCell<Machine<InProcStub>>>;
-
-struct Proc {
-    sys: Sys,
-    id: ClientId,
-}
-
-impl Transport for Proc {
-    fn call(&mut self, req: &[u8], resp: &mut [u8]) -> Result<usize, Errno> {
-        Ok(self.sys.borrow_mut().call(self.id, req, resp))
-    }
-}
 
 fn system() -> Sys {
     let mut cfg = Config::with_ram(vec![FrameRange {
@@ -60,7 +52,7 @@ fn system() -> Sys {
     Rc::new(RefCell::new(Machine::new(cfg, stub)))
 }
 
-fn spawn(sys: &Sys, spec: ClientSpec) -> Client<Proc> {
+fn spawn(sys: &Sys, spec: ClientSpec) -> Client<Proc<InProcStub>> {
     let id = sys.borrow_mut().spawn(spec).unwrap();
     Client::new(Proc {
         sys: sys.clone(),
@@ -68,21 +60,21 @@ fn spawn(sys: &Sys, spec: ClientSpec) -> Client<Proc> {
     })
 }
 
-fn id(c: &mut Client<Proc>) -> ClientId {
+fn id(c: &mut Client<Proc<InProcStub>>) -> ClientId {
     c.transport().id
 }
 
-fn write(c: &mut Client<Proc>, addr: u64, v: u8) -> Result<(), Signal> {
+fn write(c: &mut Client<Proc<InProcStub>>, addr: u64, v: u8) -> Result<(), Signal> {
     let (sys, id) = (c.transport().sys.clone(), id(c));
     sys.borrow_mut().write(id, addr, v)
 }
 
-fn read(c: &mut Client<Proc>, addr: u64) -> Result<u8, Signal> {
+fn read(c: &mut Client<Proc<InProcStub>>, addr: u64) -> Result<u8, Signal> {
     let (sys, id) = (c.transport().sys.clone(), id(c));
     sys.borrow_mut().read(id, addr)
 }
 
-fn exit(mut c: Client<Proc>) {
+fn exit(mut c: Client<Proc<InProcStub>>) {
     let (sys, id) = (c.transport().sys.clone(), c.transport().id);
     sys.borrow_mut().exit(id).unwrap();
 }
@@ -92,20 +84,6 @@ fn check(sys: &Sys) {
     m.server.check_invariants().unwrap();
     assert_eq!(m.server.stats().violations, 0);
     assert_eq!(m.livelocks, 0);
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]
@@ -240,7 +218,7 @@ fn spec_root() -> ClientSpec {
 }
 
 /// One round of a hostile client's abuse; asserts each errno it can predict.
-fn abuse(h: &mut Client<Proc>, rng: &mut Rng, victim: ClientId, victim_addr: u64) {
+fn abuse(h: &mut Client<Proc<InProcStub>>, rng: &mut Rng, victim: ClientId, victim_addr: u64) {
     match rng.below(12) {
         0 => {
             // Garbage of any length, up to twice the largest request.
@@ -375,7 +353,7 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
         },
         ..ClientSpec::DEFAULT
     };
-    let mut hostile: Vec<Client<Proc>> = (0..4).map(|_| spawn(&sys, hostile_spec)).collect();
+    let mut hostile: Vec<Client<Proc<InProcStub>>> = (0..4).map(|_| spawn(&sys, hostile_spec)).collect();
     let mut rng = Rng(0x5eed);
     for round in 0..1500u64 {
         for h in hostile.iter_mut() {

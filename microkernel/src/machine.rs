@@ -42,6 +42,28 @@ struct Machine {
     livelocks: u32,
 }
 
+impl Machine {
+    /// Announces a new client as the kernel: started with `spec`, or cloned from
+    /// `parent` (the memory half of `fork`).
+    fn new_client(
+        &mut self,
+        spec: ClientSpec,
+        parent: Option<ClientId>,
+    ) -> Result<ClientId, Errno> {
+        let client = ClientId(self.next_client);
+        self.next_client += 1;
+        let req = match parent {
+            None => Request::ClientStarted { client, spec },
+            Some(parent) => Request::ClientCloned {
+                parent,
+                child: client,
+                spec,
+            },
+        };
+        self.server.handle(Sender::Kernel, &req).map(|_| client)
+    }
+}
+
 static MACHINE: Mutex<Option<Machine>> = Mutex::new(None);
 static PROBING: AtomicBool = AtomicBool::new(false);
 static CURRENT: AtomicU32 = AtomicU32::new(0);
@@ -142,20 +164,7 @@ pub fn task_fault(addr: u64, access: Access) -> Option<Signal> {
 /// the entry point and the stack top.
 pub fn load_task(code: &[u8]) -> Option<(u64, u64)> {
     use memserver::KernelStub;
-    let id = with(|m| {
-        let id = ClientId(m.next_client);
-        m.next_client += 1;
-        m.server
-            .handle(
-                Sender::Kernel,
-                &Request::ClientStarted {
-                    client: id,
-                    spec: ClientSpec::DEFAULT,
-                },
-            )
-            .ok()
-            .map(|_| id)
-    })?;
+    let id = with(|m| m.new_client(ClientSpec::DEFAULT, None)).ok()?;
     let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
     let flags = conformance::cases::PA | ipc_proto::MapFlags::POPULATE;
     let len = (code.len() as u64).div_ceil(4096) * 4096;
@@ -342,20 +351,7 @@ impl Process for HwProcess {
 
     fn fork(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
         let parent = self.id;
-        let child = with(|m| {
-            let child = ClientId(m.next_client);
-            m.next_client += 1;
-            m.server
-                .handle(
-                    Sender::Kernel,
-                    &Request::ClientCloned {
-                        parent,
-                        child,
-                        spec,
-                    },
-                )
-                .map(|_| child)
-        })?;
+        let child = with(|m| m.new_client(spec, Some(parent)))?;
         Ok(Box::new(HwProcess { id: child }))
     }
 }
@@ -383,13 +379,7 @@ impl Harness for HwHarness {
     }
 
     fn spawn(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
-        let id = with(|m| {
-            let id = ClientId(m.next_client);
-            m.next_client += 1;
-            m.server
-                .handle(Sender::Kernel, &Request::ClientStarted { client: id, spec })
-                .map(|_| id)
-        })?;
+        let id = with(|m| m.new_client(spec, None))?;
         Ok(Box::new(HwProcess { id }))
     }
 

@@ -44,12 +44,13 @@ pub fn system(frames: u64) -> Sys {
     Rc::new(RefCell::new(Machine::new(config(frames), ModelStub::new())))
 }
 
-pub struct Proc {
-    pub sys: Sys,
+/// One client of a test system over the stub `K` (the model stub unless said).
+pub struct Proc<K: memserver::machine::SimulatedCpu = ModelStub> {
+    pub sys: Rc<RefCell<Machine<K>>>,
     pub id: ClientId,
 }
 
-impl Transport for Proc {
+impl<K: memserver::machine::SimulatedCpu> Transport for Proc<K> {
     fn call(&mut self, req: &[u8], resp: &mut [u8]) -> Result<usize, Errno> {
         Ok(self.sys.borrow_mut().call(self.id, req, resp))
     }
@@ -78,4 +79,21 @@ pub fn check(sys: &Sys) {
     m.server.check_invariants().unwrap();
     assert_eq!(m.server.stats().violations, 0);
     assert_eq!(m.livelocks, 0);
+}
+
+/// A small deterministic generator (xorshift64*), so a failing run is reproducible from
+/// its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }
