@@ -353,7 +353,8 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
         },
         ..ClientSpec::DEFAULT
     };
-    let mut hostile: Vec<Client<Proc<InProcStub>>> = (0..4).map(|_| spawn(&sys, hostile_spec)).collect();
+    let mut hostile: Vec<Client<Proc<InProcStub>>> =
+        (0..4).map(|_| spawn(&sys, hostile_spec)).collect();
     let mut rng = Rng(0x5eed);
     for round in 0..1500u64 {
         for h in hostile.iter_mut() {
