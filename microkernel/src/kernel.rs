@@ -265,9 +265,26 @@ extern "C" fn kmain(start_info: u64) -> ! {
             "ring 3: a task reading kernel memory gets SIGSEGV in its handler",
             111,
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain((0..8u64).map(|i| {
+        // Tasks killed after 1 to 300 rounds of mapping and touching (pseudo-random
+        // points), leaving mappings, private pages and page tables behind.
+        let rounds = 1 + (i * 7919 + 13) % 300;
+        (
+            5 + rounds,
+            "ring 3: a task killed mid-session is reclaimed",
+            132,
+        )
+    })) {
+        // The long sessions run without the check after every request (it would take
+        // most of the boot's time); the invariants are checked once each task is gone.
+        machine::set_self_check(scenario < 5);
         let code = crate::user::run(scenario);
-        if code == want {
+        if let Err(e) = h.check() {
+            summary.failed += 1;
+            kprintln!("FAIL {what}: invariant violated: {e}");
+        } else if code == want {
             summary.passed += 1;
         } else {
             summary.failed += 1;

@@ -115,6 +115,8 @@ user_prog_start:
     je 30f
     cmp r15, 4
     je 50f
+    cmp r15, 5
+    jae 60f
     jmp 40f
 10: /* map a page, use it, then touch an address with no mapping: SIGSEGV */
     mov edi, 4096
@@ -185,6 +187,29 @@ user_prog_start:
     movabs rax, 0xffffffff80100000
     movzx ecx, byte ptr [rax]
     jmp 90f
+60: /* scenario N >= 5: N-5 rounds of map 4 pages, touch them, unmap every other
+       mapping; then die of an invalid opcode in the middle of it all */
+    lea r13, [r15 - 5]
+61: test r13, r13
+    jz 62f
+    mov edi, 0x4000
+    mov esi, 3
+    mov edx, 0x22
+    mov eax, 1
+    syscall
+    mov rbx, rax
+    mov byte ptr [rbx], 1
+    mov byte ptr [rbx + 0x1000], 2
+    mov byte ptr [rbx + 0x3000], 3
+    test r13, 1
+    jz 63f
+    mov rdi, rbx
+    mov esi, 0x4000
+    mov eax, 2
+    syscall
+63: dec r13
+    jmp 61b
+62: ud2
 90: mov edi, 99
     mov eax, 0
     syscall
