@@ -462,28 +462,69 @@ fn install_handler() {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(doorbell_signal(), &sa, std::ptr::null_mut());
     }
-    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+    let mut prev: [libc::sigaction; 2] = [zeroed_sigaction(); 2];
+    for (i, sig) in [libc::SIGSEGV, libc::SIGBUS].into_iter().enumerate() {
         // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (see the
-        // module doc) and runs with SA_SIGINFO's three arguments.
+        // module doc) and runs with SA_SIGINFO's three arguments; the old action is
+        // kept, to be given the signals that are the program's.
         unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
+            let mut sa = zeroed_sigaction();
             sa.sa_sigaction = on_fault as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
             libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+            libc::sigaction(sig, &sa, &mut prev[i]);
         }
     }
+    let _ = PREVIOUS.set(prev);
 }
 
-/// Gives `sig` its default action, then returns: the access faults again and the
-/// process dies of the signal, as it would under the kernel.
-fn die_of(sig: i32, again: i32) {
-    // SAFETY: resetting a disposition and raising a signal are async-signal-safe.
-    unsafe {
-        libc::signal(sig, libc::SIG_DFL);
-        if sig != again {
-            libc::raise(sig);
+/// The program's own SIGSEGV and SIGBUS actions, from before the runtime's.
+static PREVIOUS: std::sync::OnceLock<[libc::sigaction; 2]> = std::sync::OnceLock::new();
+
+fn zeroed_sigaction() -> libc::sigaction {
+    // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask, no flags).
+    unsafe { std::mem::zeroed() }
+}
+
+/// Delivers `sig` as the kernel would have: to the program's own handler if it had one
+/// (with the fault's siginfo and context), otherwise with the default action (the
+/// disposition is reset and the access faults again, or the signal is raised when it
+/// differs from the one being handled).
+fn deliver(sig: i32, handling: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // The program may have changed `sig`'s disposition since the runtime started (a
+    // handler that resets itself to SIG_DFL, as Rust's own does, then lets the access
+    // fault again): what is installed now wins over what was there before us.
+    let mut now = zeroed_sigaction();
+    // SAFETY: querying a disposition is async-signal-safe; `now` is a valid out-pointer.
+    unsafe { libc::sigaction(sig, std::ptr::null(), &mut now) };
+    let prev = if now.sa_sigaction == on_fault as *const () as usize {
+        PREVIOUS.get().map(|p| p[usize::from(sig == libc::SIGBUS)])
+    } else {
+        Some(now)
+    };
+    match prev {
+        Some(sa) if sa.sa_sigaction != libc::SIG_DFL && sa.sa_sigaction != libc::SIG_IGN => {
+            // SAFETY: the program installed this function for `sig`, with the signature
+            // its flags say; it gets the arguments the kernel gave us.
+            unsafe {
+                if sa.sa_flags & libc::SA_SIGINFO != 0 {
+                    let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+                        std::mem::transmute(sa.sa_sigaction);
+                    f(sig, info, ctx);
+                } else {
+                    let f: extern "C" fn(i32) = std::mem::transmute(sa.sa_sigaction);
+                    f(sig);
+                }
+            }
         }
+        // Default (an ignored fault signal is not ignorable: the kernel kills too).
+        // SAFETY: resetting a disposition and raising a signal are async-signal-safe.
+        _ => unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            if sig != handling {
+                libc::raise(sig);
+            }
+        },
     }
 }
 
@@ -502,7 +543,7 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
         WIN_HI.load(Ordering::Relaxed),
     );
     if sock < 0 || addr < lo || addr >= hi {
-        die_of(sig, sig);
+        deliver(sig, sig, info, ctx);
         return;
     }
     let err = regs[libc::REG_ERR as usize] as u64;
@@ -551,5 +592,5 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
         regs[libc::REG_RIP as usize] = (if fetch { recover_exec } else { recover }) as i64;
         return;
     }
-    die_of(i32::from(signal.number()), sig);
+    deliver(i32::from(signal.number()), sig, info, ctx);
 }

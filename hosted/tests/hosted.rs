@@ -111,6 +111,10 @@ fn hosted_runtime_end_to_end() {
     assert_eq!(signal_of(d.run(&["segv"]).status), Some(libc::SIGSEGV));
     assert_eq!(signal_of(d.run(&["bus"]).status), Some(libc::SIGBUS));
 
+    // A program's own SIGSEGV handler gets the server's signal, and its own faults.
+    assert_eq!(d.run(&["own-handler"]).status.code(), Some(42));
+    assert_eq!(d.run(&["own-handler", "null"]).status.code(), Some(43));
+
     // Two processes share an object, both ways.
     let mut writer = d
         .client(&["share-write", "/e2e-share"])

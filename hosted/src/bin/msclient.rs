@@ -5,6 +5,9 @@
 //! - `smoke`: map, touch (real page faults), check laziness and zero fill, unmap.
 //! - `segv` / `bus`: write a read-only page / touch past a shared object's end: the
 //!   process must die of SIGSEGV / SIGBUS.
+//! - `own-handler`: a program with its own SIGSEGV handler (installed before it
+//!   connects) gets the server's signal in it, exiting 42 (write to a read-only page)
+//!   or 43 (a null pointer, outside the window).
 //! - `share-write NAME` / `share-read NAME`: two processes, one shared object.
 //! - `hold`: map and touch 64 pages, print `holding`, wait to be killed.
 //! - `stats`: print the server's counters.
@@ -72,6 +75,28 @@ fn main() {
             poke(a, 1);
             poke(a + P, 1);
             unreachable!("the access past the object returned");
+        }
+        "own-handler" => {
+            extern "C" fn caught(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+                // SAFETY: the kernel's siginfo for this fault; _exit is async-signal-safe.
+                let addr = unsafe { (*info).si_addr() } as u64;
+                unsafe { libc::_exit(if addr < 4096 { 43 } else { 42 }) };
+            }
+            // SAFETY: installing a plain SA_SIGINFO handler for SIGSEGV.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = caught as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO;
+                libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+            }
+            let mut c = connect();
+            let a = c.mmap(0, P, Prot::READ, PA, None, 0).expect("mmap");
+            assert_eq!(peek(a), 0);
+            if arg(1) == "null" {
+                peek(0);
+            }
+            poke(a, 1);
+            unreachable!("the write to a read-only page returned");
         }
         "share-write" => {
             let mut c = connect();
