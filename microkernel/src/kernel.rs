@@ -184,6 +184,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
     };
     crate::trap::init();
     crate::user::init();
+    boot::map_agent_page(crate::user::agent_page_phys());
     // SAFETY: IA32_PAT (0x277) takes the layout the kernel stub's cache attributes are
     // defined against; no mapping with PAT bits exists yet.
     unsafe { x86_64::registers::model_specific::Msr::new(0x277).write(kernel_stub::PAT_MSR_VALUE) };
@@ -289,6 +290,27 @@ extern "C" fn kmain(start_info: u64) -> ! {
         } else {
             summary.failed += 1;
             kprintln!("FAIL {what}: exit code {code}, expected {want}");
+        }
+    }
+    // The agent page, the one kernel-half page ring 3 may use, is not writable from it,
+    // and the rest of the kernel half is not reachable at all (the MMU's U/S check).
+    if let Ok(mut p) = h.spawn(ClientSpec::DEFAULT) {
+        for (what, got) in [
+            (
+                "ring 3: the agent page is read-only to tasks",
+                p.write(crate::user::USER_AGENT, 0).err(),
+            ),
+            (
+                "ring 3: the kernel's direct map is out of a task's reach",
+                p.read(boot::DIRECT_MAP + 0x100000).err(),
+            ),
+        ] {
+            if got == Some(ipc_proto::Signal::Segv) {
+                summary.passed += 1;
+            } else {
+                summary.failed += 1;
+                kprintln!("FAIL {what}: {got:?}");
+            }
         }
     }
     let after = h.stats();

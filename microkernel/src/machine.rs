@@ -2,19 +2,18 @@
 //! the x86_64 page tables the CPU walks, and the conformance harness whose clients are
 //! address spaces of that stub.
 //!
-//! A client's memory access is a probe ([`crate::trap`]) made with the client's space
-//! loaded in CR3: the MMU checks present, writable (CR0.WP) and no-execute (EFER.NXE)
-//! exactly as for a ring-3 access; the user/supervisor check, which a probe made in ring
-//! 0 would skip, is applied in software (every lower-half mapping the stub makes is a
-//! user mapping; the upper half is the kernel's, so a probe there is `SIGSEGV`).
+//! A client's memory access is made in ring 3 by the agent page ([`crate::user`]) with
+//! the client's space loaded in CR3: the MMU checks user, present, writable and
+//! no-execute itself, and a fault goes to the server as any task's does.
 
 use crate::boot::{DIRECT_MAP, DIRECT_MAP_SIZE};
+use crate::user::AgentOp;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use client_lib::Transport;
 use conformance::harness::{Facts, Harness, MemoryAccess, Process};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use ipc_proto::{Access, ClientId, ClientSpec, Errno, Reply, Request, ServerStats, Signal};
 use kernel_stub::x86_64::structures::paging::PhysFrame;
 use kernel_stub::x86_64::{PhysAddr, VirtAddr};
@@ -65,7 +64,6 @@ impl Machine {
 }
 
 static MACHINE: Mutex<Option<Machine>> = Mutex::new(None);
-static PROBING: AtomicBool = AtomicBool::new(false);
 static CURRENT: AtomicU32 = AtomicU32::new(0);
 static RETRIES: AtomicU32 = AtomicU32::new(0);
 
@@ -113,14 +111,9 @@ pub fn set_self_check(on: bool) {
     with(|m| m.server.set_self_check(on));
 }
 
-/// Whether a probe is running (its page faults are the client's).
-pub fn probing() -> bool {
-    PROBING.load(Ordering::Acquire)
-}
-
-/// The page-fault path of a probe: the kernel's `PageFault` to the server. `None`: the
-/// page is installed, retry; `Some(signal)`: deliver it.
-pub fn user_fault(addr: u64, access: Access) -> Option<Signal> {
+/// The kernel's `PageFault` to the server for the current client. `None`: the page is
+/// installed, retry; `Some(signal)`: deliver it.
+fn user_fault(addr: u64, access: Access) -> Option<Signal> {
     let Some(mut guard) = MACHINE.try_lock() else {
         crate::kprintln!("kernel: page fault while the server was busy");
         crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
@@ -151,7 +144,7 @@ pub fn user_fault(addr: u64, access: Access) -> Option<Signal> {
 static KERNEL_CR3: Mutex<Option<(PhysFrame, Cr3Flags)>> = Mutex::new(None);
 static LAST_TASK_FAULT: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// A ring-3 task's page fault: as a probe's, with the repeat count kept per address.
+/// A ring-3 task's page fault, with the repeat count kept per address.
 pub fn task_fault(addr: u64, access: Access) -> Option<Signal> {
     if LAST_TASK_FAULT.swap(addr, Ordering::Relaxed) != addr {
         RETRIES.store(0, Ordering::Relaxed);
@@ -283,12 +276,10 @@ pub fn task_munmap(addr: u64, len: u64) -> u64 {
     }
 }
 
-/// Runs `probe` with `client`'s space loaded, and turns its result into a signal.
-fn access(client: ClientId, addr: u64, probe: impl FnOnce() -> u64) -> Result<u8, Signal> {
-    if addr >= 0x0000_8000_0000_0000 {
-        // The kernel half: a user access faults on the U/S bit.
-        return Err(Signal::Segv);
-    }
+/// Makes `op` at `addr` as `client`: a ring-3 run of the agent page with the client's
+/// space loaded, so the MMU checks user, present, writable and no-execute exactly as for
+/// any task, and a page fault takes the same path to the server as any task's.
+fn access(client: ClientId, addr: u64, op: crate::user::AgentOp) -> Result<u8, Signal> {
     let root = with(|m| {
         let space = m.server.space_of(client)?;
         let root = m.server.stub().stub().root_table(space).ok()?;
@@ -298,24 +289,15 @@ fn access(client: ClientId, addr: u64, probe: impl FnOnce() -> u64) -> Result<u8
     .ok_or(Signal::Segv)?;
     let (kernel_root, flags) = Cr3::read();
     CURRENT.store(client.0, Ordering::Relaxed);
-    RETRIES.store(0, Ordering::Relaxed);
-    PROBING.store(true, Ordering::Release);
+    LAST_TASK_FAULT.store(u64::MAX, Ordering::Relaxed);
     // SAFETY: the client's space shares the kernel half (entries 256..512) with the
     // kernel's, so code, stack and heap stay mapped; only lower-half user pages change.
     unsafe { Cr3::write(root, Cr3Flags::empty()) };
-    let r = probe();
+    let r = crate::user::run_agent(op, addr);
     // SAFETY: back to the kernel's own space, which maps everything the kernel uses.
     unsafe { Cr3::write(kernel_root, flags) };
-    PROBING.store(false, Ordering::Release);
     with(|m| m.server.stub_mut().stub_mut().tlb_mut().active = None);
-    match r {
-        v if v & 0x100 != 0 => Err(if v as u8 == Signal::Bus.number() {
-            Signal::Bus
-        } else {
-            Signal::Segv
-        }),
-        v => Ok(v as u8),
-    }
+    r
 }
 
 /// One client of the bare-metal server.
@@ -334,13 +316,13 @@ impl Transport for HwProcess {
 
 impl MemoryAccess for HwProcess {
     fn read(&mut self, addr: u64) -> Result<u8, Signal> {
-        access(self.id, addr, || crate::trap::read(addr))
+        access(self.id, addr, AgentOp::Read)
     }
     fn write(&mut self, addr: u64, value: u8) -> Result<(), Signal> {
-        access(self.id, addr, || crate::trap::write(addr, value)).map(|_| ())
+        access(self.id, addr, AgentOp::Write(value)).map(|_| ())
     }
     fn exec(&mut self, addr: u64) -> Result<(), Signal> {
-        access(self.id, addr, || crate::trap::exec(addr)).map(|_| ())
+        access(self.id, addr, AgentOp::Exec).map(|_| ())
     }
 }
 

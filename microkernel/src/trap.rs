@@ -1,12 +1,6 @@
 //! Exceptions: an IDT whose entries all go through one assembly stub that saves the
-//! registers into a [`TrapFrame`] and calls [`trap_handler`], plus the user-access probes
-//! whose page faults the memory server resolves.
-//!
-//! A probe is a one-instruction access (read, write, or a call into the page) made on
-//! behalf of a client with the client's address space loaded. Its page fault becomes the
-//! kernel's `PageFault` request to the memory server: when resolved, the instruction runs
-//! again; when the server answers a signal, the handler resumes the probe at its recovery
-//! point with the signal number, exactly as a task's registered handler would get it.
+//! registers into a [`TrapFrame`] and calls [`trap_handler`]. An exception in ring 3 is
+//! the task's (a page fault goes to the memory server); one in the kernel is fatal.
 
 use crate::machine;
 use x86_64::VirtAddr;
@@ -119,46 +113,11 @@ isr_table:
     .quad isr0, isr1, isr2, isr3, isr4, isr5, isr6, isr7, isr8
     .quad isr10, isr11, isr12, isr13, isr14, isr16, isr17, isr18, isr19
 
-/* The probes. Each returns in rax: the byte read (read), 0 (write, exec); or, when the
-   access raised a signal, 0x100 | signal number (set by the page-fault handler). */
-.section .text
-.global probe_read
-probe_read:
-.global probe_read_at
-probe_read_at:
-    movzx eax, byte ptr [rdi]
-    ret
-.global probe_write
-probe_write:
-    xor eax, eax
-.global probe_write_at
-probe_write_at:
-    mov byte ptr [rdi], sil
-    ret
-.global probe_exec
-probe_exec:
-    call rdi
-    xor eax, eax
-    ret
-.global probe_recover
-probe_recover:
-    ret
-.global probe_recover_exec
-probe_recover_exec:
-    add rsp, 8
-    ret
 "#
 );
 
 unsafe extern "C" {
     static isr_table: [u64; 18];
-    fn probe_read(addr: u64) -> u64;
-    fn probe_write(addr: u64, value: u64) -> u64;
-    fn probe_exec(addr: u64) -> u64;
-    static probe_read_at: u8;
-    static probe_write_at: u8;
-    static probe_recover: u8;
-    static probe_recover_exec: u8;
 }
 
 /// The exception vectors the stubs cover, in `isr_table` order.
@@ -201,45 +160,11 @@ pub fn init() {
     idt.load();
 }
 
-fn sym(s: &u8) -> u64 {
-    s as *const u8 as u64
-}
-
 /// Called by the stub for every exception.
 #[unsafe(no_mangle)]
 extern "C" fn trap_handler(f: &mut TrapFrame) {
     if f.cs & 3 == 3 {
         return user_trap(f);
-    }
-    if f.vector == 14 && machine::probing() {
-        let addr = Cr2::read_raw();
-        // SAFETY: only the probes' addresses are taken.
-        let (read_at, write_at, recover, recover_exec) = unsafe {
-            (
-                sym(&probe_read_at),
-                sym(&probe_write_at),
-                sym(&probe_recover),
-                sym(&probe_recover_exec),
-            )
-        };
-        let fetch = f.error & 0x10 != 0 && f.rip == addr;
-        if fetch || f.rip == read_at || f.rip == write_at {
-            let access = if fetch {
-                ipc_proto::Access::Exec
-            } else if f.error & 0x2 != 0 {
-                ipc_proto::Access::Write
-            } else {
-                ipc_proto::Access::Read
-            };
-            match machine::user_fault(addr, access) {
-                None => return,
-                Some(signal) => {
-                    f.rax = 0x100 | u64::from(signal.number());
-                    f.rip = if fetch { recover_exec } else { recover };
-                    return;
-                }
-            }
-        }
     }
     crate::kprintln!(
         "kernel: exception {} (error {:#x}) at {:#x}, cr2 {:#x}\n{f:#x?}",
@@ -277,24 +202,4 @@ fn user_trap(f: &mut TrapFrame) {
     f.rdi = u64::from(signal);
     // A fresh, aligned frame below the interrupted one for the handler.
     f.rsp = (f.rsp - 256) & !0xf;
-}
-
-/// A user read of `addr` (which must be in the lower half; the caller checks).
-pub fn read(addr: u64) -> u64 {
-    // SAFETY: the probe touches only `addr`; a fault there is handled above and resumes
-    // the probe at its recovery point, which returns normally.
-    unsafe { probe_read(addr) }
-}
-
-/// A user write of `value` at `addr`.
-pub fn write(addr: u64, value: u8) -> u64 {
-    // SAFETY: as for `read`.
-    unsafe { probe_write(addr, u64::from(value)) }
-}
-
-/// A call into the page at `addr`, whose byte must be `ret`.
-pub fn exec(addr: u64) -> u64 {
-    // SAFETY: as for `read`; the code at `addr` is a single `ret` (the conformance
-    // cases write one there first), so the call returns straight away.
-    unsafe { probe_exec(addr) }
 }

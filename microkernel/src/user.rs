@@ -54,7 +54,8 @@ syscall_entry:
     pop rsp
     sysretq
 
-/* enter_user(rip, rsp, arg): runs a task in ring 3 until it exits; returns its code. */
+/* enter_user(rip, rsp, arg, arg2): runs a task in ring 3 (rdi = arg, rsi = arg2) until
+   it exits; returns its code. */
 .global enter_user
 enter_user:
     push rbx
@@ -70,11 +71,11 @@ enter_user:
     push 0x23
     push rdi
     mov rdi, rdx
+    mov rsi, rcx
     xor eax, eax
     xor ebx, ebx
     xor ecx, ecx
     xor edx, edx
-    xor esi, esi
     xor ebp, ebp
     xor r8d, r8d
     xor r9d, r9d
@@ -219,7 +220,43 @@ user_on_signal: /* rdi = signal number: exit(100 + signal) */
     syscall
 .global user_prog_end
 user_prog_end:
+
+/* The agent page: the only kernel-half page a ring-3 task may touch (read and execute,
+   never write), mapped at USER_AGENT in every space. Each routine makes one access on a
+   client's behalf in ring 3 and exits with 0x10000 | the byte read (or 0x10000); a
+   fault the server answers with a signal ends it with 128 + signal instead. */
+.section .text.user_agent, "ax"
+.p2align 12
+.global user_agent_start
+user_agent_start:
+.global agent_read
+agent_read: /* rdi = address */
+    movzx edi, byte ptr [rdi]
+    or edi, 0x10000
+    xor eax, eax
+    syscall
+.global agent_write
+agent_write: /* rdi = address, rsi = value */
+    mov byte ptr [rdi], sil
+    mov edi, 0x10000
+    xor eax, eax
+    syscall
+.global agent_exec
+agent_exec: /* rdi = address of a `ret`; rsp = agent_slot, so it returns to agent_back */
+    jmp rdi
+agent_back:
+    mov edi, 0x10000
+    xor eax, eax
+    syscall
+.p2align 3
+.global agent_slot
+agent_slot:
+    .quad {agent} + (agent_back - user_agent_start)
+.p2align 12
+.global user_agent_end
+user_agent_end:
 "#,
+    agent = const USER_AGENT,
     trap_stack = const TRAP_STACK,
 );
 
@@ -228,7 +265,13 @@ unsafe extern "C" {
     static user_prog_start: u8;
     static user_prog_end: u8;
     fn syscall_entry();
-    fn enter_user(rip: u64, rsp: u64, arg: u64) -> u64;
+    static user_agent_start: u8;
+    static user_agent_end: u8;
+    static agent_read: u8;
+    static agent_write: u8;
+    static agent_exec: u8;
+    static agent_slot: u8;
+    fn enter_user(rip: u64, rsp: u64, arg: u64, arg2: u64) -> u64;
     fn return_to_kernel(code: u64) -> !;
 }
 
@@ -314,7 +357,58 @@ pub fn run(scenario: u64) -> u64 {
     };
     // SAFETY: `machine::load_task` loaded the task's space in CR3 with the program and a
     // stack mapped user-accessible; the task returns through `return_to_kernel`.
-    let code = unsafe { enter_user(entry, stack_top, scenario) };
+    let code = unsafe { enter_user(entry, stack_top, scenario, 0) };
     machine::end_task();
     code
+}
+
+/// Where the agent page is mapped, user-accessible, in every address space: PML4 entry
+/// 320, in the kernel half, so no client's layout ever sees it.
+pub const USER_AGENT: u64 = 0xffff_a000_0000_0000;
+
+/// One access the agent page makes in ring 3.
+#[derive(Clone, Copy, Debug)]
+pub enum AgentOp {
+    /// Read the byte at the address.
+    Read,
+    /// Write a byte there.
+    Write(u8),
+    /// Call into the page there (its byte must be `ret`).
+    Exec,
+}
+
+/// Where `sym`, a label of the agent page, is mapped for ring 3.
+fn agent_alias(sym: *const u8) -> u64 {
+    USER_AGENT + (sym as u64 - core::ptr::addr_of!(user_agent_start) as u64)
+}
+
+/// Physical address of the agent page (it lies in the kernel image, linked at KVMA).
+pub fn agent_page_phys() -> u64 {
+    let (start, end) = (
+        core::ptr::addr_of!(user_agent_start) as u64,
+        core::ptr::addr_of!(user_agent_end) as u64,
+    );
+    assert_eq!(end - start, 4096, "the agent page is one page");
+    start - crate::boot::KVMA
+}
+
+/// Makes `op` at `addr` in ring 3 with the current address space, as the client whose
+/// space it is; `Ok(byte)` (0 for a write or an exec) or the signal it died of.
+pub fn run_agent(op: AgentOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
+    HANDLER.store(0, Ordering::Relaxed);
+    let (rip, value) = match op {
+        AgentOp::Read => (agent_alias(core::ptr::addr_of!(agent_read)), 0),
+        AgentOp::Write(v) => (agent_alias(core::ptr::addr_of!(agent_write)), v),
+        AgentOp::Exec => (agent_alias(core::ptr::addr_of!(agent_exec)), 0),
+    };
+    let slot = agent_alias(core::ptr::addr_of!(agent_slot));
+    // SAFETY: the agent page is mapped user-executable at USER_AGENT in every space
+    // (`boot::map_agent_page`); its routines exit through the `exit` system call, and
+    // any exception they take ends them through `return_to_kernel`.
+    let code = unsafe { enter_user(rip, slot, addr, u64::from(value)) };
+    match code {
+        c if c & 0x1_0000 != 0 => Ok(c as u8),
+        c if c == 128 + u64::from(ipc_proto::Signal::Bus.number()) => Err(ipc_proto::Signal::Bus),
+        _ => Err(ipc_proto::Signal::Segv),
+    }
 }
