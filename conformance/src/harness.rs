@@ -33,8 +33,9 @@ pub trait Process: MemoryAccess {
     }
 }
 
-/// Facts about the server under test that cases depend on.
-#[derive(Clone, Debug)]
+/// Facts about the server under test that cases depend on (serializable, so a kernel can
+/// hand them to a runner in another address space).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Facts {
     /// Lowest address a mapping may use.
     pub mmap_min: u64,

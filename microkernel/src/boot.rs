@@ -137,7 +137,7 @@ boot_pd: .skip 4096 * 4
 agent_pdpt: .skip 4096
 agent_pd: .skip 4096
 agent_pt: .skip 4096
-boot_stack: .skip 262144
+boot_stack: .skip 1048576
 boot_stack_top:
 "#,
     options(att_syntax)

@@ -39,6 +39,9 @@ struct Machine {
     cfg: Config,
     next_client: u32,
     livelocks: u32,
+    /// The conformance app while it runs: its own client, and the clients it started.
+    app: Option<ClientId>,
+    owned: alloc::collections::BTreeSet<u32>,
 }
 
 impl Machine {
@@ -98,6 +101,8 @@ pub fn start(cfg: Config, grants: &[(u64, u64, bool)], ram_frames: usize, kernel
         cfg,
         next_client: 1,
         livelocks: 0,
+        app: None,
+        owned: alloc::collections::BTreeSet::new(),
     });
 }
 
@@ -156,32 +161,108 @@ pub fn task_fault(addr: u64, access: Access) -> Option<Signal> {
 /// its space through the server, as a loader acting for it, loads the space; returns
 /// the entry point and the stack top.
 pub fn load_task(code: &[u8]) -> Option<(u64, u64)> {
-    use memserver::KernelStub;
     let id = with(|m| m.new_client(ClientSpec::DEFAULT, None)).ok()?;
+    let rx = ipc_proto::Prot::READ | ipc_proto::Prot::EXEC;
+    let entry = place(id, 0, code, code.len() as u64, rx)?;
+    let stack = place(
+        id,
+        0,
+        &[],
+        16 * 4096,
+        ipc_proto::Prot::READ | ipc_proto::Prot::WRITE,
+    )?;
+    enter_space(id)?;
+    Some((entry, stack + 16 * 4096))
+}
+
+/// Bytes of an app's stack.
+const APP_STACK: u64 = 256 * 1024;
+
+/// Starts the conformance app: a client whose space holds the ELF `image`'s loadable
+/// segments at their addresses (with their protections) and a stack; loads the space;
+/// returns the entry point and the stack top. A malformed image loads nothing.
+pub fn load_elf(image: &[u8]) -> Option<(u64, u64)> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(image.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(image.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(image.get(o..o + 8)?.try_into().ok()?));
+    // ELF64, little-endian, executable, x86_64.
+    if image.get(..6)? != b"\x7fELF\x02\x01" || u16_at(16)? != 2 || u16_at(18)? != 62 {
+        return None;
+    }
+    let id = with(|m| {
+        let id = m.new_client(ClientSpec::DEFAULT, None).ok()?;
+        m.app = Some(id);
+        Some(id)
+    })?;
+    let (entry, phoff) = (u64_at(24)?, u64_at(32)? as usize);
+    let (phentsize, phnum) = (usize::from(u16_at(54)?), usize::from(u16_at(56)?));
+    for i in 0..phnum {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        if u32_at(ph)? != 1 {
+            continue; // not PT_LOAD
+        }
+        let flags = u32_at(ph + 4)?;
+        let (offset, vaddr) = (u64_at(ph + 8)? as usize, u64_at(ph + 16)?);
+        let (filesz, memsz) = (u64_at(ph + 32)? as usize, u64_at(ph + 40)?);
+        let bytes = image.get(offset..offset.checked_add(filesz)?)?;
+        let mut prot = ipc_proto::Prot::empty();
+        for (bit, p) in [
+            (4, ipc_proto::Prot::READ),
+            (2, ipc_proto::Prot::WRITE),
+            (1, ipc_proto::Prot::EXEC),
+        ] {
+            if flags & bit != 0 {
+                prot |= p;
+            }
+        }
+        // The linker script starts every segment on its own page.
+        if vaddr % 4096 != 0 {
+            return None;
+        }
+        place(id, vaddr, bytes, memsz, prot)?;
+    }
     let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
-    let flags = conformance::cases::PA | ipc_proto::MapFlags::POPULATE;
-    let len = (code.len() as u64).div_ceil(4096) * 4096;
-    let entry = map_for(id, len, rw, flags)?;
-    let stack = map_for(id, 16 * 4096, rw, flags)?;
+    let stack = place(id, 0, &[], APP_STACK, rw)?;
+    enter_space(id)?;
+    Some((entry, stack + APP_STACK))
+}
+
+/// Maps `len` bytes for `id` (at `addr` exactly, or anywhere for 0), populated, copies
+/// `bytes` to the start through the direct map, then sets `prot`; the address.
+fn place(id: ClientId, addr: u64, bytes: &[u8], len: u64, prot: ipc_proto::Prot) -> Option<u64> {
+    use memserver::KernelStub;
+    let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
+    let mut flags = conformance::cases::PA | ipc_proto::MapFlags::POPULATE;
+    if addr != 0 {
+        flags |= ipc_proto::MapFlags::FIXED_NOREPLACE;
+    }
+    let len = len.max(bytes.len() as u64).div_ceil(4096) * 4096;
+    let at = map_for(id, addr, len, rw, flags)?;
     with(|m| {
         let space = m.server.space_of(id)?;
-        for (i, chunk) in code.chunks(4096).enumerate() {
-            let (frame, _) = m.server.stub().query(space, entry + i as u64 * 4096)?;
+        for (i, chunk) in bytes.chunks(4096).enumerate() {
+            let (frame, _) = m.server.stub().query(space, at + i as u64 * 4096)?;
             let dst = (DIRECT_MAP + frame.addr()) as *mut u8;
             // SAFETY: the frame is the task's own freshly populated page, reached through
             // the direct map; nothing else refers to it.
             unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len()) };
         }
-        m.server
-            .handle(
-                Sender::Client(id),
-                &Request::Mprotect {
-                    addr: entry,
-                    len,
-                    prot: ipc_proto::Prot::READ | ipc_proto::Prot::EXEC,
-                },
-            )
-            .ok()?;
+        if prot != rw {
+            let protect = Request::Mprotect {
+                addr: at,
+                len,
+                prot,
+            };
+            m.server.handle(Sender::Client(id), &protect).ok()?;
+        }
+        Some(at)
+    })
+}
+
+/// Loads `id`'s space in CR3 to run it as the current task.
+fn enter_space(id: ClientId) -> Option<()> {
+    with(|m| {
+        let space = m.server.space_of(id)?;
         let root = m.server.stub().stub().root_table(space).ok()?;
         m.server.stub_mut().stub_mut().tlb_mut().active = Some(space);
         *KERNEL_CR3.lock() = Some(Cr3::read());
@@ -189,18 +270,19 @@ pub fn load_task(code: &[u8]) -> Option<(u64, u64)> {
         LAST_TASK_FAULT.store(u64::MAX, Ordering::Relaxed);
         // SAFETY: the task's space shares the kernel half, so the kernel keeps running.
         unsafe { Cr3::write(root, Cr3Flags::empty()) };
-        Some((entry, stack + 16 * 4096))
+        Some(())
     })
 }
 
 fn map_for(
     id: ClientId,
+    addr: u64,
     len: u64,
     prot: ipc_proto::Prot,
     flags: ipc_proto::MapFlags,
 ) -> Option<u64> {
     let args = ipc_proto::MmapArgs {
-        addr: 0,
+        addr,
         len,
         prot,
         flags,
@@ -222,9 +304,14 @@ pub fn end_task() {
     let client = ClientId(CURRENT.load(Ordering::Relaxed));
     with(|m| {
         m.server.stub_mut().stub_mut().tlb_mut().active = None;
-        let _ = m
-            .server
-            .handle(Sender::Kernel, &Request::ClientExited { client });
+        // An app's processes end with it (as a process group would).
+        m.app = None;
+        let owned = core::mem::take(&mut m.owned);
+        for client in owned.into_iter().map(ClientId).chain([client]) {
+            let _ = m
+                .server
+                .handle(Sender::Kernel, &Request::ClientExited { client });
+        }
     });
 }
 
@@ -287,16 +374,22 @@ fn access(client: ClientId, addr: u64, op: crate::user::AgentOp) -> Result<u8, S
         Some(root)
     })
     .ok_or(Signal::Segv)?;
-    let (kernel_root, flags) = Cr3::read();
-    CURRENT.store(client.0, Ordering::Relaxed);
-    LAST_TASK_FAULT.store(u64::MAX, Ordering::Relaxed);
+    // What runs now (the kernel, or the app whose system call this is) resumes after.
+    let (outer_root, flags) = Cr3::read();
+    let outer_client = CURRENT.swap(client.0, Ordering::Relaxed);
+    let outer_fault = LAST_TASK_FAULT.swap(u64::MAX, Ordering::Relaxed);
     // SAFETY: the client's space shares the kernel half (entries 256..512) with the
     // kernel's, so code, stack and heap stay mapped; only lower-half user pages change.
     unsafe { Cr3::write(root, Cr3Flags::empty()) };
     let r = crate::user::run_agent(op, addr);
-    // SAFETY: back to the kernel's own space, which maps everything the kernel uses.
-    unsafe { Cr3::write(kernel_root, flags) };
-    with(|m| m.server.stub_mut().stub_mut().tlb_mut().active = None);
+    // SAFETY: back to the space that was loaded, which shares the kernel half too.
+    unsafe { Cr3::write(outer_root, flags) };
+    CURRENT.store(outer_client, Ordering::Relaxed);
+    LAST_TASK_FAULT.store(outer_fault, Ordering::Relaxed);
+    with(|m| {
+        let outer = m.app.map(|_| ClientId(outer_client));
+        m.server.stub_mut().stub_mut().tlb_mut().active = outer.and_then(|c| m.server.space_of(c));
+    });
     r
 }
 
@@ -382,4 +475,181 @@ impl Harness for HwHarness {
     fn unique_name(&self, base: &str) -> String {
         format!("/qemu-{base}")
     }
+}
+
+/// The conformance app's system calls (numbers and arguments in `app/src/sys.rs`): its
+/// requests as any client's, the clients it starts and their ring-3 accesses, and the
+/// server's counters and invariants the runner checks after every case.
+pub fn app_syscall(nr: u64, a: [u64; 4]) -> u64 {
+    match app_call(nr, a) {
+        Ok(v) => v,
+        Err(e) => neg(e),
+    }
+}
+
+fn app_call(nr: u64, [a0, a1, a2, a3]: [u64; 4]) -> Result<u64, Errno> {
+    match nr {
+        4 => {
+            let bytes = copy_in(a0, a1)?;
+            crate::kprint!("{}", String::from_utf8_lossy(&bytes));
+            Ok(0)
+        }
+        5 => {
+            let client = app_client(a0)?;
+            if a2 > ipc_proto::MAX_REQUEST_LEN as u64 {
+                return Err(Errno::EMSGSIZE);
+            }
+            let request = copy_in(a1, a2)?;
+            let mut out = [0u8; ipc_proto::MAX_RESPONSE_LEN];
+            let n = with(|m| {
+                m.server
+                    .handle_message(Sender::Client(client), &request, &mut out)
+            });
+            copy_out(a3, &out[..n])?;
+            Ok(n as u64)
+        }
+        6 | 7 => {
+            let (parent, spec_at, spec_len) = match nr {
+                6 => (None, a0, a1),
+                _ => (Some(app_client(a0)?), a1, a2),
+            };
+            let spec: ClientSpec = postcard::from_bytes(&copy_in(spec_at, spec_len.min(256))?)
+                .map_err(|_| Errno::EINVAL)?;
+            with(|m| {
+                let id = m.new_client(spec, parent)?;
+                m.owned.insert(id.0);
+                Ok(u64::from(id.0))
+            })
+        }
+        8 => with(|m| {
+            if a0 > u64::from(u32::MAX) || !m.owned.remove(&(a0 as u32)) {
+                return Err(Errno::EBADF);
+            }
+            let client = ClientId(a0 as u32);
+            m.server
+                .handle(Sender::Kernel, &Request::ClientExited { client })
+                .map(|_| 0)
+        }),
+        9 => {
+            let client = app_client(a0)?;
+            if a0 == 0 {
+                return Err(Errno::EINVAL); // the app's own accesses are its own
+            }
+            let op = match (a1, a3) {
+                (0, _) => AgentOp::Read,
+                (1, v) => AgentOp::Write(v as u8),
+                (2, _) => AgentOp::Exec,
+                _ => return Err(Errno::EINVAL),
+            };
+            Ok(match access(client, a2, op) {
+                Ok(b) => 0x1_0000 | u64::from(b),
+                Err(s) => u64::from(s.number()),
+            })
+        }
+        10 => {
+            let stats = with(|m| m.server.stats());
+            let mut buf = [0u8; 128];
+            let bytes = postcard::to_slice(&stats, &mut buf).map_err(|_| Errno::EPROTO)?;
+            copy_out_capped(a0, a1, bytes)
+        }
+        11 => {
+            let verdict = with(|m| {
+                m.server.check_invariants()?;
+                if m.livelocks != 0 {
+                    return Err(format!("{} faults resolved without effect", m.livelocks));
+                }
+                Ok(())
+            });
+            match verdict {
+                Ok(()) => Ok(0),
+                Err(e) => copy_out_capped(a0, a1, e.as_bytes()).map(|n| n.max(1)),
+            }
+        }
+        12 => {
+            let facts = with(|m| conformance::inproc::facts_of(&m.cfg, true));
+            let mut buf = [0u8; 512];
+            let bytes = postcard::to_slice(&facts, &mut buf).map_err(|_| Errno::EPROTO)?;
+            copy_out_capped(a0, a1, bytes)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// The client a handle names: 0 is the app itself, others must be clients it started
+/// (anything else, a forged handle, is `EBADF`).
+fn app_client(handle: u64) -> Result<ClientId, Errno> {
+    with(|m| {
+        let app = m.app.ok_or(Errno::EPERM)?;
+        match handle {
+            0 => Ok(app),
+            h if h <= u64::from(u32::MAX) && m.owned.contains(&(h as u32)) => {
+                Ok(ClientId(h as u32))
+            }
+            _ => Err(Errno::EBADF),
+        }
+    })
+}
+
+/// The user pages of `[addr, addr + len)` in the app's space, through the direct map:
+/// calls `f` with each page's piece. A page not mapped (or not writable, for `write`)
+/// is `EFAULT`; the app's memory is all populated, so nothing needs faulting in.
+fn user_pieces(
+    addr: u64,
+    len: u64,
+    write: bool,
+    mut f: impl FnMut(*mut u8, usize),
+) -> Result<(), Errno> {
+    use memserver::KernelStub;
+    let end = addr.checked_add(len).ok_or(Errno::EFAULT)?;
+    if end > 0x0000_8000_0000_0000 {
+        return Err(Errno::EFAULT);
+    }
+    with(|m| {
+        let space = m
+            .app
+            .and_then(|c| m.server.space_of(c))
+            .ok_or(Errno::EPERM)?;
+        let mut at = addr;
+        while at < end {
+            let page = at & !0xfff;
+            let (frame, attrs) = m.server.stub().query(space, page).ok_or(Errno::EFAULT)?;
+            if write && !attrs.writable {
+                return Err(Errno::EFAULT);
+            }
+            let n = (end.min(page + 4096) - at) as usize;
+            f((DIRECT_MAP + frame.addr() + (at - page)) as *mut u8, n);
+            at += n as u64;
+        }
+        Ok(())
+    })
+}
+
+/// Copies `len` bytes (at most a page's worth of messages) from the app.
+fn copy_in(addr: u64, len: u64) -> Result<alloc::vec::Vec<u8>, Errno> {
+    if len > 4096 {
+        return Err(Errno::EMSGSIZE);
+    }
+    let mut out = alloc::vec::Vec::with_capacity(len as usize);
+    user_pieces(addr, len, false, |p, n| {
+        // SAFETY: `p..p + n` lies in one frame of the app's, mapped by the direct map.
+        out.extend_from_slice(unsafe { core::slice::from_raw_parts(p, n) })
+    })?;
+    Ok(out)
+}
+
+/// Copies `bytes` to the app.
+fn copy_out(addr: u64, bytes: &[u8]) -> Result<(), Errno> {
+    let mut from = 0;
+    user_pieces(addr, bytes.len() as u64, true, |p, n| {
+        // SAFETY: `p..p + n` lies in one writable frame of the app's, in the direct map.
+        unsafe { core::ptr::copy_nonoverlapping(bytes[from..].as_ptr(), p, n) };
+        from += n;
+    })
+}
+
+/// Copies as much of `bytes` as fits in the app's `cap`-byte buffer; the length copied.
+fn copy_out_capped(addr: u64, cap: u64, bytes: &[u8]) -> Result<u64, Errno> {
+    let n = bytes.len().min(cap as usize);
+    copy_out(addr, &bytes[..n])?;
+    Ok(n as u64)
 }

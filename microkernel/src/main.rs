@@ -1,8 +1,8 @@
 //! The microkernel, booted by QEMU straight from `-kernel` (PVH): long mode, a serial
 //! console, exceptions, the free RAM of the firmware's memory map and the VGA
 //! framebuffer handed to the memory server over the real kernel stub, then the
-//! conformance suite run against it with every access made through the page tables the
-//! stub wrote. `cargo xtask qemu` builds and boots it.
+//! conformance app (`app/`) run as a ring-3 task against it, every access made in ring 3
+//! through the page tables the stub wrote. `cargo xtask qemu` builds both and boots it.
 //!
 //! Built for the host (it is a workspace member) it is a stub that says so.
 #![cfg_attr(target_os = "none", no_std, no_main)]

@@ -40,7 +40,16 @@ impl Write for Serial {
     }
 }
 
-/// Prints a line to the console.
+/// Prints to the console.
+#[macro_export]
+macro_rules! kprint {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = write!($crate::serial::Serial, $($arg)*);
+    }};
+}
+
+/// Prints a line to the serial console.
 #[macro_export]
 macro_rules! kprintln {
     ($($arg:tt)*) => {{

@@ -19,25 +19,25 @@ use x86_64::registers::rflags::RFlags;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::tss::TaskStateSegment;
 
-/// Bytes of the stack the kernel runs on for system calls and ring-3 exceptions.
-const TRAP_STACK: usize = 256 * 1024;
-
 core::arch::global_asm!(
     r#"
 .section .bss
 .p2align 4
-trap_stack: .skip {trap_stack}
-.global trap_stack_top
-trap_stack_top:
 user_rsp_save: .skip 8
 kernel_ctx_rsp: .skip 8
+/* Where the running task's system calls and exceptions enter the kernel: just below the
+   `enter_user` frame that started it, so a task started from inside another task's
+   system call (the agent page, run for the conformance app) nests on the same stack. */
+kstack_top: .skip 8
+.global tss_rsp0
+tss_rsp0: .skip 8
 
 .section .text
 /* syscall: rax = number, rdi, rsi, rdx, r10 = arguments; rcx, r11 clobbered. */
 .global syscall_entry
 syscall_entry:
     mov [rip + user_rsp_save], rsp
-    lea rsp, [rip + trap_stack_top]
+    mov rsp, [rip + kstack_top]
     push qword ptr [rip + user_rsp_save]
     push rcx
     push r11
@@ -55,7 +55,7 @@ syscall_entry:
     sysretq
 
 /* enter_user(rip, rsp, arg, arg2): runs a task in ring 3 (rdi = arg, rsi = arg2) until
-   it exits; returns its code. */
+   it exits; returns its code. Nests: the outer task's context is kept and restored. */
 .global enter_user
 enter_user:
     push rbx
@@ -64,7 +64,14 @@ enter_user:
     push r13
     push r14
     push r15
+    push qword ptr [rip + kernel_ctx_rsp]
+    push qword ptr [rip + kstack_top]
     mov [rip + kernel_ctx_rsp], rsp
+    lea rax, [rsp - 128]
+    and rax, -16
+    mov [rip + kstack_top], rax
+    mov r11, [rip + tss_rsp0]
+    mov [r11], rax
     push 0x1b
     push rsi
     push 0x2
@@ -87,11 +94,16 @@ enter_user:
     xor r15d, r15d
     iretq
 
-/* return_to_kernel(code): abandons the task; enter_user returns `code`. */
+/* return_to_kernel(code): abandons the task; its enter_user returns `code`. */
 .global return_to_kernel
 return_to_kernel:
     mov rsp, [rip + kernel_ctx_rsp]
     mov rax, rdi
+    pop rdx
+    mov [rip + kstack_top], rdx
+    mov rcx, [rip + tss_rsp0]
+    mov [rcx], rdx
+    pop qword ptr [rip + kernel_ctx_rsp]
     pop r15
     pop r14
     pop r13
@@ -257,11 +269,10 @@ agent_slot:
 user_agent_end:
 "#,
     agent = const USER_AGENT,
-    trap_stack = const TRAP_STACK,
 );
 
 unsafe extern "C" {
-    static trap_stack_top: u8;
+    static mut tss_rsp0: u64;
     static user_prog_start: u8;
     static user_prog_end: u8;
     fn syscall_entry();
@@ -275,12 +286,15 @@ unsafe extern "C" {
     fn return_to_kernel(code: u64) -> !;
 }
 
-/// Loads a GDT with user segments and a TSS (ring-3 exceptions switch to the trap
-/// stack) and enables `syscall`.
+/// Loads a GDT with user segments and a TSS (whose ring-0 stack `enter_user` sets for
+/// each task) and enables `syscall`.
 pub fn init() {
-    let top = VirtAddr::new(core::ptr::addr_of!(trap_stack_top) as u64);
     let tss = Box::leak(Box::new(TaskStateSegment::new()));
-    tss.privilege_stack_table[0] = top;
+    // SAFETY: boot code, one CPU, no task yet: `enter_user` keeps the TSS's ring-0 stack
+    // through this pointer to the (leaked, never moved) TSS's field.
+    unsafe {
+        tss_rsp0 = core::ptr::addr_of_mut!(tss.privilege_stack_table) as u64;
+    }
     let gdt = Box::leak(Box::new(GlobalDescriptorTable::new()));
     let kcode = gdt.append(Descriptor::kernel_code_segment());
     let kdata = gdt.append(Descriptor::kernel_data_segment());
@@ -311,8 +325,13 @@ pub fn init() {
 static HANDLER: AtomicU64 = AtomicU64::new(0);
 
 /// Called by the entry stub: `nr` and up to four arguments.
+///
+/// 0 `exit(code)`, 1 `mmap(len, prot, flags)`, 2 `munmap(addr, len)`, 3
+/// `on_signal(rip)`; and for the conformance app (see `app/src/sys.rs` for each one's
+/// arguments): 4 `write`, 5 `call`, 6 `spawn`, 7 `fork`, 8 `end`, 9 `access`, 10 `stats`,
+/// 11 `check`, 12 `facts`. Anything else is `ENOSYS`.
 #[unsafe(no_mangle)]
-extern "C" fn syscall_handler(nr: u64, a0: u64, a1: u64, a2: u64, _a3: u64) -> u64 {
+extern "C" fn syscall_handler(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     match nr {
         // SAFETY: ends the task; enter_user's caller resumes with the code.
         0 => unsafe { return_to_kernel(a0) },
@@ -322,6 +341,7 @@ extern "C" fn syscall_handler(nr: u64, a0: u64, a1: u64, a2: u64, _a3: u64) -> u
             HANDLER.store(a0, Ordering::Relaxed);
             0
         }
+        4..=12 => machine::app_syscall(nr, [a0, a1, a2, a3]),
         _ => (-(ipc_proto::Errno::ENOSYS as i64)) as u64,
     }
 }
@@ -362,6 +382,18 @@ pub fn run(scenario: u64) -> u64 {
     code
 }
 
+/// Runs the ELF `image` as a ring-3 task (a new client, its segments and stack mapped by
+/// the server) until it exits; its exit code, or `None` if it could not be loaded.
+pub fn run_elf(image: &[u8]) -> Option<u64> {
+    HANDLER.store(0, Ordering::Relaxed);
+    let (entry, stack_top) = machine::load_elf(image)?;
+    // SAFETY: `machine::load_elf` loaded the task's space in CR3 with its segments and a
+    // stack mapped user-accessible; the task returns through `return_to_kernel`.
+    let code = unsafe { enter_user(entry, stack_top, 0, 0) };
+    machine::end_task();
+    Some(code)
+}
+
 /// Where the agent page is mapped, user-accessible, in every address space: PML4 entry
 /// 320, in the kernel half, so no client's layout ever sees it.
 pub const USER_AGENT: u64 = 0xffff_a000_0000_0000;
@@ -395,7 +427,8 @@ pub fn agent_page_phys() -> u64 {
 /// Makes `op` at `addr` in ring 3 with the current address space, as the client whose
 /// space it is; `Ok(byte)` (0 for a write or an exec) or the signal it died of.
 pub fn run_agent(op: AgentOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
-    HANDLER.store(0, Ordering::Relaxed);
+    // The agent takes no signal handler; the task it runs inside of keeps its own.
+    let outer = HANDLER.swap(0, Ordering::Relaxed);
     let (rip, value) = match op {
         AgentOp::Read => (agent_alias(core::ptr::addr_of!(agent_read)), 0),
         AgentOp::Write(v) => (agent_alias(core::ptr::addr_of!(agent_write)), v),
@@ -406,6 +439,7 @@ pub fn run_agent(op: AgentOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
     // (`boot::map_agent_page`); its routines exit through the `exit` system call, and
     // any exception they take ends them through `return_to_kernel`.
     let code = unsafe { enter_user(rip, slot, addr, u64::from(value)) };
+    HANDLER.store(outer, Ordering::Relaxed);
     match code {
         c if c & 0x1_0000 != 0 => Ok(c as u8),
         c if c == 128 + u64::from(ipc_proto::Signal::Bus.number()) => Err(ipc_proto::Signal::Bus),

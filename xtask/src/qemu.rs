@@ -42,19 +42,29 @@ pub fn run(args: &[String]) -> Result<(), String> {
     boot(gdb, timeout)
 }
 
+/// The conformance app's image, which the kernel carries.
+const APP_IMAGE: &str = "target/kernel/x86_64-unknown-none/release/ms-app";
+
 fn build() -> Result<(), String> {
-    eprintln!("xtask qemu: building the microkernel");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "microkernel", "--target"])
-        .arg(setup::KERNEL_TARGET)
-        .args(["--target-dir", TARGET_DIR])
-        // A fixed-address (non-PIE) image in the top 2 GiB, as the linker script lays out.
-        .env("RUSTFLAGS", "-C relocation-model=static")
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err("building the microkernel failed".into());
+    eprintln!("xtask qemu: building the conformance app and the microkernel");
+    let app = std::env::current_dir()
+        .map_err(|e| format!("no current directory: {e}"))?
+        .join(APP_IMAGE);
+    for (package, env) in [("ms-app", None), ("microkernel", Some(&app))] {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--release", "-p", package, "--target"])
+            .arg(setup::KERNEL_TARGET)
+            .args(["--target-dir", TARGET_DIR])
+            // Fixed-address (non-PIE) images, as the linker scripts lay them out.
+            .env("RUSTFLAGS", "-C relocation-model=static");
+        if let Some(app) = env {
+            cmd.env("MS_APP_ELF", app);
+        }
+        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("building {package} failed"));
+        }
     }
     Ok(())
 }
