@@ -1,22 +1,24 @@
 //! Links the bare-metal kernel with its linker script (higher half, PVH note) and names
-//! the conformance app's image it carries; the host build needs neither.
+//! the ring-3 tasks' images it carries; the host build needs neither.
 
 fn main() {
     println!("cargo:rerun-if-changed=linker.ld");
-    // The conformance app's ELF, built first by `cargo xtask qemu`, which names it in
-    // MS_APP_ELF; without it (a plain build, clippy) the kernel carries an empty image
-    // and says so when it boots.
-    println!("cargo:rerun-if-env-changed=MS_APP_ELF");
-    let image = match std::env::var("MS_APP_ELF") {
-        Ok(path) => path,
-        Err(_) => {
+    // The ring-3 tasks' ELF images, built first by `cargo xtask qemu`, which names them
+    // in MS_APP_ELF and MS_SERVER_ELF; without them (a plain build, clippy) the kernel
+    // carries empty images and says so when it boots.
+    for (var, image) in [
+        ("MS_APP_ELF", "MS_APP_IMAGE"),
+        ("MS_SERVER_ELF", "MS_SERVER_IMAGE"),
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+        let path = std::env::var(var).unwrap_or_else(|_| {
             let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
-            let path = format!("{out}/no-app.elf");
+            let path = format!("{out}/no-{var}.elf");
             std::fs::write(&path, b"").expect("OUT_DIR is writable");
             path
-        }
-    };
-    println!("cargo:rustc-env=MS_APP_IMAGE={image}");
+        });
+        println!("cargo:rustc-env={image}={path}");
+    }
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
         println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");

@@ -1,10 +1,11 @@
 //! Server configuration: memory banks, device windows, address-space window, limits.
+//! Serializable, so a kernel can hand it to a server task in another address space.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
 /// A contiguous run of physical frames, by frame number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FrameRange {
     /// First frame number.
     pub start: u64,
@@ -13,7 +14,7 @@ pub struct FrameRange {
 }
 
 /// A named pool of RAM frames (seed 000's `/kfs/mem/bank*`), e.g. `normal` or `dma`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BankConfig {
     /// The name clients open it by.
     pub name: String,
@@ -22,7 +23,7 @@ pub struct BankConfig {
 }
 
 /// A physical window clients may map shared (seed 002), e.g. a framebuffer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct DeviceConfig {
     /// The name clients open it by.
     pub name: String,
@@ -31,7 +32,7 @@ pub struct DeviceConfig {
 }
 
 /// Everything the server is told at start.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// Memory banks; the first is the default for anonymous memory and page tables.
     pub banks: Vec<BankConfig>,

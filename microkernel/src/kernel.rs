@@ -18,6 +18,11 @@ static HEAP: LockedHeap = LockedHeap::empty();
 
 /// The conformance app's ELF image (built by `cargo xtask qemu` before the kernel).
 static APP_IMAGE: &[u8] = include_bytes!(env!("MS_APP_IMAGE"));
+/// The memory server task's ELF image (likewise).
+static SERVER_IMAGE: &[u8] = include_bytes!(env!("MS_SERVER_IMAGE"));
+/// Frames for the memory server task's own memory: 24 MiB of heap, its image, stack
+/// and page tables.
+const SERVER_TASK_FRAMES: u64 = (32 << 20) / 4096;
 
 /// Frames of the small `dma` bank, below 16 MiB.
 const DMA_FRAMES: u64 = 64;
@@ -169,13 +174,17 @@ extern "C" fn kmain(start_info: u64) -> ! {
     let mut ram = free_ram(start_info);
     let Some(big) = (0..ram.len())
         .max_by_key(|&i| ram[i].1)
-        .filter(|&i| ram[i].1 > 2 * HEAP_FRAMES)
+        .filter(|&i| ram[i].1 > 2 * HEAP_FRAMES + SERVER_TASK_FRAMES)
     else {
-        kprintln!("kernel: not enough RAM for the heap (boot with -m 256M)");
+        kprintln!("kernel: not enough RAM for the heap and the server (boot with -m 256M)");
         serial::exit_qemu(EXIT_FAILURE);
     };
     ram[big].1 -= HEAP_FRAMES;
     let heap_phys = (ram[big].0 + ram[big].1) * 4096;
+    // The memory server task's own memory (its image, heap, stack and tables), below the
+    // heap: granted to the stub, so it can be mapped, but no bank of the server's.
+    ram[big].1 -= SERVER_TASK_FRAMES;
+    let task_frames = ram[big].0 + ram[big].1..ram[big].0 + ram[big].1 + SERVER_TASK_FRAMES;
     // SAFETY: the heap's frames were just removed from the RAM handed out below, so
     // nothing else uses them; the direct map maps them read-write; this is the only
     // initialisation, before any allocation.
@@ -196,14 +205,27 @@ extern "C" fn kmain(start_info: u64) -> ! {
         kprintln!("kernel: no VGA framebuffer at 00:02.0 (boot with -vga std)");
         serial::exit_qemu(EXIT_FAILURE)
     });
-    let (cfg, grants) = config(&ram, fb);
+    let (cfg, mut grants) = config(&ram, fb);
+    grants.push((task_frames.start, SERVER_TASK_FRAMES, true));
     let ram_frames: u64 = grants.iter().filter(|g| g.2).map(|g| g.1).sum();
     kprintln!(
         "microkernel: {} MiB of RAM for the memory server ({ram_frames} frames), fb0 at {:#x}",
         (ram_frames * 4096) >> 20,
         fb * 4096
     );
-    machine::start(cfg, &grants, ram_frames as usize, boot::kernel_root_phys());
+    let started = machine::start(
+        cfg,
+        &grants,
+        ram_frames as usize,
+        boot::kernel_root_phys(),
+        task_frames,
+        SERVER_IMAGE,
+    );
+    if let Err(e) = started {
+        kprintln!("kernel: the memory server task: {e}");
+        serial::exit_qemu(EXIT_FAILURE);
+    }
+    kprintln!("microkernel: the memory server runs as a ring-3 task");
 
     // The conformance suite, run by the app in ring 3: it reports each failure and its
     // totals itself, and exits with the number of cases that failed.

@@ -1,30 +1,44 @@
-//! The memory server on bare metal: [`Server`] over the real kernel stub, which writes
-//! the x86_64 page tables the CPU walks, and the conformance harness whose clients are
-//! address spaces of that stub.
+//! The machine: the kernel's half of the memory server. The kernel owns the real kernel
+//! stub, which writes the x86_64 page tables the CPU walks; the memory server itself is
+//! a ring-3 task (`tasks/src/bin/memserver-task.rs`) that the kernel calls with every
+//! request, its own `PageFault` / `ClientStarted` / `ClientExited` messages included, and
+//! that changes page tables only through system calls the kernel applies to the stub,
+//! which checks its capabilities.
 //!
-//! A client's memory access is made in ring 3 by the agent page ([`crate::user`]) with
-//! the client's space loaded in CR3: the MMU checks user, present, writable and
-//! no-execute itself, and a fault goes to the server as any task's does.
+//! A call to the server runs it: the task sleeps in `receive`, the kernel writes the
+//! message into its buffer and resumes it (nested on the kernel stack below whatever made
+//! the call: a task's system call, a page fault, the kernel itself) until its next
+//! `receive`, which carries the reply. The server's own memory is never lazy, so it
+//! takes no page faults and a call never re-enters it.
+//!
+//! A client's memory access for the conformance suite is made in ring 3 by the agent
+//! page ([`crate::user`]) with the client's space loaded in CR3: the MMU checks user,
+//! present, writable and no-execute itself, and a fault goes to the server as any
+//! task's does.
 
 use crate::boot::{DIRECT_MAP, DIRECT_MAP_SIZE};
 use crate::user::AgentOp;
 use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use client_lib::Transport;
 use conformance::harness::{Facts, Harness, MemoryAccess, Process};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use ipc_proto::CacheMode;
 use ipc_proto::{Access, ClientId, ClientSpec, Errno, Reply, Request, ServerStats, Signal};
 use kernel_stub::x86_64::structures::paging::PhysFrame;
 use kernel_stub::x86_64::{PhysAddr, VirtAddr};
 use kernel_stub::{DirectMap, FrameState, KernelCapability, LocalTlb, Stub};
 use memserver::inproc::StubDriver;
-use memserver::{Config, Sender, Server};
+use memserver::{Config, Frame, FrameRange, KernelStub, PageAttrs, StubError};
 use spin::Mutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};
 
 /// The stub: page tables in RAM reached through the direct map, `invlpg` for the TLB.
 pub type HwStub = StubDriver<DirectMap, LocalTlb, Box<[FrameState]>, 256>;
+type Space = <HwStub as KernelStub>::Space;
 
 /// The kernel's right to grant frames: this type is private to the kernel.
 pub struct Kernel;
@@ -34,45 +48,85 @@ pub struct Kernel;
 // window it found, never the kernel's own frames.
 unsafe impl KernelCapability for Kernel {}
 
+/// The memory server task: where it waits, and the reply it last gave.
+#[derive(Default)]
+struct ServerTask {
+    space: Option<Space>,
+    rip: u64,
+    rsp: u64,
+    buf: u64,
+    cap: u64,
+    reply: Vec<u8>,
+    running: bool,
+}
+
 struct Machine {
-    server: Server<HwStub>,
+    stub: HwStub,
     cfg: Config,
     next_client: u32,
     livelocks: u32,
     /// The conformance app while it runs: its own client, and the clients it started.
     app: Option<ClientId>,
-    owned: alloc::collections::BTreeSet<u32>,
+    owned: BTreeSet<u32>,
+    /// The spaces the server task made, by the handle it names them with.
+    spaces: Vec<Option<Space>>,
+    /// Each client's space handle.
+    clients: BTreeMap<u32, u32>,
+    /// The client whose `ClientStarted` or `ClientCloned` is being delivered: the space
+    /// the server makes meanwhile is that client's.
+    binding: Option<ClientId>,
+    task: ServerTask,
+    /// Frames set aside for the server task's own memory, handed out at its loading.
+    task_frames: core::ops::Range<u64>,
 }
 
 impl Machine {
-    /// Announces a new client as the kernel: started with `spec`, or cloned from
-    /// `parent` (the memory half of `fork`).
-    fn new_client(
-        &mut self,
-        spec: ClientSpec,
-        parent: Option<ClientId>,
-    ) -> Result<ClientId, Errno> {
-        let client = ClientId(self.next_client);
-        self.next_client += 1;
-        let req = match parent {
-            None => Request::ClientStarted { client, spec },
-            Some(parent) => Request::ClientCloned {
-                parent,
-                child: client,
-                spec,
-            },
-        };
-        self.server.handle(Sender::Kernel, &req).map(|_| client)
+    fn space_of(&self, client: ClientId) -> Option<Space> {
+        let h = *self.clients.get(&client.0)?;
+        self.spaces.get(h as usize).copied().flatten()
+    }
+
+    /// Whether `frame` is one of the server's (a bank's or a device's): the only frames
+    /// its stub calls may name.
+    fn servers_frame(&self, frame: u64) -> bool {
+        let inside = |r: &FrameRange| (r.start..r.start + r.count).contains(&frame);
+        self.cfg
+            .banks
+            .iter()
+            .flat_map(|b| b.ranges.iter())
+            .any(inside)
+            || self.cfg.devices.iter().map(|d| &d.frames).any(inside)
     }
 }
 
 static MACHINE: Mutex<Option<Machine>> = Mutex::new(None);
 static CURRENT: AtomicU32 = AtomicU32::new(0);
 static RETRIES: AtomicU32 = AtomicU32::new(0);
+/// Whether the server task is what runs in ring 3 now.
+static SERVER_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// What the server task's `receive` ends a run with.
+const RECEIVED: u64 = 0x5EC0_0000;
+/// Where the server task's heap is, and how big.
+const SERVER_HEAP: u64 = 0x1000_0000;
+const SERVER_HEAP_LEN: u64 = 24 << 20;
+/// Its stack's top, and size.
+const SERVER_STACK_TOP: u64 = 0x2000_0000;
+const SERVER_STACK_LEN: u64 = 256 * 1024;
+/// The sender of control messages to the server task (see the task).
+const CONTROL: u64 = u64::MAX;
 
 /// Makes the stub over the direct map with the kernel's PML4 as the template of every
-/// space, and the server over it.
-pub fn start(cfg: Config, grants: &[(u64, u64, bool)], ram_frames: usize, kernel_root: u64) {
+/// space, loads the memory server task from `image` into frames `task_frames` (granted
+/// RAM the server's configuration does not include), and starts it with `cfg`.
+pub fn start(
+    cfg: Config,
+    grants: &[(u64, u64, bool)],
+    ram_frames: usize,
+    kernel_root: u64,
+    task_frames: core::ops::Range<u64>,
+    image: &[u8],
+) -> Result<(), &'static str> {
     // SAFETY: the boot code maps physical 0..4 GiB read-write at DIRECT_MAP in the
     // kernel's half of every space; the frames the stub will use as tables are granted
     // RAM that nothing else in the kernel touches; there is one DirectMap, on one CPU.
@@ -93,46 +147,278 @@ pub fn start(cfg: Config, grants: &[(u64, u64, bool)], ram_frames: usize, kernel
         } else {
             stub.grant_device(&Kernel, range)
         };
-        granted.expect("grants from the memory map do not overlap");
+        granted.map_err(|_| "grants from the memory map overlap")?;
     }
-    let server = Server::new(cfg.clone(), StubDriver::new(stub));
+    let mut config = [0u8; 4096];
+    let config =
+        postcard::to_slice(&cfg, &mut config).map_err(|_| "the configuration is too big")?;
     *MACHINE.lock() = Some(Machine {
-        server,
+        stub: StubDriver::new(stub),
         cfg,
         next_client: 1,
         livelocks: 0,
         app: None,
-        owned: alloc::collections::BTreeSet::new(),
+        owned: BTreeSet::new(),
+        spaces: Vec::new(),
+        clients: BTreeMap::new(),
+        binding: None,
+        task: ServerTask::default(),
+        task_frames,
     });
+    let (entry, stack_top) = load_server(image)?;
+    let space = with(|m| m.task.space).ok_or("no server space")?;
+    let saved = load_space(space).ok_or("no server space")?;
+    SERVER_RUNNING.store(true, Ordering::Release);
+    // SAFETY: the task's space is loaded with its image, heap and stack mapped
+    // user-accessible; it comes back through `receive` (or dies through
+    // `return_to_kernel`).
+    let code =
+        unsafe { crate::user::enter_user(entry, stack_top, SERVER_HEAP, SERVER_HEAP_LEN, 0) };
+    SERVER_RUNNING.store(false, Ordering::Release);
+    restore(saved);
+    if code != RECEIVED {
+        return Err("the memory server task did not start");
+    }
+    server_call(CONTROL, config).map_err(|_| "the memory server task took no configuration")?;
+    Ok(())
+}
+
+/// Maps the server task's segments, heap and stack into a new space made straight with
+/// the stub, from the frames set aside for it; the entry point and stack top.
+fn load_server(image: &[u8]) -> Result<(u64, u64), &'static str> {
+    let (entry, segments) = crate::elf::parse(image).ok_or("the server image is not an ELF")?;
+    with(|m| {
+        let space = with_tables(m, |s| s.create_space())?;
+        m.task.space = Some(space);
+        let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
+        let stack = SERVER_STACK_TOP - SERVER_STACK_LEN;
+        let extra = [(SERVER_HEAP, SERVER_HEAP_LEN), (stack, SERVER_STACK_LEN)];
+        let pieces = segments
+            .iter()
+            .map(|s| (s.vaddr, s.memsz, s.bytes, s.prot))
+            .chain(extra.iter().map(|&(va, len)| (va, len, &[][..], rw)));
+        for (vaddr, len, bytes, prot) in pieces {
+            let attrs = PageAttrs {
+                writable: prot.contains(ipc_proto::Prot::WRITE),
+                executable: prot.contains(ipc_proto::Prot::EXEC),
+                cache: CacheMode::WriteBack,
+            };
+            for page in 0..len.div_ceil(4096) {
+                let frame = take_task_frame(m)?;
+                let start = (page * 4096) as usize;
+                if let Some(chunk) = bytes.get(start..bytes.len().min(start + 4096)) {
+                    // SAFETY: a frame set aside for the task, zeroed, reached through the
+                    // direct map; nothing else refers to it.
+                    unsafe {
+                        let dst = (DIRECT_MAP + frame.addr()) as *mut u8;
+                        core::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len());
+                    }
+                }
+                let va = vaddr + page * 4096;
+                with_tables(m, |s| s.map(space, va, frame, attrs))?;
+            }
+        }
+        Ok((entry, SERVER_STACK_TOP))
+    })
+}
+
+/// A zeroed frame from those set aside for the server task.
+fn take_task_frame(m: &mut Machine) -> Result<Frame, &'static str> {
+    let n = m
+        .task_frames
+        .next()
+        .ok_or("not enough frames for the server task")?;
+    m.stub.zero_frame(Frame(n));
+    Ok(Frame(n))
+}
+
+/// Runs a stub operation for the server task's own space, donating frames set aside for
+/// the task as page tables when the stub asks for them.
+fn with_tables<T>(
+    m: &mut Machine,
+    mut op: impl FnMut(&mut HwStub) -> Result<T, StubError>,
+) -> Result<T, &'static str> {
+    loop {
+        match op(&mut m.stub) {
+            Ok(v) => return Ok(v),
+            Err(StubError::OutOfTableFrames) => {
+                let f = take_task_frame(m)?;
+                m.stub
+                    .donate_table_frame(f)
+                    .map_err(|_| "the stub refused a table frame")?;
+            }
+            Err(_) => return Err("the stub refused the server task's memory"),
+        }
+    }
 }
 
 fn with<R>(f: impl FnOnce(&mut Machine) -> R) -> R {
-    let mut m = MACHINE.lock();
+    let Some(mut m) = MACHINE.try_lock() else {
+        crate::kprintln!(
+            "kernel: the machine was re-entered (a fault inside the kernel's own work)"
+        );
+        crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
+    };
     f(m.as_mut().expect("machine started"))
+}
+
+/// A space loaded in CR3, and what to go back to.
+struct Saved {
+    root: PhysFrame,
+    flags: Cr3Flags,
+    active: Option<Space>,
+}
+
+/// Loads `space` in CR3 (and tells the stub's TLB hook); what was loaded before.
+fn load_space(space: Space) -> Option<Saved> {
+    let root = with(|m| {
+        let root = m.stub.stub().root_table(space).ok()?;
+        let tlb = m.stub.stub_mut().tlb_mut();
+        let active = tlb.active.replace(space);
+        Some((root, active))
+    });
+    let (root, active) = root?;
+    let (outer, flags) = Cr3::read();
+    // SAFETY: every space the stub makes shares the kernel half (entries 256..512) with
+    // the kernel's, so the kernel's code, stack and heap stay mapped.
+    unsafe { Cr3::write(root, Cr3Flags::empty()) };
+    Some(Saved {
+        root: outer,
+        flags,
+        active,
+    })
+}
+
+/// Goes back to what [`load_space`] replaced.
+fn restore(saved: Saved) {
+    // SAFETY: a space that was loaded before, which shares the kernel half too.
+    unsafe { Cr3::write(saved.root, saved.flags) };
+    with(|m| m.stub.stub_mut().tlb_mut().active = saved.active);
+}
+
+/// Sends `message` to the server task as `sender` (a client's number, 0 for the kernel,
+/// [`CONTROL`]) and runs it until it answers; the answer.
+fn server_call(sender: u64, message: &[u8]) -> Result<Vec<u8>, Errno> {
+    let (space, rip, rsp, total) = with(|m| {
+        let space = m.task.space.ok_or(Errno::ENOSYS)?;
+        if m.task.running {
+            crate::kprintln!("kernel: the memory server was called while it ran");
+            crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
+        }
+        let total = 8 + message.len();
+        if total as u64 > m.task.cap {
+            return Err(Errno::EMSGSIZE);
+        }
+        let mut bytes = Vec::with_capacity(total);
+        bytes.extend_from_slice(&sender.to_le_bytes());
+        bytes.extend_from_slice(message);
+        let buf = m.task.buf;
+        write_user(m, space, buf, &bytes)?;
+        m.task.running = true;
+        Ok((space, m.task.rip, m.task.rsp, total as u64))
+    })?;
+    let saved = load_space(space).ok_or(Errno::ENOSYS)?;
+    let outer = SERVER_RUNNING.swap(true, Ordering::AcqRel);
+    // SAFETY: the server task sleeps in `receive` at `rip` with its stack at `rsp` (its
+    // wrapper keeps every other register itself), its space is loaded; it comes back
+    // through its next `receive`, or dies through `return_to_kernel`.
+    let code = unsafe { crate::user::enter_user(rip, rsp, 0, 0, total) };
+    SERVER_RUNNING.store(outer, Ordering::Release);
+    restore(saved);
+    with(|m| {
+        m.task.running = false;
+        if code != RECEIVED {
+            crate::kprintln!("kernel: the memory server task died (code {code:#x})");
+            crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
+        }
+        Ok(core::mem::take(&mut m.task.reply))
+    })
+}
+
+/// A request to the server, through the wire format, as `sender`.
+fn server_request(sender: memserver::Sender, req: &Request) -> Result<Reply, Errno> {
+    let mut buf = [0u8; ipc_proto::MAX_REQUEST_LEN];
+    let n = ipc_proto::encode_request(req, &mut buf)?;
+    let from = match sender {
+        memserver::Sender::Kernel => 0,
+        memserver::Sender::Client(c) => u64::from(c.0),
+    };
+    let reply = server_call(from, &buf[..n])?;
+    ipc_proto::decode_response(&reply)?
+}
+
+/// Announces a new client as the kernel: started with `spec`, or cloned from `parent`
+/// (the memory half of `fork`).
+fn new_client(spec: ClientSpec, parent: Option<ClientId>) -> Result<ClientId, Errno> {
+    let client = with(|m| {
+        let c = ClientId(m.next_client);
+        m.next_client += 1;
+        m.binding = Some(c);
+        c
+    });
+    let req = match parent {
+        None => Request::ClientStarted { client, spec },
+        Some(parent) => Request::ClientCloned {
+            parent,
+            child: client,
+            spec,
+        },
+    };
+    let r = server_request(memserver::Sender::Kernel, &req);
+    with(|m| m.binding = None);
+    r.map(|_| client)
+}
+
+/// Ends a client as the kernel.
+fn end_client(client: ClientId) {
+    let _ = server_request(memserver::Sender::Kernel, &Request::ClientExited { client });
 }
 
 /// Turns the server's after-every-request invariant check on or off.
 pub fn set_self_check(on: bool) {
-    with(|m| m.server.set_self_check(on));
+    let _ = server_call(CONTROL, &[u8::from(on)]);
+}
+
+/// The server's invariants, checked in full now, and the kernel's count of faults the
+/// server answered without installing anything.
+fn check_all() -> Result<(), String> {
+    let verdict = server_call(CONTROL, &[2]).map_err(|e| format!("check: {e}"))?;
+    if !verdict.is_empty() {
+        return Err(String::from_utf8_lossy(&verdict).into_owned());
+    }
+    match with(|m| m.livelocks) {
+        0 => Ok(()),
+        n => Err(format!("{n} faults resolved without effect")),
+    }
+}
+
+fn stats() -> ServerStats {
+    match server_request(memserver::Sender::Kernel, &Request::Stats) {
+        Ok(Reply::Stats(s)) => s,
+        other => {
+            crate::kprintln!("kernel: no stats from the memory server: {other:?}");
+            crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
+        }
+    }
+}
+
+/// Whether the memory server task is what runs in ring 3 now (its faults are fatal).
+pub fn server_running() -> bool {
+    SERVER_RUNNING.load(Ordering::Acquire)
 }
 
 /// The kernel's `PageFault` to the server for the current client. `None`: the page is
 /// installed, retry; `Some(signal)`: deliver it.
 fn user_fault(addr: u64, access: Access) -> Option<Signal> {
-    let Some(mut guard) = MACHINE.try_lock() else {
-        crate::kprintln!("kernel: page fault while the server was busy");
-        crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
-    };
-    let m = guard.as_mut()?;
     // Two faults can be legitimate (read-install, then copy-on-write); more means the
     // server resolved a fault without installing anything.
     if RETRIES.fetch_add(1, Ordering::Relaxed) >= 3 {
-        m.livelocks += 1;
+        with(|m| m.livelocks += 1);
         return Some(Signal::Segv);
     }
     let client = ClientId(CURRENT.load(Ordering::Relaxed));
-    match m.server.handle(
-        Sender::Kernel,
+    match server_request(
+        memserver::Sender::Kernel,
         &Request::PageFault {
             client,
             addr,
@@ -146,7 +432,7 @@ fn user_fault(addr: u64, access: Access) -> Option<Signal> {
 }
 
 /// The kernel's own CR3 while a task runs.
-static KERNEL_CR3: Mutex<Option<(PhysFrame, Cr3Flags)>> = Mutex::new(None);
+static KERNEL_CR3: Mutex<Option<Saved>> = Mutex::new(None);
 static LAST_TASK_FAULT: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// A ring-3 task's page fault, with the repeat count kept per address.
@@ -161,16 +447,11 @@ pub fn task_fault(addr: u64, access: Access) -> Option<Signal> {
 /// its space through the server, as a loader acting for it, loads the space; returns
 /// the entry point and the stack top.
 pub fn load_task(code: &[u8]) -> Option<(u64, u64)> {
-    let id = with(|m| m.new_client(ClientSpec::DEFAULT, None)).ok()?;
+    let id = new_client(ClientSpec::DEFAULT, None).ok()?;
     let rx = ipc_proto::Prot::READ | ipc_proto::Prot::EXEC;
+    let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
     let entry = place(id, 0, code, code.len() as u64, rx)?;
-    let stack = place(
-        id,
-        0,
-        &[],
-        16 * 4096,
-        ipc_proto::Prot::READ | ipc_proto::Prot::WRITE,
-    )?;
+    let stack = place(id, 0, &[], 16 * 4096, rw)?;
     enter_space(id)?;
     Some((entry, stack + 16 * 4096))
 }
@@ -182,44 +463,11 @@ const APP_STACK: u64 = 256 * 1024;
 /// segments at their addresses (with their protections) and a stack; loads the space;
 /// returns the entry point and the stack top. A malformed image loads nothing.
 pub fn load_elf(image: &[u8]) -> Option<(u64, u64)> {
-    let u16_at = |o: usize| Some(u16::from_le_bytes(image.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(image.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(image.get(o..o + 8)?.try_into().ok()?));
-    // ELF64, little-endian, executable, x86_64.
-    if image.get(..6)? != b"\x7fELF\x02\x01" || u16_at(16)? != 2 || u16_at(18)? != 62 {
-        return None;
-    }
-    let id = with(|m| {
-        let id = m.new_client(ClientSpec::DEFAULT, None).ok()?;
-        m.app = Some(id);
-        Some(id)
-    })?;
-    let (entry, phoff) = (u64_at(24)?, u64_at(32)? as usize);
-    let (phentsize, phnum) = (usize::from(u16_at(54)?), usize::from(u16_at(56)?));
-    for i in 0..phnum {
-        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
-        if u32_at(ph)? != 1 {
-            continue; // not PT_LOAD
-        }
-        let flags = u32_at(ph + 4)?;
-        let (offset, vaddr) = (u64_at(ph + 8)? as usize, u64_at(ph + 16)?);
-        let (filesz, memsz) = (u64_at(ph + 32)? as usize, u64_at(ph + 40)?);
-        let bytes = image.get(offset..offset.checked_add(filesz)?)?;
-        let mut prot = ipc_proto::Prot::empty();
-        for (bit, p) in [
-            (4, ipc_proto::Prot::READ),
-            (2, ipc_proto::Prot::WRITE),
-            (1, ipc_proto::Prot::EXEC),
-        ] {
-            if flags & bit != 0 {
-                prot |= p;
-            }
-        }
-        // The linker script starts every segment on its own page.
-        if vaddr % 4096 != 0 {
-            return None;
-        }
-        place(id, vaddr, bytes, memsz, prot)?;
+    let (entry, segments) = crate::elf::parse(image)?;
+    let id = new_client(ClientSpec::DEFAULT, None).ok()?;
+    with(|m| m.app = Some(id));
+    for s in &segments {
+        place(id, s.vaddr, s.bytes, s.memsz, s.prot)?;
     }
     let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
     let stack = place(id, 0, &[], APP_STACK, rw)?;
@@ -230,102 +478,69 @@ pub fn load_elf(image: &[u8]) -> Option<(u64, u64)> {
 /// Maps `len` bytes for `id` (at `addr` exactly, or anywhere for 0), populated, copies
 /// `bytes` to the start through the direct map, then sets `prot`; the address.
 fn place(id: ClientId, addr: u64, bytes: &[u8], len: u64, prot: ipc_proto::Prot) -> Option<u64> {
-    use memserver::KernelStub;
     let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
     let mut flags = conformance::cases::PA | ipc_proto::MapFlags::POPULATE;
     if addr != 0 {
         flags |= ipc_proto::MapFlags::FIXED_NOREPLACE;
     }
     let len = len.max(bytes.len() as u64).div_ceil(4096) * 4096;
-    let at = map_for(id, addr, len, rw, flags)?;
-    with(|m| {
-        let space = m.server.space_of(id)?;
-        for (i, chunk) in bytes.chunks(4096).enumerate() {
-            let (frame, _) = m.server.stub().query(space, at + i as u64 * 4096)?;
-            let dst = (DIRECT_MAP + frame.addr()) as *mut u8;
-            // SAFETY: the frame is the task's own freshly populated page, reached through
-            // the direct map; nothing else refers to it.
-            unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), dst, chunk.len()) };
-        }
-        if prot != rw {
-            let protect = Request::Mprotect {
-                addr: at,
-                len,
-                prot,
-            };
-            m.server.handle(Sender::Client(id), &protect).ok()?;
-        }
-        Some(at)
-    })
-}
-
-/// Loads `id`'s space in CR3 to run it as the current task.
-fn enter_space(id: ClientId) -> Option<()> {
-    with(|m| {
-        let space = m.server.space_of(id)?;
-        let root = m.server.stub().stub().root_table(space).ok()?;
-        m.server.stub_mut().stub_mut().tlb_mut().active = Some(space);
-        *KERNEL_CR3.lock() = Some(Cr3::read());
-        CURRENT.store(id.0, Ordering::Relaxed);
-        LAST_TASK_FAULT.store(u64::MAX, Ordering::Relaxed);
-        // SAFETY: the task's space shares the kernel half, so the kernel keeps running.
-        unsafe { Cr3::write(root, Cr3Flags::empty()) };
-        Some(())
-    })
-}
-
-fn map_for(
-    id: ClientId,
-    addr: u64,
-    len: u64,
-    prot: ipc_proto::Prot,
-    flags: ipc_proto::MapFlags,
-) -> Option<u64> {
     let args = ipc_proto::MmapArgs {
         addr,
         len,
-        prot,
+        prot: rw,
         flags,
         fd: None,
         offset: 0,
     };
-    match with(|m| m.server.handle(Sender::Client(id), &Request::Mmap(args))) {
-        Ok(Reply::Mapped { addr }) => Some(addr),
-        _ => None,
+    let at = match server_request(memserver::Sender::Client(id), &Request::Mmap(args)) {
+        Ok(Reply::Mapped { addr }) => addr,
+        _ => return None,
+    };
+    with(|m| {
+        let space = m.space_of(id)?;
+        write_user(m, space, at, bytes).ok()
+    })?;
+    if prot != rw {
+        let protect = Request::Mprotect {
+            addr: at,
+            len,
+            prot,
+        };
+        server_request(memserver::Sender::Client(id), &protect).ok()?;
     }
+    Some(at)
 }
 
-/// After a task ended: back to the kernel's space, and the client is gone.
+/// Loads `id`'s space in CR3 to run it as the current task.
+fn enter_space(id: ClientId) -> Option<()> {
+    let space = with(|m| m.space_of(id))?;
+    let saved = load_space(space)?;
+    *KERNEL_CR3.lock() = Some(saved);
+    CURRENT.store(id.0, Ordering::Relaxed);
+    LAST_TASK_FAULT.store(u64::MAX, Ordering::Relaxed);
+    Some(())
+}
+
+/// After a task ended: back to the kernel's space, and the client is gone (with every
+/// client an app started: they end with it, as a process group would).
 pub fn end_task() {
-    if let Some((frame, flags)) = KERNEL_CR3.lock().take() {
-        // SAFETY: the kernel's own space, which maps everything the kernel uses.
-        unsafe { Cr3::write(frame, flags) };
+    if let Some(saved) = KERNEL_CR3.lock().take() {
+        restore(saved);
     }
     let client = ClientId(CURRENT.load(Ordering::Relaxed));
-    with(|m| {
-        m.server.stub_mut().stub_mut().tlb_mut().active = None;
-        // An app's processes end with it (as a process group would).
+    let owned = with(|m| {
         m.app = None;
-        let owned = core::mem::take(&mut m.owned);
-        for client in owned.into_iter().map(ClientId).chain([client]) {
-            let _ = m
-                .server
-                .handle(Sender::Kernel, &Request::ClientExited { client });
-        }
+        core::mem::take(&mut m.owned)
     });
+    for c in owned.into_iter().map(ClientId).chain([client]) {
+        end_client(c);
+    }
 }
 
 /// A task's request, through the wire format as any client's.
 fn task_call(req: &Request) -> Result<Reply, Errno> {
     let client = ClientId(CURRENT.load(Ordering::Relaxed));
-    let mut buf = [0u8; ipc_proto::MAX_REQUEST_LEN];
-    let mut out = [0u8; ipc_proto::MAX_RESPONSE_LEN];
-    let n = ipc_proto::encode_request(req, &mut buf)?;
-    let m = with(|m| {
-        m.server
-            .handle_message(Sender::Client(client), &buf[..n], &mut out)
-    });
-    ipc_proto::decode_response(&out[..m])?
+    server_request(memserver::Sender::Client(client), req)
 }
 
 fn neg(e: Errno) -> u64 {
@@ -366,30 +581,16 @@ pub fn task_munmap(addr: u64, len: u64) -> u64 {
 /// Makes `op` at `addr` as `client`: a ring-3 run of the agent page with the client's
 /// space loaded, so the MMU checks user, present, writable and no-execute exactly as for
 /// any task, and a page fault takes the same path to the server as any task's.
-fn access(client: ClientId, addr: u64, op: crate::user::AgentOp) -> Result<u8, Signal> {
-    let root = with(|m| {
-        let space = m.server.space_of(client)?;
-        let root = m.server.stub().stub().root_table(space).ok()?;
-        m.server.stub_mut().stub_mut().tlb_mut().active = Some(space);
-        Some(root)
-    })
-    .ok_or(Signal::Segv)?;
+fn access(client: ClientId, addr: u64, op: AgentOp) -> Result<u8, Signal> {
+    let space = with(|m| m.space_of(client)).ok_or(Signal::Segv)?;
+    let saved = load_space(space).ok_or(Signal::Segv)?;
     // What runs now (the kernel, or the app whose system call this is) resumes after.
-    let (outer_root, flags) = Cr3::read();
     let outer_client = CURRENT.swap(client.0, Ordering::Relaxed);
     let outer_fault = LAST_TASK_FAULT.swap(u64::MAX, Ordering::Relaxed);
-    // SAFETY: the client's space shares the kernel half (entries 256..512) with the
-    // kernel's, so code, stack and heap stay mapped; only lower-half user pages change.
-    unsafe { Cr3::write(root, Cr3Flags::empty()) };
     let r = crate::user::run_agent(op, addr);
-    // SAFETY: back to the space that was loaded, which shares the kernel half too.
-    unsafe { Cr3::write(outer_root, flags) };
     CURRENT.store(outer_client, Ordering::Relaxed);
     LAST_TASK_FAULT.store(outer_fault, Ordering::Relaxed);
-    with(|m| {
-        let outer = m.app.map(|_| ClientId(outer_client));
-        m.server.stub_mut().stub_mut().tlb_mut().active = outer.and_then(|c| m.server.space_of(c));
-    });
+    restore(saved);
     r
 }
 
@@ -400,10 +601,10 @@ pub struct HwProcess {
 
 impl Transport for HwProcess {
     fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
-        Ok(with(|m| {
-            m.server
-                .handle_message(Sender::Client(self.id), request, response)
-        }))
+        let reply = server_call(u64::from(self.id.0), request)?;
+        let out = response.get_mut(..reply.len()).ok_or(Errno::EMSGSIZE)?;
+        out.copy_from_slice(&reply);
+        Ok(reply.len())
     }
 }
 
@@ -425,23 +626,18 @@ impl Process for HwProcess {
     }
 
     fn fork(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
-        let parent = self.id;
-        let child = with(|m| m.new_client(spec, Some(parent)))?;
+        let child = new_client(spec, Some(self.id))?;
         Ok(Box::new(HwProcess { id: child }))
     }
 }
 
 impl Drop for HwProcess {
     fn drop(&mut self) {
-        let client = self.id;
-        let _ = with(|m| {
-            m.server
-                .handle(Sender::Kernel, &Request::ClientExited { client })
-        });
+        end_client(self.id);
     }
 }
 
-/// The conformance harness of the bare-metal server.
+/// The kernel's own harness over the server task, for the checks it runs itself.
 pub struct HwHarness;
 
 impl Harness for HwHarness {
@@ -454,22 +650,16 @@ impl Harness for HwHarness {
     }
 
     fn spawn(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
-        let id = with(|m| m.new_client(spec, None))?;
+        let id = new_client(spec, None)?;
         Ok(Box::new(HwProcess { id }))
     }
 
     fn stats(&mut self) -> ServerStats {
-        with(|m| m.server.stats())
+        stats()
     }
 
     fn check(&mut self) -> Result<(), String> {
-        with(|m| {
-            m.server.check_invariants()?;
-            if m.livelocks != 0 {
-                return Err(format!("{} faults resolved without effect", m.livelocks));
-            }
-            Ok(())
-        })
+        check_all()
     }
 
     fn unique_name(&self, base: &str) -> String {
@@ -477,10 +667,14 @@ impl Harness for HwHarness {
     }
 }
 
-/// The conformance app's system calls (numbers and arguments in `app/src/sys.rs`): its
+/// The conformance app's system calls (numbers and arguments in `tasks/src/sys.rs`): its
 /// requests as any client's, the clients it starts and their ring-3 accesses, and the
 /// server's counters and invariants the runner checks after every case.
 pub fn app_syscall(nr: u64, a: [u64; 4]) -> u64 {
+    // The server task may only write to the console (its panic message, say).
+    if server_running() && nr != 4 {
+        return neg(Errno::EPERM);
+    }
     match app_call(nr, a) {
         Ok(v) => v,
         Err(e) => neg(e),
@@ -490,7 +684,13 @@ pub fn app_syscall(nr: u64, a: [u64; 4]) -> u64 {
 fn app_call(nr: u64, [a0, a1, a2, a3]: [u64; 4]) -> Result<u64, Errno> {
     match nr {
         4 => {
-            let bytes = copy_in(a0, a1)?;
+            let bytes = with(|m| {
+                let space = match m.task.space {
+                    Some(s) if server_running() => s,
+                    _ => app_space(m)?,
+                };
+                read_user(m, space, a0, a1)
+            })?;
             crate::kprint!("{}", String::from_utf8_lossy(&bytes));
             Ok(0)
         }
@@ -500,13 +700,9 @@ fn app_call(nr: u64, [a0, a1, a2, a3]: [u64; 4]) -> Result<u64, Errno> {
                 return Err(Errno::EMSGSIZE);
             }
             let request = copy_in(a1, a2)?;
-            let mut out = [0u8; ipc_proto::MAX_RESPONSE_LEN];
-            let n = with(|m| {
-                m.server
-                    .handle_message(Sender::Client(client), &request, &mut out)
-            });
-            copy_out(a3, &out[..n])?;
-            Ok(n as u64)
+            let reply = server_call(u64::from(client.0), &request)?;
+            copy_out(a3, &reply)?;
+            Ok(reply.len() as u64)
         }
         6 | 7 => {
             let (parent, spec_at, spec_len) = match nr {
@@ -515,26 +711,23 @@ fn app_call(nr: u64, [a0, a1, a2, a3]: [u64; 4]) -> Result<u64, Errno> {
             };
             let spec: ClientSpec = postcard::from_bytes(&copy_in(spec_at, spec_len.min(256))?)
                 .map_err(|_| Errno::EINVAL)?;
-            with(|m| {
-                let id = m.new_client(spec, parent)?;
-                m.owned.insert(id.0);
-                Ok(u64::from(id.0))
-            })
+            let id = new_client(spec, parent)?;
+            with(|m| m.owned.insert(id.0));
+            Ok(u64::from(id.0))
         }
-        8 => with(|m| {
-            if a0 > u64::from(u32::MAX) || !m.owned.remove(&(a0 as u32)) {
+        8 => {
+            let owned = a0 <= u64::from(u32::MAX) && with(|m| m.owned.remove(&(a0 as u32)));
+            if !owned {
                 return Err(Errno::EBADF);
             }
-            let client = ClientId(a0 as u32);
-            m.server
-                .handle(Sender::Kernel, &Request::ClientExited { client })
-                .map(|_| 0)
-        }),
+            end_client(ClientId(a0 as u32));
+            Ok(0)
+        }
         9 => {
-            let client = app_client(a0)?;
             if a0 == 0 {
                 return Err(Errno::EINVAL); // the app's own accesses are its own
             }
+            let client = app_client(a0)?;
             let op = match (a1, a3) {
                 (0, _) => AgentOp::Read,
                 (1, v) => AgentOp::Write(v as u8),
@@ -547,24 +740,14 @@ fn app_call(nr: u64, [a0, a1, a2, a3]: [u64; 4]) -> Result<u64, Errno> {
             })
         }
         10 => {
-            let stats = with(|m| m.server.stats());
             let mut buf = [0u8; 128];
-            let bytes = postcard::to_slice(&stats, &mut buf).map_err(|_| Errno::EPROTO)?;
+            let bytes = postcard::to_slice(&stats(), &mut buf).map_err(|_| Errno::EPROTO)?;
             copy_out_capped(a0, a1, bytes)
         }
-        11 => {
-            let verdict = with(|m| {
-                m.server.check_invariants()?;
-                if m.livelocks != 0 {
-                    return Err(format!("{} faults resolved without effect", m.livelocks));
-                }
-                Ok(())
-            });
-            match verdict {
-                Ok(()) => Ok(0),
-                Err(e) => copy_out_capped(a0, a1, e.as_bytes()).map(|n| n.max(1)),
-            }
-        }
+        11 => match check_all() {
+            Ok(()) => Ok(0),
+            Err(e) => copy_out_capped(a0, a1, e.as_bytes()).map(|n| n.max(1)),
+        },
         12 => {
             let facts = with(|m| conformance::inproc::facts_of(&m.cfg, true));
             let mut buf = [0u8; 512];
@@ -590,61 +773,70 @@ fn app_client(handle: u64) -> Result<ClientId, Errno> {
     })
 }
 
-/// The user pages of `[addr, addr + len)` in the app's space, through the direct map:
-/// calls `f` with each page's piece. A page not mapped (or not writable, for `write`)
-/// is `EFAULT`; the app's memory is all populated, so nothing needs faulting in.
+/// The pages of `[addr, addr + len)` in `space`, through the direct map: calls `f` with
+/// each page's piece. A page not mapped (or not writable, for `write`) is `EFAULT`; the
+/// tasks' memory the kernel reads or writes is all populated, so nothing is faulted in.
 fn user_pieces(
+    m: &Machine,
+    space: Space,
     addr: u64,
     len: u64,
     write: bool,
     mut f: impl FnMut(*mut u8, usize),
 ) -> Result<(), Errno> {
-    use memserver::KernelStub;
     let end = addr.checked_add(len).ok_or(Errno::EFAULT)?;
     if end > 0x0000_8000_0000_0000 {
         return Err(Errno::EFAULT);
     }
-    with(|m| {
-        let space = m
-            .app
-            .and_then(|c| m.server.space_of(c))
-            .ok_or(Errno::EPERM)?;
-        let mut at = addr;
-        while at < end {
-            let page = at & !0xfff;
-            let (frame, attrs) = m.server.stub().query(space, page).ok_or(Errno::EFAULT)?;
-            if write && !attrs.writable {
-                return Err(Errno::EFAULT);
-            }
-            let n = (end.min(page + 4096) - at) as usize;
-            f((DIRECT_MAP + frame.addr() + (at - page)) as *mut u8, n);
-            at += n as u64;
+    let mut at = addr;
+    while at < end {
+        let page = at & !0xfff;
+        let (frame, attrs) = m.stub.query(space, page).ok_or(Errno::EFAULT)?;
+        if write && !attrs.writable {
+            return Err(Errno::EFAULT);
         }
-        Ok(())
-    })
+        let n = (end.min(page + 4096) - at) as usize;
+        f((DIRECT_MAP + frame.addr() + (at - page)) as *mut u8, n);
+        at += n as u64;
+    }
+    Ok(())
 }
 
-/// Copies `len` bytes (at most a page's worth of messages) from the app.
-fn copy_in(addr: u64, len: u64) -> Result<alloc::vec::Vec<u8>, Errno> {
+/// Copies `len` bytes (at most a page's worth of messages) from `space`.
+fn read_user(m: &Machine, space: Space, addr: u64, len: u64) -> Result<Vec<u8>, Errno> {
     if len > 4096 {
         return Err(Errno::EMSGSIZE);
     }
-    let mut out = alloc::vec::Vec::with_capacity(len as usize);
-    user_pieces(addr, len, false, |p, n| {
-        // SAFETY: `p..p + n` lies in one frame of the app's, mapped by the direct map.
+    let mut out = Vec::with_capacity(len as usize);
+    user_pieces(m, space, addr, len, false, |p, n| {
+        // SAFETY: `p..p + n` lies in one frame of the task's, mapped by the direct map.
         out.extend_from_slice(unsafe { core::slice::from_raw_parts(p, n) })
     })?;
     Ok(out)
 }
 
-/// Copies `bytes` to the app.
-fn copy_out(addr: u64, bytes: &[u8]) -> Result<(), Errno> {
+/// Copies `bytes` into `space`.
+fn write_user(m: &Machine, space: Space, addr: u64, bytes: &[u8]) -> Result<(), Errno> {
     let mut from = 0;
-    user_pieces(addr, bytes.len() as u64, true, |p, n| {
-        // SAFETY: `p..p + n` lies in one writable frame of the app's, in the direct map.
+    user_pieces(m, space, addr, bytes.len() as u64, true, |p, n| {
+        // SAFETY: `p..p + n` lies in one writable frame of the task's, in the direct map.
         unsafe { core::ptr::copy_nonoverlapping(bytes[from..].as_ptr(), p, n) };
         from += n;
     })
+}
+
+fn app_space(m: &Machine) -> Result<Space, Errno> {
+    m.app.and_then(|c| m.space_of(c)).ok_or(Errno::EPERM)
+}
+
+/// Copies `len` bytes from the app.
+fn copy_in(addr: u64, len: u64) -> Result<Vec<u8>, Errno> {
+    with(|m| read_user(m, app_space(m)?, addr, len))
+}
+
+/// Copies `bytes` to the app.
+fn copy_out(addr: u64, bytes: &[u8]) -> Result<(), Errno> {
+    with(|m| write_user(m, app_space(m)?, addr, bytes))
 }
 
 /// Copies as much of `bytes` as fits in the app's `cap`-byte buffer; the length copied.
@@ -652,4 +844,139 @@ fn copy_out_capped(addr: u64, cap: u64, bytes: &[u8]) -> Result<u64, Errno> {
     let n = bytes.len().min(cap as usize);
     copy_out(addr, &bytes[..n])?;
     Ok(n as u64)
+}
+
+/// The memory server task's system calls (numbers and arguments in `tasks/src/sys.rs`):
+/// `receive`, and the kernel stub's operations on the spaces it made and the frames of
+/// its configuration. `user_rip` and `user_rsp` are where `receive` resumes.
+pub fn server_syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_rsp: u64) -> u64 {
+    const NONE: u64 = u64::MAX;
+    if !server_running() {
+        return neg(Errno::EPERM);
+    }
+    let code = |r: Result<(), StubError>| match r {
+        Ok(()) => 0,
+        Err(StubError::OutOfTableFrames) => 1,
+        Err(StubError::OutOfSpaces) => 2,
+        Err(StubError::Refused) => 3,
+    };
+    let attrs = |v: u64| PageAttrs {
+        writable: v & 1 != 0,
+        executable: v & 2 != 0,
+        cache: match (v >> 2) & 3 {
+            0 => CacheMode::WriteBack,
+            1 => CacheMode::WriteCombining,
+            _ => CacheMode::Uncached,
+        },
+    };
+    let pack = |f: Frame, a: PageAttrs| {
+        let cache = match a.cache {
+            CacheMode::WriteBack => 0,
+            CacheMode::WriteCombining => 1,
+            CacheMode::Uncached => 2,
+        };
+        f.0 << 12 | u64::from(a.writable) | u64::from(a.executable) << 1 | cache << 2
+    };
+    if nr == 20 {
+        with(|m| {
+            let space = m.task.space;
+            let reply = space
+                .filter(|_| a1 <= ipc_proto::MAX_RESPONSE_LEN as u64)
+                .map(|s| read_user(m, s, a0, a1));
+            // A reply the kernel cannot read is none at all (the caller sees EPROTO).
+            m.task.reply = match reply {
+                Some(Ok(r)) => r,
+                _ => Vec::new(),
+            };
+            (m.task.buf, m.task.cap) = (a2, a3);
+            (m.task.rip, m.task.rsp) = (user_rip, user_rsp);
+        });
+        crate::user::kill(RECEIVED);
+    }
+    with(|m| {
+        let space = |h: u64| m.spaces.get(h as usize).copied().flatten();
+        match nr {
+            21 => match m.stub.create_space() {
+                Ok(s) => {
+                    let h = m.spaces.len() as u32;
+                    m.spaces.push(Some(s));
+                    if let Some(c) = m.binding.take() {
+                        m.clients.insert(c.0, h);
+                    }
+                    u64::from(h)
+                }
+                Err(StubError::OutOfTableFrames) => NONE - 1,
+                Err(_) => NONE,
+            },
+            22 => {
+                if let Some(s) = m.spaces.get_mut(a0 as usize).and_then(Option::take) {
+                    m.stub.destroy_space(s);
+                    m.clients.retain(|_, h| u64::from(*h) != a0);
+                }
+                0
+            }
+            23 => match space(a0) {
+                Some(s) if m.servers_frame(a2) => code(m.stub.map(s, a1, Frame(a2), attrs(a3))),
+                _ => code(Err(StubError::Refused)),
+            },
+            24 => {
+                if let Some(s) = space(a0) {
+                    m.stub.unmap(s, a1, a2);
+                }
+                0
+            }
+            25 => {
+                if let Some(s) = space(a0) {
+                    m.stub.protect(s, a1, a2, attrs(a3));
+                }
+                0
+            }
+            26 => match space(a0).and_then(|s| m.stub.query(s, a1)) {
+                Some((f, a)) => pack(f, a),
+                None => NONE,
+            },
+            27 => {
+                let (Some(s), Some(me)) = (space(a0), m.task.space) else {
+                    return 0;
+                };
+                let max = a3.min(256) as usize;
+                let mut entries: Vec<u64> = Vec::with_capacity(2 * max);
+                m.stub.for_each_mapping(s, &mut |va, f, a| {
+                    if va >= a1 && entries.len() < 2 * max {
+                        entries.push(va);
+                        entries.push(pack(f, a));
+                    }
+                });
+                let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
+                match write_user(m, me, a2, &bytes) {
+                    Ok(()) => (entries.len() / 2) as u64,
+                    Err(_) => 0,
+                }
+            }
+            28 => {
+                if m.servers_frame(a0) {
+                    m.stub.zero_frame(Frame(a0));
+                }
+                0
+            }
+            29 => {
+                if m.servers_frame(a0) && m.servers_frame(a1) {
+                    m.stub.copy_frame(Frame(a0), Frame(a1));
+                }
+                0
+            }
+            30 if m.servers_frame(a0) => code(m.stub.donate_table_frame(Frame(a0))),
+            30 => code(Err(StubError::Refused)),
+            31 => match m.stub.reclaim_table_frame() {
+                Some(f) if m.servers_frame(f.0) => f.0,
+                // One of the task's own table frames: it stays the kernel's.
+                Some(f) => {
+                    let _ = m.stub.donate_table_frame(f);
+                    NONE
+                }
+                None => NONE,
+            },
+            _ => neg(Errno::ENOSYS),
+        }
+    })
 }

@@ -18,6 +18,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod elf;
+#[cfg(target_os = "none")]
 mod kernel;
 #[cfg(target_os = "none")]
 mod machine;

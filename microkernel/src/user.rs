@@ -3,10 +3,12 @@
 //! requests to the memory server, take real page faults the server resolves, and get
 //! the server's signals in a handler they registered.
 //!
-//! The tasks are small position-independent programs (below) the kernel loads into
-//! memory the server maps for them; each runs to its `exit`, or until the kernel kills
-//! it for an exception no handler takes. The memory server itself still runs in the
-//! kernel: moving it to a ring-3 task of its own, with IPC, is the next step.
+//! Besides the memory server task and the conformance app (ELF images, see
+//! [`crate::machine`]), the tasks are small position-independent programs (below) the
+//! kernel loads into memory the server maps for them. A task runs to its `exit`, or
+//! until the kernel kills it for an exception no handler takes; a task may be run from
+//! inside another's system call (the server, the agent page), nesting on the kernel
+//! stack below it.
 
 use crate::machine;
 use alloc::boxed::Box;
@@ -33,7 +35,8 @@ kstack_top: .skip 8
 tss_rsp0: .skip 8
 
 .section .text
-/* syscall: rax = number, rdi, rsi, rdx, r10 = arguments; rcx, r11 clobbered. */
+/* syscall: rax = number, rdi, rsi, rdx, r10 = arguments; rax = result; rcx, r11
+   clobbered; every other register kept (so no kernel value reaches ring 3). */
 .global syscall_entry
 syscall_entry:
     mov [rip + user_rsp_save], rsp
@@ -41,7 +44,14 @@ syscall_entry:
     push qword ptr [rip + user_rsp_save]
     push rcx
     push r11
+    push rdi
+    push rsi
+    push rdx
+    push r8
+    push r9
+    push r10
     sub rsp, 8
+    lea r9, [rsp + 56]
     mov r8, r10
     mov rcx, rdx
     mov rdx, rsi
@@ -49,13 +59,20 @@ syscall_entry:
     mov rdi, rax
     call syscall_handler
     add rsp, 8
+    pop r10
+    pop r9
+    pop r8
+    pop rdx
+    pop rsi
+    pop rdi
     pop r11
     pop rcx
     pop rsp
     sysretq
 
-/* enter_user(rip, rsp, arg, arg2): runs a task in ring 3 (rdi = arg, rsi = arg2) until
-   it exits; returns its code. Nests: the outer task's context is kept and restored. */
+/* enter_user(rip, rsp, arg, arg2, ret): runs a task in ring 3 (rdi = arg, rsi = arg2,
+   rax = ret) until it exits; returns its code. Nests: the outer task's context is kept
+   and restored. */
 .global enter_user
 enter_user:
     push rbx
@@ -79,7 +96,7 @@ enter_user:
     push rdi
     mov rdi, rdx
     mov rsi, rcx
-    xor eax, eax
+    mov rax, r8
     xor ebx, ebx
     xor ecx, ecx
     xor edx, edx
@@ -282,7 +299,10 @@ unsafe extern "C" {
     static agent_write: u8;
     static agent_exec: u8;
     static agent_slot: u8;
-    fn enter_user(rip: u64, rsp: u64, arg: u64, arg2: u64) -> u64;
+    /// Runs code in ring 3 at `rip` with stack `rsp` (and `rdi`, `rsi`, `rax` set from
+    /// `arg`, `arg2`, `ret`) until it ends through [`kill`] or the `exit` system call;
+    /// the code it ended with. The current space must map both, user-accessible.
+    pub fn enter_user(rip: u64, rsp: u64, arg: u64, arg2: u64, ret: u64) -> u64;
     fn return_to_kernel(code: u64) -> !;
 }
 
@@ -329,9 +349,17 @@ static HANDLER: AtomicU64 = AtomicU64::new(0);
 /// 0 `exit(code)`, 1 `mmap(len, prot, flags)`, 2 `munmap(addr, len)`, 3
 /// `on_signal(rip)`; and for the conformance app (see `app/src/sys.rs` for each one's
 /// arguments): 4 `write`, 5 `call`, 6 `spawn`, 7 `fork`, 8 `end`, 9 `access`, 10 `stats`,
-/// 11 `check`, 12 `facts`. Anything else is `ENOSYS`.
+/// 11 `check`, 12 `facts`; and for the memory server task, 20 `receive` and 21..=31 the
+/// kernel stub's operations. Anything else is `ENOSYS`.
 #[unsafe(no_mangle)]
-extern "C" fn syscall_handler(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+extern "C" fn syscall_handler(
+    nr: u64,
+    a0: u64,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    frame: &[u64; 3],
+) -> u64 {
     match nr {
         // SAFETY: ends the task; enter_user's caller resumes with the code.
         0 => unsafe { return_to_kernel(a0) },
@@ -342,6 +370,8 @@ extern "C" fn syscall_handler(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> u6
             0
         }
         4..=12 => machine::app_syscall(nr, [a0, a1, a2, a3]),
+        // The memory server task's: `frame` is [rflags, rip, rsp] as `syscall` left them.
+        20..=31 => machine::server_syscall(nr, [a0, a1, a2, a3], frame[1], frame[2]),
         _ => (-(ipc_proto::Errno::ENOSYS as i64)) as u64,
     }
 }
@@ -377,7 +407,7 @@ pub fn run(scenario: u64) -> u64 {
     };
     // SAFETY: `machine::load_task` loaded the task's space in CR3 with the program and a
     // stack mapped user-accessible; the task returns through `return_to_kernel`.
-    let code = unsafe { enter_user(entry, stack_top, scenario, 0) };
+    let code = unsafe { enter_user(entry, stack_top, scenario, 0, 0) };
     machine::end_task();
     code
 }
@@ -389,7 +419,7 @@ pub fn run_elf(image: &[u8]) -> Option<u64> {
     let (entry, stack_top) = machine::load_elf(image)?;
     // SAFETY: `machine::load_elf` loaded the task's space in CR3 with its segments and a
     // stack mapped user-accessible; the task returns through `return_to_kernel`.
-    let code = unsafe { enter_user(entry, stack_top, 0, 0) };
+    let code = unsafe { enter_user(entry, stack_top, 0, 0, 0) };
     machine::end_task();
     Some(code)
 }
@@ -438,7 +468,7 @@ pub fn run_agent(op: AgentOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
     // SAFETY: the agent page is mapped user-executable at USER_AGENT in every space
     // (`boot::map_agent_page`); its routines exit through the `exit` system call, and
     // any exception they take ends them through `return_to_kernel`.
-    let code = unsafe { enter_user(rip, slot, addr, u64::from(value)) };
+    let code = unsafe { enter_user(rip, slot, addr, u64::from(value), 0) };
     HANDLER.store(outer, Ordering::Relaxed);
     match code {
         c if c & 0x1_0000 != 0 => Ok(c as u8),

@@ -42,26 +42,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
     boot(gdb, timeout)
 }
 
-/// The conformance app's image, which the kernel carries.
-const APP_IMAGE: &str = "target/kernel/x86_64-unknown-none/release/ms-app";
+/// The ring-3 tasks' images, which the kernel carries.
+const APP_IMAGE: &str = "target/kernel/x86_64-unknown-none/release/conformance-app";
+const SERVER_IMAGE: &str = "target/kernel/x86_64-unknown-none/release/memserver-task";
 
 fn build() -> Result<(), String> {
-    eprintln!("xtask qemu: building the conformance app and the microkernel");
-    let app = std::env::current_dir()
-        .map_err(|e| format!("no current directory: {e}"))?
-        .join(APP_IMAGE);
-    for (package, env) in [("ms-app", None), ("microkernel", Some(&app))] {
+    eprintln!("xtask qemu: building the ring-3 tasks and the microkernel");
+    let root = std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?;
+    for package in ["ms-tasks", "microkernel"] {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--release", "-p", package, "--target"])
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", package, "--target"])
             .arg(setup::KERNEL_TARGET)
             .args(["--target-dir", TARGET_DIR])
             // Fixed-address (non-PIE) images, as the linker scripts lay them out.
-            .env("RUSTFLAGS", "-C relocation-model=static");
-        if let Some(app) = env {
-            cmd.env("MS_APP_ELF", app);
-        }
-        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+            .env("RUSTFLAGS", "-C relocation-model=static")
+            .env("MS_APP_ELF", root.join(APP_IMAGE))
+            .env("MS_SERVER_ELF", root.join(SERVER_IMAGE))
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {
             return Err(format!("building {package} failed"));
         }

@@ -1,4 +1,4 @@
-//! Links the bare-metal app at its fixed user address (its linker script); the host
+//! Links the bare-metal tasks at their fixed user address (the linker script); the host
 //! build (a workspace member like any other) needs nothing.
 
 fn main() {

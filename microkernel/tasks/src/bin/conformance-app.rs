@@ -1,0 +1,277 @@
+//! The conformance app: a ring-3 task of the microkernel, linked with `client-lib`, that
+//! runs the whole conformance suite against the memory server. Every request it makes
+//! goes through a system call as wire bytes; its heap is memory the server mapped for it;
+//! the processes the cases start are clients the kernel creates for it, whose memory
+//! accesses the kernel makes in ring 3 in their own address spaces.
+//!
+//! Built for the host (it is a workspace member) it is a stub that says so.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the conformance app is a task of the microkernel: run `cargo xtask qemu`");
+}
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod app {
+    use alloc::boxed::Box;
+    use alloc::format;
+    use alloc::string::String;
+    use client_lib::{Client, Transport};
+    use conformance::harness::{Facts, Harness, MemoryAccess, Process};
+    use core::fmt::Write as _;
+    use ipc_proto::{ClientSpec, Errno, MapFlags, Prot, ServerStats, Signal};
+    use ms_tasks::rt::{self, Console};
+    use ms_tasks::sys::{self, nr};
+
+    /// Bytes of heap, mapped (populated) from the server at start.
+    const HEAP_SIZE: u64 = 2 << 20;
+
+    /// The task's entry: maps its heap, runs the suite, exits with the number of failures.
+    #[unsafe(no_mangle)]
+    extern "C" fn task_main() -> ! {
+        let heap = Client::new(Syscalls { client: 0 }).mmap(
+            0,
+            HEAP_SIZE,
+            Prot::READ | Prot::WRITE,
+            MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::POPULATE,
+            None,
+            0,
+        );
+        let Ok(heap) = heap else {
+            let _ = writeln!(Console, "app: no heap: {heap:?}");
+            sys::exit(254)
+        };
+        // SAFETY: the range was just mapped read-write and populated for this task alone,
+        // and this is the allocator's only initialisation.
+        unsafe { rt::init_heap(heap, HEAP_SIZE) };
+
+        let mut h = match RingHarness::new() {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = writeln!(Console, "app: no facts from the kernel: {e}");
+                sys::exit(253)
+            }
+        };
+        let cases = conformance::cases::everything();
+        let _ = writeln!(
+            Console,
+            "conformance (qemu, ring-3 app): {} cases",
+            cases.len()
+        );
+        let summary = conformance::runner::run(&mut h, &cases, "", &mut |name, outcome| {
+            if let Err(f) = outcome {
+                let _ = writeln!(Console, "FAIL {name}: {}", f.0);
+            }
+        });
+        let (mut passed, mut failed) = (summary.passed, summary.failed);
+        for (what, ok) in hostile_syscalls() {
+            if ok {
+                passed += 1;
+            } else {
+                failed += 1;
+                let _ = writeln!(Console, "FAIL {what}");
+            }
+        }
+        let _ = writeln!(Console, "app: {passed} passed, {failed} failed");
+        // Bit 32 says the totals are the app's report, not a death.
+        sys::exit(1 << 32 | u64::from(passed) << 16 | u64::from(failed))
+    }
+
+    /// System calls a buggy or hostile task could make, each answered with its errno (and
+    /// the kernel going on serving the app).
+    fn hostile_syscalls() -> [(&'static str, bool); 7] {
+        let mut req = [0u8; ipc_proto::MAX_REQUEST_LEN];
+        let mut resp = [0u8; ipc_proto::MAX_RESPONSE_LEN];
+        let n = ipc_proto::encode_request(&ipc_proto::Request::Regions { after: 0 }, &mut req)
+            .unwrap_or(0);
+        let (req, resp) = (req.as_ptr() as u64, resp.as_mut_ptr() as u64);
+        let errno = |ret| sys::check(ret).err();
+        let kernel = 0xffff_8000_0010_0000u64;
+        [
+            (
+                "app: a request as a client the app did not start is EBADF",
+                errno(sys::syscall(nr::CALL, 4242, req, n as u64, resp)) == Some(Errno::EBADF),
+            ),
+            (
+                "app: a request read from kernel memory is EFAULT",
+                errno(sys::syscall(nr::CALL, 0, kernel, n as u64, resp)) == Some(Errno::EFAULT),
+            ),
+            (
+                "app: a response written to kernel memory is EFAULT",
+                errno(sys::syscall(nr::CALL, 0, req, n as u64, kernel)) == Some(Errno::EFAULT),
+            ),
+            (
+                "app: a response written to read-only memory is EFAULT",
+                errno(sys::syscall(
+                    nr::CALL,
+                    0,
+                    req,
+                    n as u64,
+                    task_main as *const () as u64,
+                )) == Some(Errno::EFAULT),
+            ),
+            (
+                "app: an oversized request is EMSGSIZE",
+                errno(sys::syscall(nr::CALL, 0, req, 1 << 20, resp)) == Some(Errno::EMSGSIZE),
+            ),
+            (
+                "app: a garbage client spec is EINVAL",
+                errno(sys::syscall(nr::SPAWN, req, 0, 0, 0)) == Some(Errno::EINVAL),
+            ),
+            (
+                "app: ending a client twice is EBADF",
+                errno(sys::syscall(nr::END, 7, 0, 0, 0)) == Some(Errno::EBADF),
+            ),
+        ]
+    }
+
+    /// A connection to the memory server as one client: requests go through `call`.
+    struct Syscalls {
+        /// The client's handle (0: the task itself).
+        client: u64,
+    }
+
+    impl Transport for Syscalls {
+        fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+            if response.len() < ipc_proto::MAX_RESPONSE_LEN {
+                return Err(Errno::EINVAL);
+            }
+            let n = sys::check(sys::syscall(
+                nr::CALL,
+                self.client,
+                request.as_ptr() as u64,
+                request.len() as u64,
+                response.as_mut_ptr() as u64,
+            ))?;
+            Ok(n as usize)
+        }
+    }
+
+    /// A process the kernel started for the app.
+    struct RingProcess {
+        io: Syscalls,
+    }
+
+    impl RingProcess {
+        fn access(&mut self, op: u64, addr: u64, value: u8) -> Result<u8, Signal> {
+            let r = sys::syscall(nr::ACCESS, self.io.client, op, addr, u64::from(value));
+            match r {
+                r if r & 0x1_0000 != 0 => Ok(r as u8),
+                r if r == u64::from(Signal::Bus.number()) => Err(Signal::Bus),
+                _ => Err(Signal::Segv),
+            }
+        }
+    }
+
+    impl MemoryAccess for RingProcess {
+        fn read(&mut self, addr: u64) -> Result<u8, Signal> {
+            self.access(0, addr, 0)
+        }
+        fn write(&mut self, addr: u64, value: u8) -> Result<(), Signal> {
+            self.access(1, addr, value).map(|_| ())
+        }
+        fn exec(&mut self, addr: u64) -> Result<(), Signal> {
+            self.access(2, addr, 0).map(|_| ())
+        }
+    }
+
+    impl Process for RingProcess {
+        fn transport(&mut self) -> &mut dyn Transport {
+            &mut self.io
+        }
+
+        fn fork(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
+            let mut buf = [0u8; 128];
+            let spec = postcard::to_slice(&spec, &mut buf).map_err(|_| Errno::EINVAL)?;
+            let h = sys::check(sys::syscall(
+                nr::FORK,
+                self.io.client,
+                spec.as_ptr() as u64,
+                spec.len() as u64,
+                0,
+            ))?;
+            Ok(Box::new(RingProcess {
+                io: Syscalls { client: h },
+            }))
+        }
+    }
+
+    impl Drop for RingProcess {
+        fn drop(&mut self) {
+            sys::syscall(nr::END, self.io.client, 0, 0, 0);
+        }
+    }
+
+    /// The suite's view of the machine, through system calls.
+    struct RingHarness {
+        facts: Facts,
+    }
+
+    impl RingHarness {
+        fn new() -> Result<RingHarness, String> {
+            let mut buf = [0u8; 512];
+            let n = sys::check(sys::syscall(
+                nr::FACTS,
+                buf.as_mut_ptr() as u64,
+                buf.len() as u64,
+                0,
+                0,
+            ))
+            .map_err(|e| format!("{e}"))?;
+            let facts = postcard::from_bytes(&buf[..n as usize]).map_err(|e| format!("{e}"))?;
+            Ok(RingHarness { facts })
+        }
+    }
+
+    impl Harness for RingHarness {
+        fn name(&self) -> &str {
+            "qemu-ring3"
+        }
+
+        fn facts(&self) -> Facts {
+            self.facts.clone()
+        }
+
+        fn spawn(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
+            let mut buf = [0u8; 128];
+            let spec = postcard::to_slice(&spec, &mut buf).map_err(|_| Errno::EINVAL)?;
+            let h = sys::check(sys::syscall(
+                nr::SPAWN,
+                spec.as_ptr() as u64,
+                spec.len() as u64,
+                0,
+                0,
+            ))?;
+            Ok(Box::new(RingProcess {
+                io: Syscalls { client: h },
+            }))
+        }
+
+        fn stats(&mut self) -> ServerStats {
+            let mut buf = [0u8; 128];
+            let n = sys::syscall(nr::STATS, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0);
+            sys::check(n)
+                .ok()
+                .and_then(|n| postcard::from_bytes(&buf[..n as usize]).ok())
+                .unwrap_or_else(|| panic!("the kernel gave no server stats ({n:#x})"))
+        }
+
+        fn check(&mut self) -> Result<(), String> {
+            let mut buf = [0u8; 512];
+            let n = sys::syscall(nr::CHECK, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0);
+            match sys::check(n) {
+                Ok(0) => Ok(()),
+                Ok(n) => Err(String::from_utf8_lossy(&buf[..n as usize]).into_owned()),
+                Err(e) => Err(format!("check: {e}")),
+            }
+        }
+
+        fn unique_name(&self, base: &str) -> String {
+            format!("/ring3-{base}")
+        }
+    }
+}
