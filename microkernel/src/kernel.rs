@@ -232,6 +232,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
     let mut h = HwHarness;
     let total = conformance::cases::everything().len() as u32;
     let mut summary = conformance::runner::Summary::default();
+    let before = h.stats();
     match crate::user::run_elf(APP_IMAGE) {
         // The app's report: bit 32, then its passed and failed counts.
         Some(code)
@@ -251,6 +252,15 @@ extern "C" fn kmain(start_info: u64) -> ! {
                 Some(code) => kprintln!("FAIL conformance app: died with code {code}"),
             }
         }
+    }
+    // The app, its peer and every client it started are gone, and all they held is back.
+    let after = h.stats();
+    let held = |s: &ipc_proto::ServerStats| (s.free_frames + s.table_frames, s.clients);
+    if held(&after) == held(&before) && h.check().is_ok() {
+        summary.passed += 1;
+    } else {
+        summary.failed += 1;
+        kprintln!("FAIL conformance app: not everything returned: {before:?} then {after:?}");
     }
 
     // Guest cycles for an mmap+munmap round trip through encode, server, stub, decode

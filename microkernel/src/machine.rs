@@ -19,13 +19,13 @@
 use crate::boot::{DIRECT_MAP, DIRECT_MAP_SIZE};
 use crate::user::AgentOp;
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use client_lib::Transport;
 use conformance::harness::{Facts, Harness, MemoryAccess, Process};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use ipc_proto::CacheMode;
 use ipc_proto::{Access, ClientId, ClientSpec, Errno, Reply, Request, ServerStats, Signal};
 use kernel_stub::x86_64::structures::paging::PhysFrame;
@@ -48,16 +48,22 @@ pub struct Kernel;
 // window it found, never the kernel's own frames.
 unsafe impl KernelCapability for Kernel {}
 
-/// The memory server task: where it waits, and the reply it last gave.
+/// A task that serves calls: it sleeps in `receive` until one arrives. The memory
+/// server task is endpoint 0; an app's peer tasks follow.
 #[derive(Default)]
-struct ServerTask {
+struct Endpoint {
     space: Option<Space>,
+    /// The client the task is (none for the memory server itself).
+    client: Option<ClientId>,
+    /// The client that started it, the only one that may call it (none: the kernel).
+    owner: Option<ClientId>,
     rip: u64,
     rsp: u64,
     buf: u64,
     cap: u64,
     reply: Vec<u8>,
     running: bool,
+    dead: bool,
 }
 
 struct Machine {
@@ -65,9 +71,11 @@ struct Machine {
     cfg: Config,
     next_client: u32,
     livelocks: u32,
-    /// The conformance app while it runs: its own client, and the clients it started.
+    /// The conformance app while it runs, and its image (its peers run the same one).
     app: Option<ClientId>,
-    owned: BTreeSet<u32>,
+    app_image: &'static [u8],
+    /// Clients started for a task (spawned, forked, peers), each with its owner.
+    owned: BTreeMap<u32, u32>,
     /// The spaces the server task made, by the handle it names them with.
     spaces: Vec<Option<Space>>,
     /// Each client's space handle.
@@ -75,7 +83,8 @@ struct Machine {
     /// The client whose `ClientStarted` or `ClientCloned` is being delivered: the space
     /// the server makes meanwhile is that client's.
     binding: Option<ClientId>,
-    task: ServerTask,
+    /// The memory server task (0) and the apps' peer tasks.
+    endpoints: Vec<Endpoint>,
     /// Frames set aside for the server task's own memory, handed out at its loading.
     task_frames: core::ops::Range<u64>,
 }
@@ -102,8 +111,9 @@ impl Machine {
 static MACHINE: Mutex<Option<Machine>> = Mutex::new(None);
 static CURRENT: AtomicU32 = AtomicU32::new(0);
 static RETRIES: AtomicU32 = AtomicU32::new(0);
-/// Whether the server task is what runs in ring 3 now.
-static SERVER_RUNNING: AtomicBool = AtomicBool::new(false);
+/// Which endpoint runs in ring 3 now (`NOT_AN_ENDPOINT`: none, an app or a small task).
+static RUNNING: AtomicU32 = AtomicU32::new(NOT_AN_ENDPOINT);
+const NOT_AN_ENDPOINT: u32 = u32::MAX;
 
 /// What the server task's `receive` ends a run with.
 const RECEIVED: u64 = 0x5EC0_0000;
@@ -158,23 +168,24 @@ pub fn start(
         next_client: 1,
         livelocks: 0,
         app: None,
-        owned: BTreeSet::new(),
+        app_image: &[],
+        owned: BTreeMap::new(),
         spaces: Vec::new(),
         clients: BTreeMap::new(),
         binding: None,
-        task: ServerTask::default(),
+        endpoints: alloc::vec![Endpoint::default()],
         task_frames,
     });
     let (entry, stack_top) = load_server(image)?;
-    let space = with(|m| m.task.space).ok_or("no server space")?;
+    let space = with(|m| m.endpoints[0].space).ok_or("no server space")?;
     let saved = load_space(space).ok_or("no server space")?;
-    SERVER_RUNNING.store(true, Ordering::Release);
+    RUNNING.store(0, Ordering::Release);
     // SAFETY: the task's space is loaded with its image, heap and stack mapped
     // user-accessible; it comes back through `receive` (or dies through
     // `return_to_kernel`).
     let code =
         unsafe { crate::user::enter_user(entry, stack_top, SERVER_HEAP, SERVER_HEAP_LEN, 0) };
-    SERVER_RUNNING.store(false, Ordering::Release);
+    RUNNING.store(NOT_AN_ENDPOINT, Ordering::Release);
     restore(saved);
     if code != RECEIVED {
         return Err("the memory server task did not start");
@@ -189,7 +200,7 @@ fn load_server(image: &[u8]) -> Result<(u64, u64), &'static str> {
     let (entry, segments) = crate::elf::parse(image).ok_or("the server image is not an ELF")?;
     with(|m| {
         let space = with_tables(m, |s| s.create_space())?;
-        m.task.space = Some(space);
+        m.endpoints[0].space = Some(space);
         let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
         let stack = SERVER_STACK_TOP - SERVER_STACK_LEN;
         let extra = [(SERVER_HEAP, SERVER_HEAP_LEN), (stack, SERVER_STACK_LEN)];
@@ -299,40 +310,72 @@ fn restore(saved: Saved) {
 /// Sends `message` to the server task as `sender` (a client's number, 0 for the kernel,
 /// [`CONTROL`]) and runs it until it answers; the answer.
 fn server_call(sender: u64, message: &[u8]) -> Result<Vec<u8>, Errno> {
-    let (space, rip, rsp, total) = with(|m| {
-        let space = m.task.space.ok_or(Errno::ENOSYS)?;
-        if m.task.running {
-            crate::kprintln!("kernel: the memory server was called while it ran");
-            crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
+    endpoint_call(0, sender, message)
+}
+
+/// Sends `message` from `sender` to endpoint `ep` and runs it until its next `receive`:
+/// the reply. The call nests on the kernel stack below the caller; a peer that dies
+/// instead is gone (`ESRCH` now and after); the memory server dying is fatal.
+fn endpoint_call(ep: u32, sender: u64, message: &[u8]) -> Result<Vec<u8>, Errno> {
+    let (space, client, rip, rsp, total) = with(|m| {
+        let e = m.endpoints.get_mut(ep as usize).ok_or(Errno::ESRCH)?;
+        let space = e.space.ok_or(Errno::ESRCH)?;
+        if e.dead {
+            return Err(Errno::ESRCH);
+        }
+        if e.running {
+            // A call back into a task that is itself waiting on a call: no cycles.
+            return Err(Errno::EBUSY);
         }
         let total = 8 + message.len();
-        if total as u64 > m.task.cap {
+        if total as u64 > e.cap {
             return Err(Errno::EMSGSIZE);
         }
         let mut bytes = Vec::with_capacity(total);
         bytes.extend_from_slice(&sender.to_le_bytes());
         bytes.extend_from_slice(message);
-        let buf = m.task.buf;
+        let (buf, rip, rsp, client) = (e.buf, e.rip, e.rsp, e.client);
+        e.running = true;
         write_user(m, space, buf, &bytes)?;
-        m.task.running = true;
-        Ok((space, m.task.rip, m.task.rsp, total as u64))
+        Ok((space, client, rip, rsp, total as u64))
     })?;
-    let saved = load_space(space).ok_or(Errno::ENOSYS)?;
-    let outer = SERVER_RUNNING.swap(true, Ordering::AcqRel);
-    // SAFETY: the server task sleeps in `receive` at `rip` with its stack at `rsp` (its
-    // wrapper keeps every other register itself), its space is loaded; it comes back
-    // through its next `receive`, or dies through `return_to_kernel`.
+    let saved = load_space(space).ok_or(Errno::ESRCH)?;
+    let outer = RUNNING.swap(ep, Ordering::AcqRel);
+    let outer_client = client.map(|c| CURRENT.swap(c.0, Ordering::Relaxed));
+    let outer_fault = LAST_TASK_FAULT.swap(u64::MAX, Ordering::Relaxed);
+    // SAFETY: the task sleeps in `receive` at `rip` with its stack at `rsp` (its wrapper
+    // keeps every other register itself), its space is loaded; it comes back through its
+    // next `receive`, or dies through `return_to_kernel`.
     let code = unsafe { crate::user::enter_user(rip, rsp, 0, 0, total) };
-    SERVER_RUNNING.store(outer, Ordering::Release);
+    LAST_TASK_FAULT.store(outer_fault, Ordering::Relaxed);
+    if let Some(c) = outer_client {
+        CURRENT.store(c, Ordering::Relaxed);
+    }
+    RUNNING.store(outer, Ordering::Release);
     restore(saved);
-    with(|m| {
-        m.task.running = false;
-        if code != RECEIVED {
+    let died = with(|m| {
+        let e = &mut m.endpoints[ep as usize];
+        e.running = false;
+        if code == RECEIVED {
+            return Ok(core::mem::take(&mut e.reply));
+        }
+        if ep == 0 {
             crate::kprintln!("kernel: the memory server task died (code {code:#x})");
             crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
         }
-        Ok(core::mem::take(&mut m.task.reply))
-    })
+        e.dead = true;
+        Err(e.client)
+    });
+    match died {
+        Ok(reply) => Ok(reply),
+        Err(client) => {
+            if let Some(c) = client {
+                with(|m| m.owned.remove(&c.0));
+                end_client(c);
+            }
+            Err(Errno::ESRCH)
+        }
+    }
 }
 
 /// A request to the server, through the wire format, as `sender`.
@@ -404,7 +447,7 @@ fn stats() -> ServerStats {
 
 /// Whether the memory server task is what runs in ring 3 now (its faults are fatal).
 pub fn server_running() -> bool {
-    SERVER_RUNNING.load(Ordering::Acquire)
+    RUNNING.load(Ordering::Acquire) == 0
 }
 
 /// The kernel's `PageFault` to the server for the current client. `None`: the page is
@@ -462,10 +505,13 @@ const APP_STACK: u64 = 256 * 1024;
 /// Starts the conformance app: a client whose space holds the ELF `image`'s loadable
 /// segments at their addresses (with their protections) and a stack; loads the space;
 /// returns the entry point and the stack top. A malformed image loads nothing.
-pub fn load_elf(image: &[u8]) -> Option<(u64, u64)> {
+pub fn load_elf(image: &'static [u8]) -> Option<(u64, u64)> {
     let (entry, segments) = crate::elf::parse(image)?;
     let id = new_client(ClientSpec::DEFAULT, None).ok()?;
-    with(|m| m.app = Some(id));
+    with(|m| {
+        m.app = Some(id);
+        m.app_image = image;
+    });
     for s in &segments {
         place(id, s.vaddr, s.bytes, s.memsz, s.prot)?;
     }
@@ -530,9 +576,10 @@ pub fn end_task() {
     let client = ClientId(CURRENT.load(Ordering::Relaxed));
     let owned = with(|m| {
         m.app = None;
+        m.endpoints.truncate(1);
         core::mem::take(&mut m.owned)
     });
-    for c in owned.into_iter().map(ClientId).chain([client]) {
+    for c in owned.into_keys().map(ClientId).chain([client]) {
         end_client(c);
     }
 }
@@ -685,9 +732,9 @@ fn app_call(nr: u64, [a0, a1, a2, a3]: [u64; 4]) -> Result<u64, Errno> {
     match nr {
         4 => {
             let bytes = with(|m| {
-                let space = match m.task.space {
+                let space = match m.endpoints[0].space {
                     Some(s) if server_running() => s,
-                    _ => app_space(m)?,
+                    _ => caller_space(m)?,
                 };
                 read_user(m, space, a0, a1)
             })?;
@@ -712,15 +759,17 @@ fn app_call(nr: u64, [a0, a1, a2, a3]: [u64; 4]) -> Result<u64, Errno> {
             let spec: ClientSpec = postcard::from_bytes(&copy_in(spec_at, spec_len.min(256))?)
                 .map_err(|_| Errno::EINVAL)?;
             let id = new_client(spec, parent)?;
-            with(|m| m.owned.insert(id.0));
+            with(|m| m.owned.insert(id.0, CURRENT.load(Ordering::Relaxed)));
             Ok(u64::from(id.0))
         }
         8 => {
-            let owned = a0 <= u64::from(u32::MAX) && with(|m| m.owned.remove(&(a0 as u32)));
-            if !owned {
-                return Err(Errno::EBADF);
+            let client = app_client(a0)?;
+            let peer = with(|m| m.endpoints.iter().any(|e| e.client == Some(client)));
+            if a0 == 0 || peer {
+                return Err(Errno::EBADF); // itself, or a peer task (it ends with its owner)
             }
-            end_client(ClientId(a0 as u32));
+            with(|m| m.owned.remove(&client.0));
+            end_client(client);
             Ok(0)
         }
         9 => {
@@ -754,18 +803,83 @@ fn app_call(nr: u64, [a0, a1, a2, a3]: [u64; 4]) -> Result<u64, Errno> {
             let bytes = postcard::to_slice(&facts, &mut buf).map_err(|_| Errno::EPROTO)?;
             copy_out_capped(a0, a1, bytes)
         }
+        13 => start_peer(),
+        14 => {
+            let owner = CURRENT.load(Ordering::Relaxed);
+            let ep = u32::try_from(a0).map_err(|_| Errno::EBADF)?;
+            let mine = with(|m| {
+                let e = m.endpoints.get(ep as usize)?;
+                (ep != 0 && e.owner == Some(ClientId(owner))).then_some(())
+            });
+            mine.ok_or(Errno::EBADF)?;
+            let message = copy_in(a1, a2)?;
+            let reply = endpoint_call(ep, u64::from(owner), &message)?;
+            copy_out(a3, &reply)?;
+            Ok(reply.len() as u64)
+        }
         _ => Err(Errno::ENOSYS),
     }
 }
 
-/// The client a handle names: 0 is the app itself, others must be clients it started
-/// (anything else, a forged handle, is `EBADF`).
-fn app_client(handle: u64) -> Result<ClientId, Errno> {
+/// Starts a peer of the calling app: the app's own image as a new task and client,
+/// owned by the caller, run until it waits in `receive`; its endpoint handle.
+fn start_peer() -> Result<u64, Errno> {
+    let owner = ClientId(CURRENT.load(Ordering::Relaxed));
+    let image = with(|m| m.app_image);
+    let (entry, segments) = crate::elf::parse(image).ok_or(Errno::EINVAL)?;
+    let id = new_client(ClientSpec::DEFAULT, None)?;
+    with(|m| m.owned.insert(id.0, owner.0));
+    let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
+    let loaded = segments
+        .iter()
+        .try_for_each(|s| place(id, s.vaddr, s.bytes, s.memsz, s.prot).map(|_| ()))
+        .and_then(|()| place(id, 0, &[], APP_STACK, rw));
+    let (Some(stack), Some(space)) = (loaded, with(|m| m.space_of(id))) else {
+        return Err(Errno::ENOMEM); // its client ends with the app
+    };
+    let ep = with(|m| {
+        m.endpoints.push(Endpoint {
+            space: Some(space),
+            client: Some(id),
+            owner: Some(owner),
+            running: true,
+            ..Endpoint::default()
+        });
+        (m.endpoints.len() - 1) as u32
+    });
+    // Its first run: from the entry point, in peer mode, to its first `receive`.
+    let saved = load_space(space).ok_or(Errno::ESRCH)?;
+    let outer = RUNNING.swap(ep, Ordering::AcqRel);
+    let outer_client = CURRENT.swap(id.0, Ordering::Relaxed);
+    let outer_fault = LAST_TASK_FAULT.swap(u64::MAX, Ordering::Relaxed);
+    // SAFETY: the peer's space is loaded with its image and stack mapped
+    // user-accessible; it comes back through `receive` or dies through
+    // `return_to_kernel`.
+    let code = unsafe { crate::user::enter_user(entry, stack + APP_STACK, 1, 0, 0) };
+    LAST_TASK_FAULT.store(outer_fault, Ordering::Relaxed);
+    CURRENT.store(outer_client, Ordering::Relaxed);
+    RUNNING.store(outer, Ordering::Release);
+    restore(saved);
     with(|m| {
-        let app = m.app.ok_or(Errno::EPERM)?;
+        let e = &mut m.endpoints[ep as usize];
+        e.running = false;
+        e.dead = code != RECEIVED;
+    });
+    if code != RECEIVED {
+        return Err(Errno::ESRCH);
+    }
+    Ok(u64::from(ep))
+}
+
+/// The client a handle names for the calling task: 0 is the task itself, others must be
+/// clients it started (anything else, a forged handle, is `EBADF`).
+fn app_client(handle: u64) -> Result<ClientId, Errno> {
+    let me = CURRENT.load(Ordering::Relaxed);
+    with(|m| {
+        m.app.ok_or(Errno::EPERM)?;
         match handle {
-            0 => Ok(app),
-            h if h <= u64::from(u32::MAX) && m.owned.contains(&(h as u32)) => {
+            0 => Ok(ClientId(me)),
+            h if h <= u64::from(u32::MAX) && m.owned.get(&(h as u32)) == Some(&me) => {
                 Ok(ClientId(h as u32))
             }
             _ => Err(Errno::EBADF),
@@ -825,25 +939,56 @@ fn write_user(m: &Machine, space: Space, addr: u64, bytes: &[u8]) -> Result<(), 
     })
 }
 
-fn app_space(m: &Machine) -> Result<Space, Errno> {
-    m.app.and_then(|c| m.space_of(c)).ok_or(Errno::EPERM)
+/// The calling task's space (an app or a peer: the current client's).
+fn caller_space(m: &Machine) -> Result<Space, Errno> {
+    m.app.ok_or(Errno::EPERM)?;
+    m.space_of(ClientId(CURRENT.load(Ordering::Relaxed)))
+        .ok_or(Errno::EPERM)
 }
 
-/// Copies `len` bytes from the app.
+/// Copies `len` bytes from the calling task.
 fn copy_in(addr: u64, len: u64) -> Result<Vec<u8>, Errno> {
-    with(|m| read_user(m, app_space(m)?, addr, len))
+    with(|m| read_user(m, caller_space(m)?, addr, len))
 }
 
-/// Copies `bytes` to the app.
+/// Copies `bytes` to the calling task.
 fn copy_out(addr: u64, bytes: &[u8]) -> Result<(), Errno> {
-    with(|m| write_user(m, app_space(m)?, addr, bytes))
+    with(|m| write_user(m, caller_space(m)?, addr, bytes))
 }
 
-/// Copies as much of `bytes` as fits in the app's `cap`-byte buffer; the length copied.
+/// Copies as much of `bytes` as fits in the caller's `cap`-byte buffer; the length.
 fn copy_out_capped(addr: u64, cap: u64, bytes: &[u8]) -> Result<u64, Errno> {
     let n = bytes.len().min(cap as usize);
     copy_out(addr, &bytes[..n])?;
     Ok(n as u64)
+}
+
+/// `receive` by endpoint `ep`: keeps its reply (`a0`, `a1` bytes), where the next message
+/// goes (`a2`, `a3` bytes) and where to resume it, and ends its run.
+fn receive(ep: u32, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_rsp: u64) -> ! {
+    with(|m| {
+        let space = m.endpoints[ep as usize].space;
+        let reply = space
+            .filter(|_| a1 <= 4096)
+            .map(|s| read_user(m, s, a0, a1));
+        let e = &mut m.endpoints[ep as usize];
+        // A reply the kernel cannot read is none at all (the caller sees EPROTO).
+        e.reply = match reply {
+            Some(Ok(r)) => r,
+            _ => Vec::new(),
+        };
+        (e.buf, e.cap) = (a2, a3);
+        (e.rip, e.rsp) = (user_rip, user_rsp);
+    });
+    crate::user::kill(RECEIVED)
+}
+
+/// A peer task's `receive` (the app's other syscalls are [`app_syscall`]'s).
+pub fn peer_receive(a: [u64; 4], user_rip: u64, user_rsp: u64) -> u64 {
+    match RUNNING.load(Ordering::Acquire) {
+        0 | NOT_AN_ENDPOINT => neg(Errno::EPERM),
+        ep => receive(ep, a, user_rip, user_rsp),
+    }
 }
 
 /// The memory server task's system calls (numbers and arguments in `tasks/src/sys.rs`):
@@ -878,20 +1023,7 @@ pub fn server_syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_r
         f.0 << 12 | u64::from(a.writable) | u64::from(a.executable) << 1 | cache << 2
     };
     if nr == 20 {
-        with(|m| {
-            let space = m.task.space;
-            let reply = space
-                .filter(|_| a1 <= ipc_proto::MAX_RESPONSE_LEN as u64)
-                .map(|s| read_user(m, s, a0, a1));
-            // A reply the kernel cannot read is none at all (the caller sees EPROTO).
-            m.task.reply = match reply {
-                Some(Ok(r)) => r,
-                _ => Vec::new(),
-            };
-            (m.task.buf, m.task.cap) = (a2, a3);
-            (m.task.rip, m.task.rsp) = (user_rip, user_rsp);
-        });
-        crate::user::kill(RECEIVED);
+        receive(0, [a0, a1, a2, a3], user_rip, user_rsp);
     }
     with(|m| {
         let space = |h: u64| m.spaces.get(h as usize).copied().flatten();
@@ -936,7 +1068,7 @@ pub fn server_syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_r
                 None => NONE,
             },
             27 => {
-                let (Some(s), Some(me)) = (space(a0), m.task.space) else {
+                let (Some(s), Some(me)) = (space(a0), m.endpoints[0].space) else {
                     return 0;
                 };
                 let max = a3.min(256) as usize;

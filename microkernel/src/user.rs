@@ -349,8 +349,9 @@ static HANDLER: AtomicU64 = AtomicU64::new(0);
 /// 0 `exit(code)`, 1 `mmap(len, prot, flags)`, 2 `munmap(addr, len)`, 3
 /// `on_signal(rip)`; and for the conformance app (see `app/src/sys.rs` for each one's
 /// arguments): 4 `write`, 5 `call`, 6 `spawn`, 7 `fork`, 8 `end`, 9 `access`, 10 `stats`,
-/// 11 `check`, 12 `facts`; and for the memory server task, 20 `receive` and 21..=31 the
-/// kernel stub's operations. Anything else is `ENOSYS`.
+/// 11 `check`, 12 `facts`, 13 `start_peer`, 14 `ipc_call`; 20 `receive` for any task
+/// that serves calls; and for the memory server task, 21..=31 the kernel stub's
+/// operations. Anything else is `ENOSYS`.
 #[unsafe(no_mangle)]
 extern "C" fn syscall_handler(
     nr: u64,
@@ -369,8 +370,12 @@ extern "C" fn syscall_handler(
             HANDLER.store(a0, Ordering::Relaxed);
             0
         }
-        4..=12 => machine::app_syscall(nr, [a0, a1, a2, a3]),
-        // The memory server task's: `frame` is [rflags, rip, rsp] as `syscall` left them.
+        4..=14 => machine::app_syscall(nr, [a0, a1, a2, a3]),
+        // `receive` and the memory server task's stub calls: `frame` is [rflags, rip,
+        // rsp] as `syscall` left them, where `receive` resumes.
+        20 if !machine::server_running() => {
+            machine::peer_receive([a0, a1, a2, a3], frame[1], frame[2])
+        }
         20..=31 => machine::server_syscall(nr, [a0, a1, a2, a3], frame[1], frame[2]),
         _ => (-(ipc_proto::Errno::ENOSYS as i64)) as u64,
     }
@@ -414,7 +419,7 @@ pub fn run(scenario: u64) -> u64 {
 
 /// Runs the ELF `image` as a ring-3 task (a new client, its segments and stack mapped by
 /// the server) until it exits; its exit code, or `None` if it could not be loaded.
-pub fn run_elf(image: &[u8]) -> Option<u64> {
+pub fn run_elf(image: &'static [u8]) -> Option<u64> {
     HANDLER.store(0, Ordering::Relaxed);
     let (entry, stack_top) = machine::load_elf(image)?;
     // SAFETY: `machine::load_elf` loaded the task's space in CR3 with its segments and a

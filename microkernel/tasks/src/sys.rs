@@ -26,12 +26,21 @@ pub mod nr {
     pub const CHECK: u64 = 11;
     /// `facts(buf, cap)`: the encoded conformance `Facts` of this machine.
     pub const FACTS: u64 = 12;
+    /// `start_peer()`: the app's own image started as a new task (and client), entered
+    /// with 1 as its argument; it serves calls once it waits in `receive`. Its endpoint.
+    pub const START_PEER: u64 = 13;
+    /// `ipc_call(endpoint, message, len, reply)`: a call to a peer the caller started
+    /// (as `[caller: u64][message]`), waiting for its reply (at most 4096 bytes); the
+    /// reply's length.
+    pub const IPC_CALL: u64 = 14;
 
-    // The memory server task's calls: its IPC and the kernel stub.
-
-    /// `receive(reply, len, buf, cap)`: answers the last message with `reply`, then
-    /// waits for the next: `[sender: u64][message]` in `buf`; its total length.
+    /// `receive(reply, len, buf, cap)`, for a task that serves calls (the memory server,
+    /// an app's peer): answers the last message with `reply`, then waits for the next:
+    /// `[sender: u64][message]` in `buf`; its total length.
     pub const RECEIVE: u64 = 20;
+
+    // The memory server task's calls to the kernel stub.
+
     /// `create_space()`: a new address space's handle, `NONE` when the stub has no room
     /// for another, `NONE - 1` when it needs a table frame first.
     pub const CREATE_SPACE: u64 = 21;

@@ -30,9 +30,10 @@ mod app {
     /// Bytes of heap, mapped (populated) from the server at start.
     const HEAP_SIZE: u64 = 2 << 20;
 
-    /// The task's entry: maps its heap, runs the suite, exits with the number of failures.
+    /// The task's entry: maps its heap, then runs the suite (`mode` 0, exiting with its
+    /// totals) or serves its starter's calls as a peer (`mode` 1).
     #[unsafe(no_mangle)]
-    extern "C" fn task_main() -> ! {
+    extern "C" fn task_main(mode: u64) -> ! {
         let heap = Client::new(Syscalls { client: 0 }).mmap(
             0,
             HEAP_SIZE,
@@ -48,6 +49,9 @@ mod app {
         // SAFETY: the range was just mapped read-write and populated for this task alone,
         // and this is the allocator's only initialisation.
         unsafe { rt::init_heap(heap, HEAP_SIZE) };
+        if mode == 1 {
+            peer()
+        }
 
         let mut h = match RingHarness::new() {
             Ok(h) => h,
@@ -68,7 +72,7 @@ mod app {
             }
         });
         let (mut passed, mut failed) = (summary.passed, summary.failed);
-        for (what, ok) in hostile_syscalls() {
+        for (what, ok) in hostile_syscalls().into_iter().chain(shared_with_a_peer()) {
             if ok {
                 passed += 1;
             } else {
@@ -79,6 +83,119 @@ mod app {
         let _ = writeln!(Console, "app: {passed} passed, {failed} failed");
         // Bit 32 says the totals are the app's report, not a death.
         sys::exit(1 << 32 | u64::from(passed) << 16 | u64::from(failed))
+    }
+
+    /// Peer mode: serves calls from the app that started it, each one
+    /// `[expect: u8][write: u8][len: u64][shm name]`: open the object, map it shared,
+    /// check every byte is `expect`, write `write` over it, unmap and close; the reply is
+    /// empty, or what went wrong.
+    fn peer() -> ! {
+        let mut buf = alloc::vec![0u8; 8 + 4096];
+        let mut reply = String::new();
+        loop {
+            let n = sys::receive(reply.as_bytes(), &mut buf).min(buf.len());
+            reply = match buf.get(8..n) {
+                Some(m) if m.len() > 10 => check_and_write(m).err().unwrap_or_default(),
+                _ => String::from("peer: malformed call"),
+            };
+        }
+    }
+
+    fn check_and_write(m: &[u8]) -> Result<(), String> {
+        let (expect, write) = (m[0], m[1]);
+        let len = u64::from_le_bytes(m[2..10].try_into().unwrap_or_default());
+        let name = core::str::from_utf8(&m[10..]).map_err(|_| String::from("name"))?;
+        let mut c = Client::new(Syscalls { client: 0 });
+        let fd = c
+            .shm_open(name, ipc_proto::OFlags::RDWR, 0)
+            .map_err(|e| format!("peer shm_open: {e}"))?;
+        let rw = Prot::READ | Prot::WRITE;
+        let a = c
+            .mmap(0, len, rw, MapFlags::SHARED, Some(fd), 0)
+            .map_err(|e| format!("peer mmap: {e}"))?;
+        let mut seen = Ok(());
+        for i in 0..len {
+            let p = (a + i) as *mut u8;
+            // SAFETY: `p` lies in the shared mapping just made, read-write; its pages are
+            // installed by the server when first touched.
+            let v = unsafe { p.read_volatile() };
+            if v != expect && seen.is_ok() {
+                seen = Err(format!("peer read {v:#x} at +{i}, not {expect:#x}"));
+            }
+            // SAFETY: as above.
+            unsafe { p.write_volatile(write) };
+        }
+        c.munmap(a, len).map_err(|e| format!("peer munmap: {e}"))?;
+        c.close(fd).map_err(|e| format!("peer close: {e}"))?;
+        seen
+    }
+
+    /// Two tasks, each its own client in its own address space, map one shm object
+    /// shared and see each other's writes: the app writes, a peer task it starts checks
+    /// and overwrites, the app sees the peer's bytes.
+    fn shared_with_a_peer() -> [(&'static str, bool); 2] {
+        const LEN: u64 = 3 * 4096;
+        let name = "/ring3-two-tasks";
+        let mut c = Client::new(Syscalls { client: 0 });
+        let mut peer_saw = false;
+        let mut app_sees = false;
+        let opened = c.shm_open(
+            name,
+            ipc_proto::OFlags::CREAT | ipc_proto::OFlags::EXCL | ipc_proto::OFlags::RDWR,
+            0o600,
+        );
+        if let Ok(fd) = opened {
+            let rw = Prot::READ | Prot::WRITE;
+            let mapped = c
+                .ftruncate(fd, LEN as i64)
+                .and_then(|()| c.mmap(0, LEN, rw, MapFlags::SHARED, Some(fd), 0));
+            if let Ok(a) = mapped {
+                for i in 0..LEN {
+                    // SAFETY: the app's own shared read-write mapping of LEN bytes.
+                    unsafe { ((a + i) as *mut u8).write_volatile(0x5a) };
+                }
+                let peer = sys::check(sys::syscall(nr::START_PEER, 0, 0, 0, 0));
+                let mut call = alloc::vec![0x5a, 0xa5];
+                call.extend_from_slice(&LEN.to_le_bytes());
+                call.extend_from_slice(name.as_bytes());
+                let mut reply = [0u8; 4096];
+                if let Ok(ep) = peer {
+                    let r = sys::syscall(
+                        nr::IPC_CALL,
+                        ep,
+                        call.as_ptr() as u64,
+                        call.len() as u64,
+                        reply.as_mut_ptr() as u64,
+                    );
+                    match sys::check(r) {
+                        Ok(0) => peer_saw = true,
+                        Ok(n) => {
+                            let why = String::from_utf8_lossy(&reply[..n as usize]);
+                            let _ = writeln!(Console, "app: the peer says: {why}");
+                        }
+                        Err(e) => {
+                            let _ = writeln!(Console, "app: the call to the peer: {e}");
+                        }
+                    }
+                }
+                // SAFETY: as above, reading.
+                app_sees =
+                    (0..LEN).all(|i| unsafe { ((a + i) as *const u8).read_volatile() } == 0xa5);
+                let _ = c.munmap(a, LEN);
+            }
+            let _ = c.close(fd);
+            let _ = c.shm_unlink(name);
+        }
+        [
+            (
+                "app: a peer task maps the app's shm object and reads the app's writes",
+                peer_saw,
+            ),
+            (
+                "app: the app reads the peer task's writes to the same object",
+                app_sees,
+            ),
+        ]
     }
 
     /// System calls a buggy or hostile task could make, each answered with its errno (and
