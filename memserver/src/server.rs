@@ -137,7 +137,7 @@ impl<K: KernelStub> Server<K> {
     /// Handles one decoded request.
     pub fn handle(&mut self, sender: Sender, req: &Request) -> Response {
         let resp = self.dispatch(sender, req);
-        if self.cfg.self_check && self.check_invariants().is_err() {
+        if self.cfg.self_check && self.check_after_request().is_err() {
             self.violations = self.violations.saturating_add(1);
         }
         resp

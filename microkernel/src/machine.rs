@@ -500,7 +500,7 @@ pub fn load_task(code: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// Bytes of an app's stack.
-const APP_STACK: u64 = 256 * 1024;
+const APP_STACK: u64 = 128 * 1024;
 
 /// Starts the conformance app: a client whose space holds the ELF `image`'s loadable
 /// segments at their addresses (with their protections) and a stack; loads the space;
@@ -888,8 +888,8 @@ fn app_client(handle: u64) -> Result<ClientId, Errno> {
 }
 
 /// The pages of `[addr, addr + len)` in `space`, through the direct map: calls `f` with
-/// each page's piece. A page not mapped (or not writable, for `write`) is `EFAULT`; the
-/// tasks' memory the kernel reads or writes is all populated, so nothing is faulted in.
+/// each page's piece. A page not mapped (or not writable, for `write`) is `EFAULT`: a
+/// task's pages are faulted in first ([`fault_in`]); the server's are all populated.
 fn user_pieces(
     m: &Machine,
     space: Space,
@@ -946,13 +946,53 @@ fn caller_space(m: &Machine) -> Result<Space, Errno> {
         .ok_or(Errno::EPERM)
 }
 
+/// Makes the calling task's pages of `[addr, addr + len)` present (and writable, for
+/// `write`) as its own accesses would: a page that is not gets the kernel's `PageFault`
+/// for it, and a signal answer is `EFAULT`. Buffers on lazily mapped memory work.
+fn fault_in(addr: u64, len: u64, write: bool) -> Result<(), Errno> {
+    if len == 0 {
+        return Ok(());
+    }
+    let end = addr.checked_add(len).ok_or(Errno::EFAULT)?;
+    if end > 0x0000_8000_0000_0000 {
+        return Err(Errno::EFAULT);
+    }
+    let client = ClientId(CURRENT.load(Ordering::Relaxed));
+    let mut page = addr & !0xfff;
+    while page < end {
+        let ready = with(|m| {
+            let installed = m.stub.query(caller_space(m)?, page);
+            Ok::<_, Errno>(installed.is_some_and(|(_, a)| a.writable || !write))
+        })?;
+        if !ready {
+            let access = if write { Access::Write } else { Access::Read };
+            let fault = Request::PageFault {
+                client,
+                addr: page,
+                access,
+            };
+            match server_request(memserver::Sender::Kernel, &fault) {
+                Ok(Reply::FaultResolved) => {}
+                _ => return Err(Errno::EFAULT),
+            }
+        }
+        page += 4096;
+    }
+    Ok(())
+}
+
 /// Copies `len` bytes from the calling task.
 fn copy_in(addr: u64, len: u64) -> Result<Vec<u8>, Errno> {
+    if len > 4096 {
+        return Err(Errno::EMSGSIZE);
+    }
+    fault_in(addr, len, false)?;
     with(|m| read_user(m, caller_space(m)?, addr, len))
 }
 
 /// Copies `bytes` to the calling task.
 fn copy_out(addr: u64, bytes: &[u8]) -> Result<(), Errno> {
+    fault_in(addr, bytes.len() as u64, true)?;
     with(|m| write_user(m, caller_space(m)?, addr, bytes))
 }
 
@@ -1071,7 +1111,7 @@ pub fn server_syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_r
                 let (Some(s), Some(me)) = (space(a0), m.endpoints[0].space) else {
                     return 0;
                 };
-                let max = a3.min(256) as usize;
+                let max = a3.min(1024) as usize;
                 let mut entries: Vec<u64> = Vec::with_capacity(2 * max);
                 m.stub.for_each_mapping(s, &mut |va, f, a| {
                     if va >= a1 && entries.len() < 2 * max {

@@ -27,8 +27,10 @@ mod app {
     use ms_tasks::rt::{self, Console};
     use ms_tasks::sys::{self, nr};
 
-    /// Bytes of heap, mapped (populated) from the server at start.
-    const HEAP_SIZE: u64 = 2 << 20;
+    /// Bytes of heap, mapped (populated) from the server at start: the suite needs under
+    /// 128 KiB, and every page of the app is walked by the server's check after every
+    /// request.
+    const HEAP_SIZE: u64 = 512 << 10;
 
     /// The task's entry: maps its heap, then runs the suite (`mode` 0, exiting with its
     /// totals) or serves its starter's calls as a peer (`mode` 1).

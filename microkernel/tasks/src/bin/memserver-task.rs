@@ -153,7 +153,7 @@ mod task {
         }
 
         fn for_each_mapping(&self, space: u32, f: &mut dyn FnMut(u64, Frame, PageAttrs)) {
-            const BATCH: usize = 256;
+            const BATCH: usize = 1024;
             let mut entries = [0u64; 2 * BATCH];
             let mut from = 0;
             loop {
