@@ -71,8 +71,8 @@ struct Machine {
     cfg: Config,
     next_client: u32,
     livelocks: u32,
-    /// The conformance app while it runs, and its image (its peers run the same one).
-    app: Option<ClientId>,
+    /// The apps the scheduler runs (each a client), and their image (peers run it too).
+    apps: alloc::collections::BTreeSet<u32>,
     app_image: &'static [u8],
     /// Clients started for a task (spawned, forked, peers), each with its owner.
     owned: BTreeMap<u32, u32>,
@@ -167,7 +167,7 @@ pub fn start(
         cfg,
         next_client: 1,
         livelocks: 0,
-        app: None,
+        apps: alloc::collections::BTreeSet::new(),
         app_image: &[],
         owned: BTreeMap::new(),
         spaces: Vec::new(),
@@ -500,25 +500,136 @@ pub fn load_task(code: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// Bytes of an app's stack.
-const APP_STACK: u64 = 128 * 1024;
+const APP_STACK: u64 = 64 * 1024;
 
-/// Starts the conformance app: a client whose space holds the ELF `image`'s loadable
-/// segments at their addresses (with their protections) and a stack; loads the space;
-/// returns the entry point and the stack top. A malformed image loads nothing.
-pub fn load_elf(image: &'static [u8]) -> Option<(u64, u64)> {
+/// Starts an app: a client whose space holds the ELF `image`'s loadable segments at
+/// their addresses (with their protections) and a stack; the client, the entry point and
+/// the stack top. A malformed image loads nothing (and a half-loaded app is ended).
+fn load_app(image: &'static [u8]) -> Option<(ClientId, u64, u64)> {
     let (entry, segments) = crate::elf::parse(image)?;
     let id = new_client(ClientSpec::DEFAULT, None).ok()?;
     with(|m| {
-        m.app = Some(id);
+        m.apps.insert(id.0);
         m.app_image = image;
     });
-    for s in &segments {
-        place(id, s.vaddr, s.bytes, s.memsz, s.prot)?;
+    let loaded = segments
+        .iter()
+        .try_for_each(|s| place(id, s.vaddr, s.bytes, s.memsz, s.prot).map(|_| ()))
+        .and_then(|()| app_stack(id));
+    match loaded {
+        Some(stack_top) => Some((id, entry, stack_top)),
+        None => {
+            end_app(id);
+            None
+        }
     }
+}
+
+/// Ends an app: the clients it started and its peers first (as a process group), then
+/// the app itself.
+fn end_app(app: ClientId) {
+    let owned: Vec<ClientId> = with(|m| {
+        m.apps.remove(&app.0);
+        for e in m.endpoints.iter_mut().skip(1) {
+            if e.owner == Some(app) {
+                e.dead = true;
+            }
+        }
+        let mine: Vec<u32> = m
+            .owned
+            .iter()
+            .filter(|&(_, &owner)| owner == app.0)
+            .map(|(&c, _)| c)
+            .collect();
+        for c in &mine {
+            m.owned.remove(c);
+        }
+        mine.into_iter().map(ClientId).collect()
+    });
+    for c in owned.into_iter().chain([app]) {
+        end_client(c);
+    }
+}
+
+/// What a task's `yield` ends its run with, and where it resumes.
+const YIELDED: u64 = 0x91E1_D000;
+static YIELD_AT: Mutex<(u64, u64)> = Mutex::new((0, 0));
+
+/// The `yield` system call of a scheduled app: its run ends here, to resume at
+/// `user_rip` / `user_rsp` (its wrapper keeps its other registers) after the others had
+/// their turn. Anything else (a serving task, a small task) may not yield.
+pub fn yield_now(user_rip: u64, user_rsp: u64) -> u64 {
+    let me = CURRENT.load(Ordering::Relaxed);
+    let scheduled =
+        RUNNING.load(Ordering::Acquire) == NOT_AN_ENDPOINT && with(|m| m.apps.contains(&me));
+    if !scheduled {
+        return neg(Errno::EPERM);
+    }
+    *YIELD_AT.lock() = (user_rip, user_rsp);
+    crate::user::kill(YIELDED)
+}
+
+/// The scheduler: runs one app of `image` per entry of `args` (its `rdi` and `rsi` at
+/// start), round robin, each until it yields or ends; their exit codes (`None`: it did
+/// not load). Apps yield only between pieces of work (the conformance app between
+/// cases), so each runs alone while it works.
+pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> Vec<Option<u64>> {
+    struct Run {
+        index: usize,
+        id: ClientId,
+        rip: u64,
+        rsp: u64,
+        args: (u64, u64),
+    }
+    let mut codes = alloc::vec![None; args.len()];
+    let mut ready = alloc::collections::VecDeque::new();
+    for (index, &a) in args.iter().enumerate() {
+        if let Some((id, rip, rsp)) = load_app(image) {
+            ready.push_back(Run {
+                index,
+                id,
+                rip,
+                rsp,
+                args: a,
+            });
+        }
+    }
+    while let Some(mut run) = ready.pop_front() {
+        let Some(saved) = with(|m| m.space_of(run.id)).and_then(load_space) else {
+            end_app(run.id);
+            continue;
+        };
+        CURRENT.store(run.id.0, Ordering::Relaxed);
+        LAST_TASK_FAULT.store(u64::MAX, Ordering::Relaxed);
+        // SAFETY: the app's space is loaded with its image and stack mapped
+        // user-accessible; it comes back through `yield`, `exit`, or `return_to_kernel`
+        // when killed.
+        let code = unsafe { crate::user::enter_user(run.rip, run.rsp, run.args.0, run.args.1, 0) };
+        restore(saved);
+        if code == YIELDED {
+            (run.rip, run.rsp) = *YIELD_AT.lock();
+            run.args = (0, 0);
+            ready.push_back(run);
+        } else {
+            codes[run.index] = Some(code);
+            end_app(run.id);
+        }
+    }
+    codes
+}
+
+/// An app's stack, with an inaccessible guard page below it (an overflow is a fault the
+/// server answers with `SIGSEGV`, not a write into whatever was mapped below); its top.
+fn app_stack(id: ClientId) -> Option<u64> {
     let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
-    let stack = place(id, 0, &[], APP_STACK, rw)?;
-    enter_space(id)?;
-    Some((entry, stack + APP_STACK))
+    let at = place(id, 0, &[], APP_STACK + 4096, rw)?;
+    let guard = Request::Mprotect {
+        addr: at,
+        len: 4096,
+        prot: ipc_proto::Prot::empty(),
+    };
+    server_request(memserver::Sender::Client(id), &guard).ok()?;
+    Some(at + 4096 + APP_STACK)
 }
 
 /// Maps `len` bytes for `id` (at `addr` exactly, or anywhere for 0), populated, copies
@@ -567,21 +678,12 @@ fn enter_space(id: ClientId) -> Option<()> {
     Some(())
 }
 
-/// After a task ended: back to the kernel's space, and the client is gone (with every
-/// client an app started: they end with it, as a process group would).
+/// After a small task ended: back to the kernel's space, and the client is gone.
 pub fn end_task() {
     if let Some(saved) = KERNEL_CR3.lock().take() {
         restore(saved);
     }
-    let client = ClientId(CURRENT.load(Ordering::Relaxed));
-    let owned = with(|m| {
-        m.app = None;
-        m.endpoints.truncate(1);
-        core::mem::take(&mut m.owned)
-    });
-    for c in owned.into_keys().map(ClientId).chain([client]) {
-        end_client(c);
-    }
+    end_client(ClientId(CURRENT.load(Ordering::Relaxed)));
 }
 
 /// A task's request, through the wire format as any client's.
@@ -829,12 +931,11 @@ fn start_peer() -> Result<u64, Errno> {
     let (entry, segments) = crate::elf::parse(image).ok_or(Errno::EINVAL)?;
     let id = new_client(ClientSpec::DEFAULT, None)?;
     with(|m| m.owned.insert(id.0, owner.0));
-    let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
     let loaded = segments
         .iter()
         .try_for_each(|s| place(id, s.vaddr, s.bytes, s.memsz, s.prot).map(|_| ()))
-        .and_then(|()| place(id, 0, &[], APP_STACK, rw));
-    let (Some(stack), Some(space)) = (loaded, with(|m| m.space_of(id))) else {
+        .and_then(|()| app_stack(id));
+    let (Some(stack_top), Some(space)) = (loaded, with(|m| m.space_of(id))) else {
         return Err(Errno::ENOMEM); // its client ends with the app
     };
     let ep = with(|m| {
@@ -855,7 +956,7 @@ fn start_peer() -> Result<u64, Errno> {
     // SAFETY: the peer's space is loaded with its image and stack mapped
     // user-accessible; it comes back through `receive` or dies through
     // `return_to_kernel`.
-    let code = unsafe { crate::user::enter_user(entry, stack + APP_STACK, 1, 0, 0) };
+    let code = unsafe { crate::user::enter_user(entry, stack_top, 1, 0, 0) };
     LAST_TASK_FAULT.store(outer_fault, Ordering::Relaxed);
     CURRENT.store(outer_client, Ordering::Relaxed);
     RUNNING.store(outer, Ordering::Release);
@@ -876,7 +977,7 @@ fn start_peer() -> Result<u64, Errno> {
 fn app_client(handle: u64) -> Result<ClientId, Errno> {
     let me = CURRENT.load(Ordering::Relaxed);
     with(|m| {
-        m.app.ok_or(Errno::EPERM)?;
+        caller_space(m)?;
         match handle {
             0 => Ok(ClientId(me)),
             h if h <= u64::from(u32::MAX) && m.owned.get(&(h as u32)) == Some(&me) => {
@@ -941,9 +1042,17 @@ fn write_user(m: &Machine, space: Space, addr: u64, bytes: &[u8]) -> Result<(), 
 
 /// The calling task's space (an app or a peer: the current client's).
 fn caller_space(m: &Machine) -> Result<Space, Errno> {
-    m.app.ok_or(Errno::EPERM)?;
-    m.space_of(ClientId(CURRENT.load(Ordering::Relaxed)))
-        .ok_or(Errno::EPERM)
+    let me = CURRENT.load(Ordering::Relaxed);
+    // An app, or one of its peers (the clients an app starts run no code of their own).
+    let peer = || {
+        m.endpoints
+            .iter()
+            .any(|e| e.client == Some(ClientId(me)) && !e.dead)
+    };
+    if !m.apps.contains(&me) && !peer() {
+        return Err(Errno::EPERM);
+    }
+    m.space_of(ClientId(me)).ok_or(Errno::EPERM)
 }
 
 /// Makes the calling task's pages of `[addr, addr + len)` present (and writable, for

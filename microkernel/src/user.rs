@@ -349,7 +349,7 @@ static HANDLER: AtomicU64 = AtomicU64::new(0);
 /// 0 `exit(code)`, 1 `mmap(len, prot, flags)`, 2 `munmap(addr, len)`, 3
 /// `on_signal(rip)`; and for the conformance app (see `app/src/sys.rs` for each one's
 /// arguments): 4 `write`, 5 `call`, 6 `spawn`, 7 `fork`, 8 `end`, 9 `access`, 10 `stats`,
-/// 11 `check`, 12 `facts`, 13 `start_peer`, 14 `ipc_call`; 20 `receive` for any task
+/// 11 `check`, 12 `facts`, 13 `start_peer`, 14 `ipc_call`, 15 `yield`; 20 `receive` for any task
 /// that serves calls; and for the memory server task, 21..=31 the kernel stub's
 /// operations. Anything else is `ENOSYS`.
 #[unsafe(no_mangle)]
@@ -373,6 +373,7 @@ extern "C" fn syscall_handler(
         4..=14 => machine::app_syscall(nr, [a0, a1, a2, a3]),
         // `receive` and the memory server task's stub calls: `frame` is [rflags, rip,
         // rsp] as `syscall` left them, where `receive` resumes.
+        15 => machine::yield_now(frame[1], frame[2]),
         20 if !machine::server_running() => {
             machine::peer_receive([a0, a1, a2, a3], frame[1], frame[2])
         }
@@ -417,16 +418,11 @@ pub fn run(scenario: u64) -> u64 {
     code
 }
 
-/// Runs the ELF `image` as a ring-3 task (a new client, its segments and stack mapped by
-/// the server) until it exits; its exit code, or `None` if it could not be loaded.
-pub fn run_elf(image: &'static [u8]) -> Option<u64> {
+/// Runs one app of the ELF `image` per entry of `args` under the scheduler
+/// ([`machine::run_apps`]); their exit codes.
+pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> alloc::vec::Vec<Option<u64>> {
     HANDLER.store(0, Ordering::Relaxed);
-    let (entry, stack_top) = machine::load_elf(image)?;
-    // SAFETY: `machine::load_elf` loaded the task's space in CR3 with its segments and a
-    // stack mapped user-accessible; the task returns through `return_to_kernel`.
-    let code = unsafe { enter_user(entry, stack_top, 0, 0, 0) };
-    machine::end_task();
-    Some(code)
+    machine::run_apps(image, args)
 }
 
 /// Where the agent page is mapped, user-accessible, in every address space: PML4 entry

@@ -33,6 +33,8 @@ pub mod nr {
     /// (as `[caller: u64][message]`), waiting for its reply (at most 4096 bytes); the
     /// reply's length.
     pub const IPC_CALL: u64 = 14;
+    /// `yield()`: a scheduled app lets the other apps have a turn.
+    pub const YIELD: u64 = 15;
 
     /// `receive(reply, len, buf, cap)`, for a task that serves calls (the memory server,
     /// an app's peer): answers the last message with `reply`, then waits for the next:
@@ -74,12 +76,12 @@ pub mod nr {
 
 core::arch::global_asm!(
     r#"
-.section .text.ms_receive
-/* ms_receive(reply, len, buf, cap): the kernel resumes the task here with the next
-   message's length in rax and nothing else kept, so the callee-saved registers are
-   kept on the task's own stack across the call. */
-.global ms_receive
-ms_receive:
+.section .text.ms_switch
+/* ms_switch(a0, a1, a2, a3, nr): a system call after which the kernel resumes the task
+   (later, after other tasks ran) with only rax set, so the callee-saved registers are
+   kept on the task's own stack across it: `receive` and `yield`. */
+.global ms_switch
+ms_switch:
     push rbx
     push rbp
     push r12
@@ -87,7 +89,7 @@ ms_receive:
     push r14
     push r15
     mov r10, rcx
-    mov eax, 20
+    mov rax, r8
     syscall
     pop r15
     pop r14
@@ -100,7 +102,14 @@ ms_receive:
 );
 
 unsafe extern "C" {
-    fn ms_receive(reply: *const u8, len: usize, buf: *mut u8, cap: usize) -> u64;
+    fn ms_switch(a0: u64, a1: u64, a2: u64, a3: u64, nr: u64) -> u64;
+}
+
+/// Lets the other scheduled apps run; returns when it is this app's turn again.
+pub fn yield_now() {
+    // SAFETY: no pointers; the kernel resumes the task after the call with every
+    // callee-saved register restored by the wrapper from the task's own stack.
+    unsafe { ms_switch(0, 0, 0, 0, nr::YIELD) };
 }
 
 /// Answers the last message with `reply` and waits for the next one in `buf`; the
@@ -109,7 +118,9 @@ pub fn receive(reply: &[u8], buf: &mut [u8]) -> usize {
     // SAFETY: both buffers are valid for their lengths; the kernel writes at most
     // `buf.len()` bytes into `buf` and resumes the task after the call, with every
     // callee-saved register restored by the wrapper from the task's own stack.
-    unsafe { ms_receive(reply.as_ptr(), reply.len(), buf.as_mut_ptr(), buf.len()) as usize }
+    let (reply_at, reply_len) = (reply.as_ptr() as u64, reply.len() as u64);
+    let (buf_at, cap) = (buf.as_mut_ptr() as u64, buf.len() as u64);
+    unsafe { ms_switch(reply_at, reply_len, buf_at, cap, nr::RECEIVE) as usize }
 }
 
 /// Makes system call `nr`.
