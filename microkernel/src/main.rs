@@ -12,12 +12,13 @@ fn main() {
     eprintln!("the microkernel is built for x86_64-unknown-none: run `cargo xtask qemu`");
 }
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", test))]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
 mod boot;
-#[cfg(target_os = "none")]
+// The ELF reader is plain code over bytes: tested on the host too.
+#[cfg(any(target_os = "none", test))]
 mod elf;
 #[cfg(target_os = "none")]
 mod kernel;
