@@ -31,6 +31,33 @@ pub struct PageAttrs {
     pub cache: CacheMode,
 }
 
+impl PageAttrs {
+    /// The attributes as three bits (bit 0 writable, bit 1 executable, bits 2-3 the cache
+    /// mode), for a kernel that passes them through registers.
+    pub const fn bits(self) -> u64 {
+        let cache = match self.cache {
+            CacheMode::WriteBack => 0,
+            CacheMode::WriteCombining => 1,
+            CacheMode::Uncached => 2,
+        };
+        self.writable as u64 | (self.executable as u64) << 1 | cache << 2
+    }
+
+    /// The attributes [`bits`](Self::bits) describes (other bits ignored; the unused
+    /// cache value 3 reads as uncached, the safe side for a device).
+    pub const fn from_bits(v: u64) -> PageAttrs {
+        PageAttrs {
+            writable: v & 1 != 0,
+            executable: v & 2 != 0,
+            cache: match (v >> 2) & 3 {
+                0 => CacheMode::WriteBack,
+                1 => CacheMode::WriteCombining,
+                _ => CacheMode::Uncached,
+            },
+        }
+    }
+}
+
 /// Why the stub refused an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StubError {
@@ -77,4 +104,28 @@ pub trait KernelStub {
     fn donate_table_frame(&mut self, frame: Frame) -> Result<(), StubError>;
     /// Takes back a lent frame the stub no longer uses, if any.
     fn reclaim_table_frame(&mut self) -> Option<Frame>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CacheMode, PageAttrs};
+
+    #[test]
+    fn attribute_bits_round_trip() {
+        for cache in [
+            CacheMode::WriteBack,
+            CacheMode::WriteCombining,
+            CacheMode::Uncached,
+        ] {
+            for bits in 0..4u64 {
+                let a = PageAttrs {
+                    writable: bits & 1 != 0,
+                    executable: bits & 2 != 0,
+                    cache,
+                };
+                assert_eq!(PageAttrs::from_bits(a.bits()), a);
+                assert!(a.bits() < 16);
+            }
+        }
+    }
 }

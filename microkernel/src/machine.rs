@@ -1154,23 +1154,8 @@ pub fn server_syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_r
         Err(StubError::OutOfSpaces) => 2,
         Err(StubError::Refused) => 3,
     };
-    let attrs = |v: u64| PageAttrs {
-        writable: v & 1 != 0,
-        executable: v & 2 != 0,
-        cache: match (v >> 2) & 3 {
-            0 => CacheMode::WriteBack,
-            1 => CacheMode::WriteCombining,
-            _ => CacheMode::Uncached,
-        },
-    };
-    let pack = |f: Frame, a: PageAttrs| {
-        let cache = match a.cache {
-            CacheMode::WriteBack => 0,
-            CacheMode::WriteCombining => 1,
-            CacheMode::Uncached => 2,
-        };
-        f.0 << 12 | u64::from(a.writable) | u64::from(a.executable) << 1 | cache << 2
-    };
+    let attrs = PageAttrs::from_bits;
+    let pack = |f: Frame, a: PageAttrs| f.0 << 12 | a.bits();
     if nr == 20 {
         receive(0, [a0, a1, a2, a3], user_rip, user_rsp);
     }

@@ -19,7 +19,7 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod task {
     use alloc::vec;
-    use ipc_proto::{CacheMode, ClientId};
+    use ipc_proto::ClientId;
     use memserver::{Config, Frame, KernelStub, PageAttrs, Sender, Server, StubError};
     use ms_tasks::sys::{self, nr};
 
@@ -76,27 +76,8 @@ mod task {
     /// The kernel stub, reached through system calls; spaces are the kernel's handles.
     struct RemoteStub;
 
-    fn pack(a: PageAttrs) -> u64 {
-        let cache = match a.cache {
-            CacheMode::WriteBack => 0,
-            CacheMode::WriteCombining => 1,
-            CacheMode::Uncached => 2,
-        };
-        u64::from(a.writable) | u64::from(a.executable) << 1 | cache << 2
-    }
-
     fn unpack(v: u64) -> (Frame, PageAttrs) {
-        let cache = match (v >> 2) & 3 {
-            0 => CacheMode::WriteBack,
-            1 => CacheMode::WriteCombining,
-            _ => CacheMode::Uncached,
-        };
-        let attrs = PageAttrs {
-            writable: v & 1 != 0,
-            executable: v & 2 != 0,
-            cache,
-        };
-        (Frame(v >> 12), attrs)
+        (Frame(v >> 12), PageAttrs::from_bits(v))
     }
 
     fn stub_result(code: u64) -> Result<(), StubError> {
@@ -134,7 +115,13 @@ mod task {
             frame: Frame,
             attrs: PageAttrs,
         ) -> Result<(), StubError> {
-            stub_result(call(nr::MAP, u64::from(space), vaddr, frame.0, pack(attrs)))
+            stub_result(call(
+                nr::MAP,
+                u64::from(space),
+                vaddr,
+                frame.0,
+                attrs.bits(),
+            ))
         }
 
         fn unmap(&mut self, space: u32, vaddr: u64, pages: u64) {
@@ -142,7 +129,7 @@ mod task {
         }
 
         fn protect(&mut self, space: u32, vaddr: u64, pages: u64, attrs: PageAttrs) {
-            call(nr::PROTECT, u64::from(space), vaddr, pages, pack(attrs));
+            call(nr::PROTECT, u64::from(space), vaddr, pages, attrs.bits());
         }
 
         fn query(&self, space: u32, vaddr: u64) -> Option<(Frame, PageAttrs)> {
