@@ -67,7 +67,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, Errno> {
     decode(bytes)
 }
 
-fn encode<T: Serialize>(msg: &T, buf: &mut [u8]) -> Result<usize, Errno> {
+pub(crate) fn encode<T: Serialize>(msg: &T, buf: &mut [u8]) -> Result<usize, Errno> {
     match postcard::to_slice(msg, buf) {
         Ok(used) => Ok(used.len()),
         Err(postcard::Error::SerializeBufferFull) => Err(Errno::EMSGSIZE),
@@ -76,7 +76,7 @@ fn encode<T: Serialize>(msg: &T, buf: &mut [u8]) -> Result<usize, Errno> {
     }
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Errno> {
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Errno> {
     match postcard::take_from_bytes(bytes) {
         Ok((msg, [])) => Ok(msg),
         Ok((_, _trailing)) => Err(Errno::EBADMSG),

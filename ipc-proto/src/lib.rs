@@ -8,7 +8,8 @@
 //! flag sets with unknown bits, malformed names and unknown errnos do not decode.
 //!
 //! `golden/VECTORS.md` holds the exact bytes of one example of every request and reply
-//! variant: the reference for other implementations of the protocol.
+//! variant: the reference for other implementations of the protocol. The [`pager`]
+//! module is the second protocol, between the memory server and file servers.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod flags;
 pub mod limits;
 pub mod message;
 pub mod name;
+pub mod pager;
 
 pub use codec::{
     MAX_REQUEST_LEN, MAX_RESPONSE_LEN, decode_request, decode_response, encode_request,
@@ -33,3 +35,8 @@ pub use message::{
     RegionInfo, Reply, Request, Response, ServerInfo, ServerStats, Signal, Stat,
 };
 pub use name::{ObjName, ShmName};
+pub use pager::{
+    FilePath, MAX_PAGER_REQUEST_LEN, MAX_PAGER_RESPONSE_LEN, ObjectKey, PageData, PagerReply,
+    PagerRequest, PagerResponse, decode_pager_request, decode_pager_response, encode_pager_request,
+    encode_pager_response,
+};

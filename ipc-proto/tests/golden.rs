@@ -18,6 +18,21 @@ fn hex(bytes: &[u8]) -> String {
         .join(" ")
 }
 
+/// `hex`, but a vector longer than 48 bytes shows its first 16, the count left out, and
+/// its last 8.
+fn short_hex(bytes: &[u8]) -> String {
+    if bytes.len() <= 48 {
+        return hex(bytes);
+    }
+    let (head, tail) = (&bytes[..16], &bytes[bytes.len() - 8..]);
+    format!(
+        "{} … ({} bytes) … {}",
+        hex(head),
+        bytes.len() - 24,
+        hex(tail)
+    )
+}
+
 fn all_requests() -> Vec<(&'static str, Request)> {
     let mut v: Vec<_> = examples::requests().into_iter().collect();
     v.extend(examples::more_requests());
@@ -53,6 +68,31 @@ fn render() -> String {
         let mut buf = [0u8; MAX_RESPONSE_LEN];
         let n = encode_response(&resp, &mut buf).unwrap();
         writeln!(out, "| `{name}` | `{resp:?}` | `{}` |", hex(&buf[..n])).unwrap();
+    }
+    writeln!(
+        out,
+        "\n## Pager protocol {}.{}: requests (memory server to pager)\n\n\
+         Page data is a byte string (varint length, then the bytes); long vectors are \
+         shortened here to their first and last bytes.\n\n| name | value | bytes (hex) |\n|---|---|---|",
+        pager::PAGER_PROTOCOL_MAJOR,
+        pager::PAGER_PROTOCOL_MINOR
+    )
+    .unwrap();
+    for (name, req) in pager::example_requests() {
+        let mut buf = [0u8; MAX_PAGER_REQUEST_LEN];
+        let n = encode_pager_request(&req, &mut buf).unwrap();
+        writeln!(out, "| `{name}` | `{req:?}` | `{}` |", short_hex(&buf[..n])).unwrap();
+    }
+    out.push_str("\n## Pager responses\n\n| name | value | bytes (hex) |\n|---|---|---|\n");
+    for (name, resp) in pager::example_responses() {
+        let mut buf = [0u8; MAX_PAGER_RESPONSE_LEN];
+        let n = encode_pager_response(&resp, &mut buf).unwrap();
+        writeln!(
+            out,
+            "| `{name}` | `{resp:?}` | `{}` |",
+            short_hex(&buf[..n])
+        )
+        .unwrap();
     }
     out.push_str("\n## Errnos\n\n| errno | number | bytes of `Err(errno)` |\n|---|---|---|\n");
     for &e in Errno::ALL {
@@ -96,6 +136,39 @@ fn golden_bytes_decode_back_to_their_values() {
         let n = encode_response(&resp, &mut buf).unwrap();
         assert_eq!(decode_response(&buf[..n]), Ok(resp), "{name}");
     }
+}
+
+#[test]
+fn pager_golden_bytes_decode_back_and_cover_every_variant() {
+    let mut seen = BTreeSet::new();
+    for (name, req) in pager::example_requests() {
+        let mut buf = [0u8; MAX_PAGER_REQUEST_LEN];
+        let n = encode_pager_request(&req, &mut buf).unwrap();
+        assert_eq!(decode_pager_request(&buf[..n]), Ok(req.clone()), "{name}");
+        seen.insert(variant_of(&format!("{req:?}")));
+    }
+    let declared: BTreeSet<String> = variants::of::<PagerRequest>()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        declared, seen,
+        "a pager request variant has no golden vector"
+    );
+    let mut seen = BTreeSet::new();
+    for (name, resp) in pager::example_responses() {
+        let mut buf = [0u8; MAX_PAGER_RESPONSE_LEN];
+        let n = encode_pager_response(&resp, &mut buf).unwrap();
+        assert_eq!(decode_pager_response(&buf[..n]), Ok(resp.clone()), "{name}");
+        if let Ok(r) = &resp {
+            seen.insert(variant_of(&format!("{r:?}")));
+        }
+    }
+    let declared: BTreeSet<String> = variants::of::<PagerReply>()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(declared, seen, "a pager reply variant has no golden vector");
 }
 
 /// The variant name of a value, from its `Debug` form (`Mmap(..)`, `Done`, `Hello { .. }`).

@@ -35,6 +35,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 "memserver",
                 "-p",
                 "conformance",
+                "-p",
+                "fileserver",
             ],
         )
     })?;
