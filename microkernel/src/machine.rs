@@ -178,16 +178,15 @@ pub fn start(
     });
     let (entry, stack_top) = load_server(image)?;
     let space = with(|m| m.endpoints[0].space).ok_or("no server space")?;
-    let saved = load_space(space).ok_or("no server space")?;
-    RUNNING.store(0, Ordering::Release);
-    // SAFETY: the task's space is loaded with its image, heap and stack mapped
-    // user-accessible; it comes back through `receive` (or dies through
-    // `return_to_kernel`).
-    let code =
-        unsafe { crate::user::enter_user(entry, stack_top, SERVER_HEAP, SERVER_HEAP_LEN, 0) };
-    RUNNING.store(NOT_AN_ENDPOINT, Ordering::Release);
-    restore(saved);
-    if code != RECEIVED {
+    let code = run_task(Entry {
+        space,
+        endpoint: 0,
+        client: None,
+        rip: entry,
+        rsp: stack_top,
+        regs: [SERVER_HEAP, SERVER_HEAP_LEN, 0],
+    });
+    if code != Some(RECEIVED) {
         return Err("the memory server task did not start");
     }
     server_call(CONTROL, config).map_err(|_| "the memory server task took no configuration")?;
@@ -307,6 +306,43 @@ fn restore(saved: Saved) {
     with(|m| m.stub.stub_mut().tlb_mut().active = saved.active);
 }
 
+/// Where a ring-3 run starts: the task's space and its registers.
+struct Entry {
+    space: Space,
+    /// The endpoint it is (`NOT_AN_ENDPOINT`: a scheduled app).
+    endpoint: u32,
+    /// The client it is (none: the memory server itself).
+    client: Option<ClientId>,
+    rip: u64,
+    rsp: u64,
+    /// `rdi`, `rsi` and `rax` at entry.
+    regs: [u64; 3],
+}
+
+/// Runs a task in ring 3 (nested below whatever runs now) until it ends its run —
+/// `receive`, `yield`, `exit`, or a kill — with its space loaded and it current;
+/// the code its run ended with (`None`: its space is gone). What ran before is current
+/// again afterwards.
+fn run_task(e: Entry) -> Option<u64> {
+    let saved = load_space(e.space)?;
+    let outer = RUNNING.swap(e.endpoint, Ordering::AcqRel);
+    let outer_client = e.client.map(|c| CURRENT.swap(c.0, Ordering::Relaxed));
+    let outer_fault = LAST_TASK_FAULT.swap(u64::MAX, Ordering::Relaxed);
+    let [rdi, rsi, rax] = e.regs;
+    // SAFETY: the task's space is loaded, mapping its code and stack user-accessible (the
+    // kernel loaded them, or the task sleeps where `receive`/`yield` left it, its wrapper
+    // keeping every other register itself); it comes back through the `exit`, `receive`
+    // or `yield` system calls, or dies through `return_to_kernel`.
+    let code = unsafe { crate::user::enter_user(e.rip, e.rsp, rdi, rsi, rax) };
+    LAST_TASK_FAULT.store(outer_fault, Ordering::Relaxed);
+    if let Some(c) = outer_client {
+        CURRENT.store(c, Ordering::Relaxed);
+    }
+    RUNNING.store(outer, Ordering::Release);
+    restore(saved);
+    Some(code)
+}
+
 /// Sends `message` to the server task as `sender` (a client's number, 0 for the kernel,
 /// [`CONTROL`]) and runs it until it answers; the answer.
 fn server_call(sender: u64, message: &[u8]) -> Result<Vec<u8>, Errno> {
@@ -335,24 +371,20 @@ fn endpoint_call(ep: u32, sender: u64, message: &[u8]) -> Result<Vec<u8>, Errno>
         bytes.extend_from_slice(&sender.to_le_bytes());
         bytes.extend_from_slice(message);
         let (buf, rip, rsp, client) = (e.buf, e.rip, e.rsp, e.client);
-        e.running = true;
         write_user(m, space, buf, &bytes)?;
+        // Marked only once the message is in: a failed delivery leaves it callable.
+        m.endpoints[ep as usize].running = true;
         Ok((space, client, rip, rsp, total as u64))
     })?;
-    let saved = load_space(space).ok_or(Errno::ESRCH)?;
-    let outer = RUNNING.swap(ep, Ordering::AcqRel);
-    let outer_client = client.map(|c| CURRENT.swap(c.0, Ordering::Relaxed));
-    let outer_fault = LAST_TASK_FAULT.swap(u64::MAX, Ordering::Relaxed);
-    // SAFETY: the task sleeps in `receive` at `rip` with its stack at `rsp` (its wrapper
-    // keeps every other register itself), its space is loaded; it comes back through its
-    // next `receive`, or dies through `return_to_kernel`.
-    let code = unsafe { crate::user::enter_user(rip, rsp, 0, 0, total) };
-    LAST_TASK_FAULT.store(outer_fault, Ordering::Relaxed);
-    if let Some(c) = outer_client {
-        CURRENT.store(c, Ordering::Relaxed);
-    }
-    RUNNING.store(outer, Ordering::Release);
-    restore(saved);
+    let code = run_task(Entry {
+        space,
+        endpoint: ep,
+        client,
+        rip,
+        rsp,
+        regs: [0, 0, total],
+    })
+    .ok_or(Errno::ESRCH)?;
     let died = with(|m| {
         let e = &mut m.endpoints[ep as usize];
         e.running = false;
@@ -595,17 +627,20 @@ pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> Vec<Option<u64>> {
         }
     }
     while let Some(mut run) = ready.pop_front() {
-        let Some(saved) = with(|m| m.space_of(run.id)).and_then(load_space) else {
+        let code = with(|m| m.space_of(run.id)).and_then(|space| {
+            run_task(Entry {
+                space,
+                endpoint: NOT_AN_ENDPOINT,
+                client: Some(run.id),
+                rip: run.rip,
+                rsp: run.rsp,
+                regs: [run.args.0, run.args.1, 0],
+            })
+        });
+        let Some(code) = code else {
             end_app(run.id);
             continue;
         };
-        CURRENT.store(run.id.0, Ordering::Relaxed);
-        LAST_TASK_FAULT.store(u64::MAX, Ordering::Relaxed);
-        // SAFETY: the app's space is loaded with its image and stack mapped
-        // user-accessible; it comes back through `yield`, `exit`, or `return_to_kernel`
-        // when killed.
-        let code = unsafe { crate::user::enter_user(run.rip, run.rsp, run.args.0, run.args.1, 0) };
-        restore(saved);
         if code == YIELDED {
             (run.rip, run.rsp) = *YIELD_AT.lock();
             run.args = (0, 0);
@@ -949,18 +984,15 @@ fn start_peer() -> Result<u64, Errno> {
         (m.endpoints.len() - 1) as u32
     });
     // Its first run: from the entry point, in peer mode, to its first `receive`.
-    let saved = load_space(space).ok_or(Errno::ESRCH)?;
-    let outer = RUNNING.swap(ep, Ordering::AcqRel);
-    let outer_client = CURRENT.swap(id.0, Ordering::Relaxed);
-    let outer_fault = LAST_TASK_FAULT.swap(u64::MAX, Ordering::Relaxed);
-    // SAFETY: the peer's space is loaded with its image and stack mapped
-    // user-accessible; it comes back through `receive` or dies through
-    // `return_to_kernel`.
-    let code = unsafe { crate::user::enter_user(entry, stack_top, 1, 0, 0) };
-    LAST_TASK_FAULT.store(outer_fault, Ordering::Relaxed);
-    CURRENT.store(outer_client, Ordering::Relaxed);
-    RUNNING.store(outer, Ordering::Release);
-    restore(saved);
+    let code = run_task(Entry {
+        space,
+        endpoint: ep,
+        client: Some(id),
+        rip: entry,
+        rsp: stack_top,
+        regs: [1, 0, 0],
+    });
+    let code = code.unwrap_or(0);
     with(|m| {
         let e = &mut m.endpoints[ep as usize];
         e.running = false;
