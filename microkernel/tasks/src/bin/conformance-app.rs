@@ -269,7 +269,7 @@ mod app {
 
     /// System calls a buggy or hostile task could make, each answered with its errno (and
     /// the kernel going on serving the app).
-    fn hostile_syscalls() -> [(&'static str, bool); 7] {
+    fn hostile_syscalls() -> [(&'static str, bool); 11] {
         let mut req = [0u8; ipc_proto::MAX_REQUEST_LEN];
         let mut resp = [0u8; ipc_proto::MAX_RESPONSE_LEN];
         let n = ipc_proto::encode_request(&ipc_proto::Request::Regions { after: 0 }, &mut req)
@@ -309,8 +309,25 @@ mod app {
                 errno(sys::syscall(nr::SPAWN, req, 0, 0, 0)) == Some(Errno::EINVAL),
             ),
             (
-                "app: ending a client twice is EBADF",
+                "app: ending a client it did not start is EBADF",
                 errno(sys::syscall(nr::END, 7, 0, 0, 0)) == Some(Errno::EBADF),
+            ),
+            (
+                "app: the kernel stub's calls are the memory server's alone (EPERM)",
+                errno(sys::syscall(nr::MAP, 0, 0x1000_0000, 0x800, 3)) == Some(Errno::EPERM)
+                    && errno(sys::syscall(nr::CREATE_SPACE, 0, 0, 0, 0)) == Some(Errno::EPERM),
+            ),
+            (
+                "app: an IPC call straight to the memory server's endpoint is EBADF",
+                errno(sys::syscall(nr::IPC_CALL, 0, req, n as u64, resp)) == Some(Errno::EBADF),
+            ),
+            (
+                "app: an IPC call to an endpoint it did not start is EBADF",
+                errno(sys::syscall(nr::IPC_CALL, 99, req, n as u64, resp)) == Some(Errno::EBADF),
+            ),
+            (
+                "app: receive from a task that serves no calls is EPERM",
+                errno(sys::syscall(nr::RECEIVE, resp, 0, resp, 64)) == Some(Errno::EPERM),
             ),
         ]
     }
