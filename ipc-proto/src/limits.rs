@@ -14,3 +14,7 @@ pub const NAME_MAX: usize = 255;
 
 /// Longest bank or device name.
 pub const OBJ_NAME_MAX: usize = 32;
+
+/// Longest file path for the pager protocol, in bytes (with its leading `/`), as a small
+/// system's `PATH_MAX`.
+pub const PATH_MAX: usize = 255;

@@ -1,8 +1,8 @@
-//! Validated names: shared-memory object names and bank/device names.
+//! Validated names: shared-memory object names, bank/device names, and file paths.
 
 use crate::Errno;
 use crate::flags::varint_len;
-use crate::limits::{NAME_MAX, OBJ_NAME_MAX};
+use crate::limits::{NAME_MAX, OBJ_NAME_MAX, PATH_MAX};
 use core::fmt;
 use heapless::String;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -98,6 +98,39 @@ impl fmt::Display for ObjName {
     }
 }
 
+/// A file's path at the pager: absolute, at most [`PATH_MAX`] bytes, `/`-separated
+/// components that are not empty, `.` or `..`, and no NUL.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FilePath(String<PATH_MAX>);
+
+impl FilePath {
+    /// Validates a path; too long is `ENAMETOOLONG`, any other rule broken `EINVAL`.
+    pub fn new(path: &str) -> Result<FilePath, Errno> {
+        if path.len() > PATH_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let rest = path.strip_prefix('/').ok_or(Errno::EINVAL)?;
+        let bad = |c: &str| c.is_empty() || c == "." || c == ".." || c.contains('\0');
+        if rest.split('/').any(bad) {
+            return Err(Errno::EINVAL);
+        }
+        let mut s = String::new();
+        s.push_str(path).map_err(|()| Errno::ENAMETOOLONG)?;
+        Ok(FilePath(s))
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for FilePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.as_str())
+    }
+}
+
 /// Serde and `MaxSize` for a validated name: a postcard string (varint length + UTF-8),
 /// validated again on decode.
 macro_rules! wire_name {
@@ -122,6 +155,7 @@ macro_rules! wire_name {
 
 wire_name!(ShmName, NAME_MAX, ShmName::from_component);
 wire_name!(ObjName, OBJ_NAME_MAX, ObjName::new);
+wire_name!(FilePath, PATH_MAX, FilePath::new);
 
 /// Visits a borrowed or transient string and validates it, so no name ever lands in a
 /// buffer larger than its bound.

@@ -12,9 +12,11 @@
 //! The protocol is versioned on its own ([`PAGER_PROTOCOL_MAJOR`]) and golden-vectored
 //! with the rest in `golden/VECTORS.md`.
 
+pub use crate::limits::PATH_MAX;
+pub use crate::name::FilePath;
 use crate::{Errno, PAGE_SIZE};
 use core::fmt;
-use heapless::{String, Vec};
+use heapless::Vec;
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -22,69 +24,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const PAGER_PROTOCOL_MAJOR: u16 = 1;
 /// Its minor version: grows with compatible additions.
 pub const PAGER_PROTOCOL_MINOR: u16 = 0;
-/// Longest path, in bytes (with its leading `/`), as a small system's `PATH_MAX`.
-pub const PATH_MAX: usize = 255;
-
-/// A file's path at the pager: absolute, at most [`PATH_MAX`] bytes, `/`-separated
-/// components that are not empty, `.` or `..`, and no NUL.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FilePath(String<PATH_MAX>);
-
-impl FilePath {
-    /// Validates a path; too long is `ENAMETOOLONG`, any other rule broken `EINVAL`.
-    pub fn new(path: &str) -> Result<FilePath, Errno> {
-        if path.len() > PATH_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
-        let rest = path.strip_prefix('/').ok_or(Errno::EINVAL)?;
-        let bad = |c: &str| c.is_empty() || c == "." || c == ".." || c.contains('\0');
-        if rest.split('/').any(bad) {
-            return Err(Errno::EINVAL);
-        }
-        let mut s = String::new();
-        s.push_str(path).map_err(|()| Errno::ENAMETOOLONG)?;
-        Ok(FilePath(s))
-    }
-
-    /// The path as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for FilePath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0.as_str())
-    }
-}
-
-impl Serialize for FilePath {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for FilePath {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = FilePath;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a valid path")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FilePath, E> {
-                FilePath::new(v).map_err(|_| E::custom("invalid path"))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl MaxSize for FilePath {
-    // A varint length (two bytes cover 255) and the bytes.
-    const POSTCARD_MAX_SIZE: usize = 2 + PATH_MAX;
-}
-
 /// Names one memory object at its pager (for a file server, the file's inode number).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectKey(pub u64);
@@ -367,7 +306,7 @@ mod tests {
 
     #[test]
     fn paths_follow_their_rules() {
-        assert_eq!(FilePath::new("/etc/motd").map(|p| p.0.len()), Ok(9));
+        assert_eq!(FilePath::new("/etc/motd").map(|p| p.as_str().len()), Ok(9));
         assert!(FilePath::new("/a").is_ok());
         for bad in ["", "/", "etc", "/a//b", "/a/", "/./a", "/a/../b", "/a\0b"] {
             assert_eq!(FilePath::new(bad), Err(Errno::EINVAL), "{bad:?}");
