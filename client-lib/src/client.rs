@@ -3,9 +3,9 @@
 use crate::c_args;
 use crate::transport::Transport;
 use ipc_proto::{
-    Errno, Fd, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MapFlags, MlockallFlags, MmapArgs, MsyncFlags,
-    OFlags, ObjName, PROTOCOL_MAJOR, PROTOCOL_MINOR, PageInfo, Prot, RegionInfo, Reply, Request,
-    Response, ServerInfo, ServerStats, ShmName, Stat, decode_response, encode_request,
+    Errno, Fd, FilePath, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MapFlags, MlockallFlags, MmapArgs,
+    MsyncFlags, OFlags, ObjName, PROTOCOL_MAJOR, PROTOCOL_MINOR, PageInfo, Prot, RegionInfo, Reply,
+    Request, Response, ServerInfo, ServerStats, ShmName, Stat, decode_response, encode_request,
 };
 
 /// A connection to the memory server over transport `T`.
@@ -171,6 +171,14 @@ impl<T: Transport> Client<T> {
     pub fn open_device(&mut self, name: &str, oflag: OFlags) -> Result<Fd, Errno> {
         let name = ObjName::new(name)?;
         self.fd(&Request::OpenDevice { name, oflag })
+    }
+
+    /// Opens the file `path` of the file server for mapping (`open(2)` of a file the
+    /// memory server pages from its pager): `O_RDONLY` or `O_RDWR`, optionally `O_TRUNC`.
+    /// The fd takes `mmap`, `ftruncate`, `fstat` and `close`.
+    pub fn open_file(&mut self, path: &str, oflag: OFlags) -> Result<Fd, Errno> {
+        let path = FilePath::new(path)?;
+        self.fd(&Request::FileOpen { path, oflag })
     }
 
     /// The caller's mappings in address order, one request per region.

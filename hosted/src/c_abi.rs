@@ -198,7 +198,7 @@ pub unsafe extern "C" fn ms_fstat(fd: c_int, st: *mut libc::stat) -> c_int {
         out.st_size = s.size as off_t;
         out.st_mode = s.mode.bits()
             | match s.kind {
-                ObjectKind::Shm => libc::S_IFREG,
+                ObjectKind::Shm | ObjectKind::File => libc::S_IFREG,
                 ObjectKind::Bank | ObjectKind::Device => libc::S_IFCHR,
             };
         out.st_uid = s.uid;

@@ -37,6 +37,17 @@ impl MemView {
         MemView { base, len }
     }
 
+    fn page_ref(&self, index: u64) -> Option<&[u8]> {
+        if index.checked_add(1)?.checked_mul(P)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds (checked above) of the mapping `new`'s contract keeps valid;
+        // the shared borrow of `self` excludes the `&mut` slices of `page`.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.base.as_ptr().add((index * P) as usize), P as usize)
+        })
+    }
+
     fn page(&mut self, index: u64) -> Option<&mut [u8]> {
         if index.checked_add(1)?.checked_mul(P)? > self.len {
             return None;
@@ -227,6 +238,24 @@ impl KernelStub for HostedStub {
         }
         if let Some(p) = self.mem.page(d) {
             p.copy_from_slice(&buf);
+        }
+    }
+
+    fn fill_frame(&mut self, frame: Frame, data: &[u8]) {
+        if let Some(p) = self.index(frame).and_then(|i| self.mem.page(i)) {
+            let n = data.len().min(p.len());
+            p[..n].copy_from_slice(&data[..n]);
+            p[n..].fill(0);
+        }
+    }
+
+    fn read_frame(&self, frame: Frame, out: &mut [u8]) {
+        match self.index(frame).and_then(|i| self.mem.page_ref(i)) {
+            Some(p) => {
+                let n = out.len().min(p.len());
+                out[..n].copy_from_slice(&p[..n]);
+            }
+            None => out.fill(0),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::message::{
     Access, Backing, CacheMode, ClientId, ClientSpec, Fd, MmapArgs, ObjectKind, PageInfo,
     RegionInfo, Reply, Request, Response, ServerInfo, ServerStats, Signal, Stat,
 };
-use crate::name::{ObjName, ShmName};
+use crate::name::{FilePath, ObjName, ShmName};
 use crate::{Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
 
 /// The typical `mmap`: 4 KiB of private anonymous read-write memory, anywhere.
@@ -134,7 +134,7 @@ pub fn requests() -> [(&'static str, Request); 19] {
 }
 
 /// Requests beyond the first array: the kernel's exit notice and the introspection calls.
-pub fn more_requests() -> [(&'static str, Request); 5] {
+pub fn more_requests() -> [(&'static str, Request); 6] {
     [
         (
             "client_started",
@@ -164,11 +164,18 @@ pub fn more_requests() -> [(&'static str, Request); 5] {
                 spec: ClientSpec::DEFAULT,
             },
         ),
+        (
+            "file_open",
+            Request::FileOpen {
+                path: FilePath::new("/etc/motd").expect("valid path"),
+                oflag: OFlags::RDONLY,
+            },
+        ),
     ]
 }
 
 /// One example of every reply variant, plus an error response.
-pub fn responses() -> [(&'static str, Response); 13] {
+pub fn responses() -> [(&'static str, Response); 15] {
     [
         (
             "hello",
@@ -209,6 +216,29 @@ pub fn responses() -> [(&'static str, Response); 13] {
                 locked: false,
                 backing: Backing::Shm(1),
                 offset: 0,
+            }))),
+        ),
+        (
+            "stat_file",
+            Ok(Reply::Stat(Stat {
+                kind: ObjectKind::File,
+                size: 10_000,
+                mode: Mode::from_raw(0o644).expect("valid mode"),
+                uid: 0,
+                gid: 0,
+                ino: 9,
+            })),
+        ),
+        (
+            "region_file",
+            Ok(Reply::Region(Some(RegionInfo {
+                start: 0x7f00_0000_0000,
+                end: 0x7f00_0000_3000,
+                prot: Prot::READ,
+                shared: false,
+                locked: false,
+                backing: Backing::File(9),
+                offset: 0x1000,
             }))),
         ),
         ("region_end", Ok(Reply::Region(None))),

@@ -5,7 +5,7 @@
 //! a lost reply is safe ("idempotent").
 
 use crate::flags::{MapFlags, MlockallFlags, Mode, MsyncFlags, OFlags, Prot};
-use crate::name::{ObjName, ShmName};
+use crate::name::{FilePath, ObjName, ShmName};
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
@@ -249,13 +249,27 @@ pub enum Request {
         /// The child's identity, rights and limits.
         spec: ClientSpec,
     },
+    /// Open a file of the file server (the server's pager) for mapping, like `open(2)`
+    /// followed by nothing but `mmap`, `ftruncate`, `fstat` and `close` on the fd. The
+    /// file server checks `path` and the caller's identity against the file's mode bits.
+    /// Reply: [`Reply::Fd`]. Errors: `ENOENT`, `EACCES` (mode bits, or `O_RDWR` on a
+    /// read-only file), `EINVAL` (an access mode other than `O_RDONLY`/`O_RDWR`, or
+    /// `O_CREAT`/`O_EXCL`: files are created at the file server), `ETXTBSY` (`O_RDWR`
+    /// while mapped `MAP_DENYWRITE`), `EMFILE`, `ENFILE`, `ENODEV` (no file server),
+    /// `EIO` (the file server failed). Not idempotent. Since protocol 1.2.
+    FileOpen {
+        /// The file's absolute path.
+        path: FilePath,
+        /// `O_RDONLY` or `O_RDWR`, optionally `O_TRUNC`.
+        oflag: OFlags,
+    },
 }
 
 impl Request {
     /// How many request kinds this version knows: variant indexes `0..VARIANTS`. A
     /// higher index decodes as `ENOSYS`. Appending a variant bumps it (checked by the
     /// golden-vector tests).
-    pub const VARIANTS: u32 = 23;
+    pub const VARIANTS: u32 = 24;
 }
 
 /// Per-client limits, the analogues of `RLIMIT_*` and `vm.max_map_count`.
@@ -348,6 +362,8 @@ pub enum ObjectKind {
     Bank,
     /// A device window.
     Device,
+    /// A file of the file server (since protocol 1.2).
+    File,
 }
 
 /// `fstat`'s answer.
@@ -378,6 +394,8 @@ pub enum Backing {
     Shm(u64),
     /// A device window, by index.
     Device(u8),
+    /// A file of the file server, by its `ino` (since protocol 1.2).
+    File(u64),
 }
 
 /// One mapping of the caller's address space.

@@ -22,9 +22,24 @@ impl<K: KernelStub> Server<K> {
         if !self.clients.contains_key(&id) {
             return Err(Errno::ESRCH);
         }
-        match self.resolve(id, addr & !PAGE_MASK, access) {
+        match self.resolve_evicting(id, addr & !PAGE_MASK, access) {
             Ok(outcome) => Ok(outcome),
             Err(_) => Ok(Some(Signal::Bus)),
+        }
+    }
+
+    /// [`resolve`](Self::resolve), evicting cached file pages while frames run out.
+    pub(crate) fn resolve_evicting(
+        &mut self,
+        id: ClientId,
+        va: u64,
+        access: Access,
+    ) -> Result<Option<Signal>, Errno> {
+        loop {
+            match self.resolve(id, va, access) {
+                Err(Errno::ENOMEM) if self.evict_one() => {}
+                other => return other,
+            }
         }
     }
 
@@ -108,9 +123,14 @@ impl<K: KernelStub> Server<K> {
                 if idx >= o.size.div_ceil(PAGE_SIZE) {
                     return Ok(Some(Signal::Bus));
                 }
+                let is_file = o.file.is_some();
                 if !r.shared && write {
-                    // First write to a private mapping: a private copy of the object page.
-                    let src = o.pages.get(&idx).copied();
+                    // First write to a private mapping: a private copy of the object page
+                    // (of a file, its contents must come in first).
+                    let src = match o.pages.get(&idx).copied() {
+                        None if is_file => Some(self.object_page(obj, idx)?),
+                        src => src,
+                    };
                     let f = match src {
                         Some(src) => self.mem.alloc_copy(r.charge_bank(), src),
                         None => self.mem.alloc_zeroed(r.charge_bank()),
@@ -122,17 +142,14 @@ impl<K: KernelStub> Server<K> {
                     self.install_private(id, va, f, attrs_for(&r, true))?;
                     return Ok(None);
                 }
-                let f = match o.pages.get(&idx) {
-                    Some(&f) => f,
-                    None => {
-                        let f = self.mem.alloc_zeroed(o.bank).ok_or(Errno::ENOMEM)?;
-                        if let Some(o) = self.objects.get_mut(&obj) {
-                            o.pages.insert(idx, f);
-                        }
-                        f
-                    }
-                };
-                let attrs = attrs_for(&r, r.shared);
+                let f = self.object_page(obj, idx)?;
+                // A shared file page is installed writable only once written, so that
+                // write marks it dirty (write-back sends only pages really written).
+                if is_file && r.shared && write {
+                    self.mark_dirty(obj, idx);
+                }
+                let writable_ok = r.shared && (!is_file || write || self.is_dirty(obj, idx));
+                let attrs = attrs_for(&r, writable_ok);
                 match installed {
                     Some((_, a)) if a.writable || !write => {}
                     Some(_) => self.mem.stub.protect(space, va, 1, attrs),

@@ -235,6 +235,22 @@ impl<P: PhysMemory, T: Tlb, S: StateStorage, const N: usize> KernelStub for Stub
         }
     }
 
+    fn fill_frame(&mut self, frame: Frame, data: &[u8]) {
+        if let Some(c) = self.cap(frame) {
+            let _ = self.stub.zero_frame(c);
+            let _ = self.stub.write_frame(c, 0, data);
+        }
+    }
+
+    fn read_frame(&self, frame: Frame, out: &mut [u8]) {
+        let read = self
+            .cap(frame)
+            .is_some_and(|c| self.stub.read_frame(c, 0, out).is_ok());
+        if !read {
+            out.fill(0);
+        }
+    }
+
     fn donate_table_frame(&mut self, frame: Frame) -> Result<(), StubError> {
         let cap = self.cap(frame).ok_or(StubError::Refused)?;
         self.stub.donate_table_frame(cap).map_err(stub_error)

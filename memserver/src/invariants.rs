@@ -180,6 +180,14 @@ impl<K: KernelStub> Server<K> {
             if o.anonymous {
                 open_files += 1;
             }
+            if let Some(file) = &o.file {
+                if self.files.get(&file.key) != Some(&obj) || o.name.is_some() {
+                    return Err(format!("file object {obj:?}: file table disagrees"));
+                }
+                if let Some(i) = file.dirty.iter().find(|i| !o.pages.contains_key(i)) {
+                    return Err(format!("file object {obj:?}: dirty page {i} not resident"));
+                }
+            }
             for &f in o.pages.values() {
                 *refs.entry(f).or_default() += 1;
             }
@@ -189,6 +197,9 @@ impl<K: KernelStub> Server<K> {
         }
         if self.names.len() != self.objects.values().filter(|o| o.name.is_some()).count() {
             return Err(String::from("name table has stale entries"));
+        }
+        if self.files.len() != self.objects.values().filter(|o| o.file.is_some()).count() {
+            return Err(String::from("file table has stale entries"));
         }
         if open_files != self.open_files {
             return Err(format!(
@@ -286,6 +297,10 @@ impl<K: KernelStub> Server<K> {
                     return Err(format!(
                         "private page {va:#x} writable on the object's frame"
                     ));
+                }
+                // Dirty tracking: a file page is writable only once marked dirty.
+                if a.writable && !self.is_dirty(obj, idx) && self.file_key(obj).is_some() {
+                    return Err(format!("clean file page {va:#x} installed writable"));
                 }
                 Ok(())
             }

@@ -22,6 +22,7 @@ mod clone;
 pub mod config;
 mod fault;
 pub mod fd;
+mod file;
 pub mod frame_alloc;
 pub mod inproc;
 mod invariants;
@@ -37,5 +38,6 @@ pub mod stub;
 mod vm;
 
 pub use config::{BankConfig, Config, DeviceConfig, FrameRange};
+pub use file::{Pager, PagerCounters};
 pub use server::{Sender, Server};
 pub use stub::{Frame, KernelStub, PageAttrs, StubError};

@@ -156,6 +156,21 @@ impl KernelStub for ModelStub {
         }
     }
 
+    fn fill_frame(&mut self, frame: Frame, data: &[u8]) {
+        let mut page = Box::new([0u8; 4096]);
+        let n = data.len().min(4096);
+        page[..n].copy_from_slice(&data[..n]);
+        self.data.insert(frame, page);
+    }
+
+    fn read_frame(&self, frame: Frame, out: &mut [u8]) {
+        let n = out.len().min(4096);
+        match self.data.get(&frame) {
+            Some(d) => out[..n].copy_from_slice(&d[..n]),
+            None => out.fill(0),
+        }
+    }
+
     fn donate_table_frame(&mut self, frame: Frame) -> Result<(), StubError> {
         if !self.lent.insert(frame) {
             return Err(StubError::Refused);

@@ -3,9 +3,10 @@
 
 use crate::frame_alloc::BankId;
 use crate::stub::Frame;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use ipc_proto::Mode;
+use ipc_proto::pager::ObjectKey;
 
 /// Identity of a memory object; also reported as its inode number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,6 +39,18 @@ pub struct MemObject {
     pub bank: BankId,
     /// An anonymous shared object (`MAP_SHARED|MAP_ANONYMOUS`) counts as an open file.
     pub anonymous: bool,
+    /// Set for a file of the pager: its pages are a cache of the file.
+    pub file: Option<FileInfo>,
+}
+
+/// What a file object adds: its name at the pager and which cached pages are newer than
+/// the file.
+#[derive(Debug)]
+pub struct FileInfo {
+    /// The pager's key for the file.
+    pub key: ObjectKey,
+    /// Indexes of pages written since they were paged in or last written back.
+    pub dirty: BTreeSet<u64>,
 }
 
 impl MemObject {
@@ -56,6 +69,7 @@ impl MemObject {
             denywrite_pages: 0,
             bank,
             anonymous: false,
+            file: None,
         }
     }
 

@@ -145,12 +145,13 @@ impl Region {
             && next.backing == self.backing_at(next.start)
     }
 
-    /// The region as the `Regions` request reports it.
-    pub fn info(&self, object_ino: impl Fn(ObjectId) -> u64) -> RegionInfo {
+    /// The region as the `Regions` request reports it; `object` says how an object
+    /// backing it is reported (`Shm` or `File`, by inode).
+    pub fn info(&self, object: impl Fn(ObjectId) -> Backing) -> RegionInfo {
         let (backing, offset) = match self.backing {
             RegionBacking::Anon { bank } if bank == BankId::DEFAULT => (Backing::Anonymous, 0),
             RegionBacking::Anon { bank } => (Backing::Bank(bank.0), 0),
-            RegionBacking::Object { obj, offset } => (Backing::Shm(object_ino(obj)), offset),
+            RegionBacking::Object { obj, offset } => (object(obj), offset),
             RegionBacking::Device { dev, offset } => (Backing::Device(dev.0), offset),
         };
         RegionInfo {

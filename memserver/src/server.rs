@@ -52,6 +52,11 @@ pub struct Server<K: KernelStub> {
     /// Open fds of every client plus anonymous shared objects (`ENFILE` bound).
     pub(crate) open_files: u32,
     pub(crate) violations: u32,
+    /// The file server, once connected.
+    pub(crate) pager: Option<alloc::boxed::Box<dyn crate::file::Pager>>,
+    /// File objects by their pager key: one object (one page cache) per file.
+    pub(crate) files: BTreeMap<ipc_proto::ObjectKey, ObjectId>,
+    pub(crate) pager_counters: crate::file::PagerCounters,
 }
 
 impl<K: KernelStub> Server<K> {
@@ -71,6 +76,9 @@ impl<K: KernelStub> Server<K> {
             next_object: 1,
             open_files: 0,
             violations: 0,
+            pager: None,
+            files: BTreeMap::new(),
+            pager_counters: Default::default(),
         }
     }
 
@@ -222,6 +230,7 @@ impl<K: KernelStub> Server<K> {
             Request::OpenDevice { ref name, oflag } => {
                 self.open_device(id, name, oflag).map(Reply::Fd)
             }
+            Request::FileOpen { ref path, oflag } => self.file_open(id, path, oflag).map(Reply::Fd),
             Request::Regions { after } => Ok(Reply::Region(self.region_after(id, after))),
             Request::PageInfo { addr } => Ok(Reply::PageInfo(self.page_info(id, addr))),
             // Handled in `dispatch`.
@@ -326,6 +335,7 @@ impl<K: KernelStub> Server<K> {
         if o.anonymous {
             self.open_files = self.open_files.saturating_sub(1);
         }
+        self.release_file(&o);
         for (_, f) in o.pages {
             self.mem.release(f);
         }

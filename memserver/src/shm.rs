@@ -101,13 +101,17 @@ impl<K: KernelStub> Server<K> {
         if len > self.cfg.max_object_size {
             return Err(Errno::EFBIG);
         }
+        if self.file_key(obj).is_some() {
+            return self.file_set_size(obj, len);
+        }
         self.truncate_object(obj, len);
         Ok(())
     }
 
     /// Sets an object's size; shrinking frees the pages past the end and removes them
     /// from every mapping (private copies too, as Linux does), so later access there is
-    /// `SIGBUS`.
+    /// `SIGBUS`, and zeroes the rest of a now partial last page, so growing again reads
+    /// zeroes there.
     pub(crate) fn truncate_object(&mut self, obj: ObjectId, len: u64) {
         let Some(o) = self.objects.get_mut(&obj) else {
             return;
@@ -119,6 +123,17 @@ impl<K: KernelStub> Server<K> {
         }
         let first_gone = len.div_ceil(PAGE_SIZE);
         let gone: Vec<_> = o.pages.split_off(&first_gone).into_values().collect();
+        if let Some(file) = o.file.as_mut() {
+            file.dirty.split_off(&first_gone);
+        }
+        let keep = (len % PAGE_SIZE) as usize;
+        if keep != 0
+            && let Some(&f) = o.pages.get(&(len / PAGE_SIZE))
+        {
+            let mut head = alloc::vec![0u8; keep];
+            self.mem.stub.read_frame(f, &mut head);
+            self.mem.stub.fill_frame(f, &head);
+        }
         for (_, c) in self.clients.iter_mut() {
             let spans: Vec<(u64, u64)> = c
                 .regions
@@ -170,7 +185,11 @@ impl<K: KernelStub> Server<K> {
             FdTarget::Shm(obj) => {
                 let o = self.objects.get(&obj).ok_or(Errno::EBADF)?;
                 Stat {
-                    kind: ObjectKind::Shm,
+                    kind: if o.file.is_some() {
+                        ObjectKind::File
+                    } else {
+                        ObjectKind::Shm
+                    },
                     size: o.size,
                     mode: o.mode,
                     uid: o.uid,
@@ -255,7 +274,7 @@ impl<K: KernelStub> Server<K> {
     }
 
     /// `EMFILE` at the client's fd limit, `ENFILE` at the system's.
-    fn check_fd_room(&self, id: ClientId) -> Result<(), Errno> {
+    pub(crate) fn check_fd_room(&self, id: ClientId) -> Result<(), Errno> {
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
         if c.fds.len() >= c.spec.limits.max_fds as usize {
             return Err(Errno::EMFILE);
@@ -266,7 +285,7 @@ impl<K: KernelStub> Server<K> {
         Ok(())
     }
 
-    fn open_fd(&mut self, id: ClientId, entry: FdEntry) -> Fd {
+    pub(crate) fn open_fd(&mut self, id: ClientId, entry: FdEntry) -> Fd {
         if let FdTarget::Shm(obj) = entry.target
             && let Some(o) = self.objects.get_mut(&obj)
         {
@@ -285,7 +304,7 @@ impl<K: KernelStub> Server<K> {
 
 /// `O_RDONLY` (false) or `O_RDWR` (true); `O_WRONLY` and the invalid `3` are `EINVAL`
 /// (POSIX leaves shm_open with them unspecified).
-fn access_mode(oflag: OFlags) -> Result<bool, Errno> {
+pub(crate) fn access_mode(oflag: OFlags) -> Result<bool, Errno> {
     match oflag & OFlags::ACCMODE {
         m if m == OFlags::RDONLY => Ok(false),
         m if m == OFlags::RDWR => Ok(true),

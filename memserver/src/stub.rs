@@ -100,6 +100,12 @@ pub trait KernelStub {
     fn zero_frame(&mut self, frame: Frame);
     /// Copies one frame's contents to another.
     fn copy_frame(&mut self, src: Frame, dst: Frame);
+    /// Fills a frame with `data` (at most a page) followed by zeroes: a page read from a
+    /// pager, its tail past the end of the file zero-filled.
+    fn fill_frame(&mut self, frame: Frame, data: &[u8]);
+    /// Copies the first `out.len()` bytes (at most a page) of a frame into `out`, for
+    /// writing a dirty page back to its pager.
+    fn read_frame(&self, frame: Frame, out: &mut [u8]);
     /// Lends a frame to the stub for page tables.
     fn donate_table_frame(&mut self, frame: Frame) -> Result<(), StubError>;
     /// Takes back a lent frame the stub no longer uses, if any.

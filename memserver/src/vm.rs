@@ -401,6 +401,8 @@ impl<K: KernelStub> Server<K> {
         let mut other_backing = false;
         let mut touched: [Option<ObjectId>; 4] = [None; 4];
         let mut more_objects = alloc::vec::Vec::new();
+        // Shared object ranges, whose dirty file pages go back once unmapped.
+        let mut flush = alloc::vec::Vec::new();
         let (frames, objects) = (&mut self.mem.frames, &mut self.objects);
         let (mapped, locked) = (&mut c.mapped_bytes, &mut c.locked_bytes);
         c.regions.remove_range(start, end, |r| {
@@ -412,8 +414,12 @@ impl<K: KernelStub> Server<K> {
             if r.accounted {
                 frames.uncharge(r.charge_bank(), r.pages());
             }
-            if let RegionBacking::Object { obj, .. } = r.backing {
+            if let RegionBacking::Object { obj, offset } = r.backing {
                 if let Some(o) = objects.get_mut(&obj) {
+                    if r.shared && o.file.is_some() {
+                        let first = offset / PAGE_SIZE;
+                        flush.push((obj, first..first + r.pages()));
+                    }
                     o.mapped_pages -= r.pages();
                     if r.denywrite {
                         o.denywrite_pages -= r.pages();
@@ -434,6 +440,10 @@ impl<K: KernelStub> Server<K> {
         while let Some((&va, &f)) = c.anon.range(start..end).next() {
             c.anon.remove(&va);
             self.mem.frames.decref(f);
+        }
+        for (obj, pages) in flush {
+            // A failing pager keeps the pages dirty; the object's release retries.
+            let _ = self.write_back(obj, pages);
         }
         for obj in touched.into_iter().flatten().chain(more_objects) {
             self.destroy_if_orphan(obj);
@@ -546,19 +556,28 @@ impl<K: KernelStub> Server<K> {
             {
                 continue;
             }
+            // A shared file page becomes writable again only through a write fault,
+            // which marks it dirty.
+            let file = match r.backing {
+                RegionBacking::Object { obj, .. } => {
+                    self.objects.get(&obj).is_some_and(|o| o.file.is_some())
+                }
+                _ => false,
+            };
             if prot.is_empty() {
                 self.mem.stub.unmap(c.space, s, pages);
             } else {
                 self.mem
                     .stub
-                    .protect(c.space, s, pages, attrs_for(r, r.shared));
+                    .protect(c.space, s, pages, attrs_for(r, r.shared && !file));
             }
         }
         Ok(())
     }
 
-    /// `msync`: validates and reports; memory objects are their own backing store, so
-    /// there is nothing to write back.
+    /// `msync`: validates, then writes the dirty file pages of the range's shared
+    /// mappings back to the pager (`EIO` if it fails); shm objects are their own backing
+    /// store.
     pub(crate) fn msync(
         &mut self,
         id: ClientId,
@@ -585,6 +604,22 @@ impl<K: KernelStub> Server<K> {
         }
         if !c.regions.is_fully_mapped(addr, end) {
             return Err(Errno::ENOMEM);
+        }
+        // MS_ASYNC may only schedule the write; doing it now is allowed and simpler.
+        let spans: alloc::vec::Vec<(ObjectId, core::ops::Range<u64>)> = c
+            .regions
+            .overlapping(addr, end)
+            .filter_map(|r| match r.backing {
+                RegionBacking::Object { obj, offset } if r.shared => {
+                    let (s, e) = (r.start.max(addr), r.end.min(end));
+                    let first = (offset + s - r.start) / PAGE_SIZE;
+                    Some((obj, first..first + (e - s) / PAGE_SIZE))
+                }
+                _ => None,
+            })
+            .collect();
+        for (obj, pages) in spans {
+            self.write_back(obj, pages)?;
         }
         Ok(())
     }
@@ -714,7 +749,9 @@ impl<K: KernelStub> Server<K> {
             }
             va = va.max(r.start);
             let stop = r.end.min(end);
-            let access = if r.prot.contains(Prot::WRITE) {
+            // As Linux: a shared mapping is populated by reads, so populating a file
+            // mapping does not dirty every page of it.
+            let access = if r.prot.contains(Prot::WRITE) && !r.shared {
                 Some(Access::Write)
             } else if r.prot.is_empty() {
                 None
@@ -723,7 +760,7 @@ impl<K: KernelStub> Server<K> {
             };
             if let Some(access) = access {
                 while va < stop {
-                    if self.resolve(id, va, access)?.is_some() {
+                    if self.resolve_evicting(id, va, access)?.is_some() {
                         // Past the end of an object: nothing to populate there.
                         break;
                     }
@@ -739,7 +776,10 @@ impl<K: KernelStub> Server<K> {
     pub(crate) fn region_after(&self, id: ClientId, after: u64) -> Option<RegionInfo> {
         let c = self.clients.get(&id)?;
         let r = c.regions.first_ending_above(after)?;
-        Some(r.info(|o| o.0))
+        Some(r.info(|o| match self.objects.get(&o) {
+            Some(obj) if obj.file.is_some() => ipc_proto::Backing::File(o.0),
+            _ => ipc_proto::Backing::Shm(o.0),
+        }))
     }
 
     /// What backs the page at `addr` of `id`.

@@ -1263,6 +1263,33 @@ pub fn server_syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_r
                 }
                 0
             }
+            32 => {
+                let me = m.endpoints[0].space;
+                match me.filter(|_| a2 <= 4096 && m.servers_frame(a0)) {
+                    Some(me) => match read_user(m, me, a1, a2) {
+                        Ok(data) => {
+                            m.stub.fill_frame(Frame(a0), &data);
+                            0
+                        }
+                        Err(_) => NONE,
+                    },
+                    None => NONE,
+                }
+            }
+            33 => {
+                let me = m.endpoints[0].space;
+                match me.filter(|_| a2 <= 4096 && m.servers_frame(a0)) {
+                    Some(me) => {
+                        let mut page = alloc::vec![0u8; a2 as usize];
+                        m.stub.read_frame(Frame(a0), &mut page);
+                        match write_user(m, me, a1, &page) {
+                            Ok(()) => 0,
+                            Err(_) => NONE,
+                        }
+                    }
+                    None => NONE,
+                }
+            }
             30 if m.servers_frame(a0) => code(m.stub.donate_table_frame(Frame(a0))),
             30 => code(Err(StubError::Refused)),
             31 => match m.stub.reclaim_table_frame() {

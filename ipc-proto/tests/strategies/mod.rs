@@ -36,6 +36,9 @@ pub fn shm_name() -> impl Strategy<Value = ShmName> {
 pub fn obj_name() -> impl Strategy<Value = ObjName> {
     "[a-z0-9_-]{1,32}".prop_map(|s| ObjName::new(&s).unwrap())
 }
+pub fn file_path() -> impl Strategy<Value = FilePath> {
+    "(/[a-z0-9._-]{1,16}){1,4}".prop_filter_map("valid path", |s| FilePath::new(&s).ok())
+}
 pub fn access() -> impl Strategy<Value = Access> {
     prop_oneof![Just(Access::Read), Just(Access::Write), Just(Access::Exec)]
 }
@@ -93,6 +96,7 @@ pub fn request() -> impl Strategy<Value = Request> {
         obj_name().prop_map(|name| Request::OpenBank { name }),
         (obj_name(), oflags()).prop_map(|(name, oflag)| Request::OpenDevice { name, oflag }),
         u().prop_map(|after| Request::Regions { after }),
+        (file_path(), oflags()).prop_map(|(path, oflag)| Request::FileOpen { path, oflag }),
         (client(), u(), access()).prop_map(|(client, addr, access)| Request::PageFault {
             client,
             addr,
@@ -111,6 +115,7 @@ pub fn backing() -> impl Strategy<Value = Backing> {
         any::<u8>().prop_map(Backing::Bank),
         any::<u64>().prop_map(Backing::Shm),
         any::<u8>().prop_map(Backing::Device),
+        any::<u64>().prop_map(Backing::File),
     ]
 }
 
@@ -141,7 +146,8 @@ pub fn stat() -> impl Strategy<Value = Stat> {
     let kind = prop_oneof![
         Just(ObjectKind::Shm),
         Just(ObjectKind::Bank),
-        Just(ObjectKind::Device)
+        Just(ObjectKind::Device),
+        Just(ObjectKind::File)
     ];
     (
         kind,

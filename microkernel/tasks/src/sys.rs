@@ -67,6 +67,12 @@ pub mod nr {
     pub const DONATE: u64 = 30;
     /// `reclaim_table_frame()`: a frame, or `NONE`.
     pub const RECLAIM: u64 = 31;
+    /// `fill_frame(frame, buf, len)`: the frame becomes `len` (at most a page) bytes of
+    /// the caller's `buf` followed by zeroes; 0, or `NONE` when refused.
+    pub const FILL_FRAME: u64 = 32;
+    /// `read_frame(frame, buf, len)`: copies the frame's first `len` bytes (at most a
+    /// page) to the caller's `buf`; 0, or `NONE` when refused.
+    pub const READ_FRAME: u64 = 33;
     /// "Nothing" in the stub calls' results.
     pub const NONE: u64 = u64::MAX;
     /// The sender of the kernel's control messages to the memory server task (its

@@ -171,6 +171,25 @@ mod task {
             call(nr::COPY_FRAME, src.0, dst.0, 0, 0);
         }
 
+        fn fill_frame(&mut self, frame: Frame, data: &[u8]) {
+            let n = data.len().min(ipc_proto::PAGE_SIZE as usize);
+            call(nr::FILL_FRAME, frame.0, data.as_ptr() as u64, n as u64, 0);
+        }
+
+        fn read_frame(&self, frame: Frame, out: &mut [u8]) {
+            let n = out.len().min(ipc_proto::PAGE_SIZE as usize);
+            if call(
+                nr::READ_FRAME,
+                frame.0,
+                out.as_mut_ptr() as u64,
+                n as u64,
+                0,
+            ) != 0
+            {
+                out.fill(0);
+            }
+        }
+
         fn donate_table_frame(&mut self, frame: Frame) -> Result<(), StubError> {
             stub_result(call(nr::DONATE, frame.0, 0, 0, 0))
         }
