@@ -76,6 +76,15 @@ pub trait Harness {
     fn check(&mut self) -> Result<(), String>;
     /// A name unique to this harness, so concurrent runs do not collide: `/tag-base`.
     fn unique_name(&self, base: &str) -> String;
+
+    /// The file `path` as the file server holds it, read behind the memory server's back
+    /// (so a case can tell written back from merely cached), if the transport can reach
+    /// the file server directly; `None` otherwise, and the cases that would use it check
+    /// through the memory server only.
+    fn file_contents(&mut self, path: &str) -> Option<alloc::vec::Vec<u8>> {
+        let _ = path;
+        None
+    }
 }
 
 /// A client-lib `Client` over a process's transport.

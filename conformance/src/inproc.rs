@@ -6,14 +6,17 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec;
 use client_lib::Transport;
 use core::cell::RefCell;
+use fileserver::RamFs;
 use ipc_proto::{ClientId, ClientSpec, Errno, ServerStats, Signal};
 use memserver::inproc::InProcStub;
 use memserver::machine::{Machine, SimulatedCpu};
 use memserver::model_stub::ModelStub;
 use memserver::{BankConfig, Config, DeviceConfig, FrameRange};
+use spin::Mutex;
 
 /// Frames of the default bank in the conformance profile.
 pub const RAM_FRAMES: u64 = 4096;
@@ -84,6 +87,8 @@ type Shared<K> = Rc<RefCell<Machine<K>>>;
 pub struct InProc<K: SimulatedCpu> {
     machine: Shared<K>,
     facts: Facts,
+    /// The file server behind the server's pager, shared so cases can look at it.
+    files: Arc<Mutex<RamFs>>,
 }
 
 impl InProc<InProcStub> {
@@ -106,9 +111,16 @@ impl<K: SimulatedCpu + 'static> InProc<K> {
     /// A harness running `cfg` over `stub`.
     pub fn with_config(cfg: Config, stub: K) -> InProc<K> {
         let facts = facts_of(&cfg, true);
+        let mut machine = Machine::new(cfg, stub);
+        let files = Arc::new(Mutex::new(fileserver::fixture::conformance_fs()));
+        let fs = files.clone();
+        let pager = move |req: &[u8], out: &mut [u8]| Ok(fs.lock().handle_message(req, out));
+        // A fresh server has no files open, so connecting its pager cannot be refused.
+        let _ = machine.server.set_pager(Box::new(pager));
         InProc {
-            machine: Rc::new(RefCell::new(Machine::new(cfg, stub))),
+            machine: Rc::new(RefCell::new(machine)),
             facts,
+            files,
         }
     }
 
@@ -194,5 +206,9 @@ impl<K: SimulatedCpu + 'static> Harness for InProc<K> {
 
     fn unique_name(&self, base: &str) -> String {
         format!("/inproc-{base}")
+    }
+
+    fn file_contents(&mut self, path: &str) -> Option<alloc::vec::Vec<u8>> {
+        self.files.lock().contents(path).map(<[u8]>::to_vec)
     }
 }

@@ -13,7 +13,10 @@
 
 extern crate alloc;
 
+pub mod fixture;
 mod tar;
+
+pub use tar::{Entry as TarEntry, write as write_tar};
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -206,6 +209,13 @@ impl RamFs {
                 Ok(PagerReply::Done)
             }
         }
+    }
+
+    /// The file system as a pager transport for a memory server in the same address
+    /// space: a closure taking an encoded request and writing the encoded response (the
+    /// shape of `memserver::Pager`).
+    pub fn into_pager(mut self) -> impl FnMut(&[u8], &mut [u8]) -> Result<usize, Errno> + Send {
+        move |req, out| Ok(self.handle_message(req, out))
     }
 
     /// Answers one encoded pager request with an encoded response written to `out`

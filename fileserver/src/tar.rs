@@ -1,4 +1,4 @@
-//! Reading a ustar archive: 512-byte headers (name, octal mode, uid, gid and size, a
+//! Reading (and, for boot images and tests, writing) a ustar archive: 512-byte headers (name, octal mode, uid, gid and size, a
 //! checksum, a type, a `ustar` magic and a name prefix), each followed by its data padded
 //! to 512 bytes, ended by zero blocks. Every field is checked; nothing is trusted.
 
@@ -39,6 +39,62 @@ pub(crate) fn files(image: &[u8]) -> Result<Vec<TarFile<'_>>, Errno> {
             _ => {}
         }
         at = data_at + size.div_ceil(BLOCK) * BLOCK;
+    }
+}
+
+/// One entry for [`write`]: a regular file (`kind` `b'0'`) or a directory (`b'5'`).
+pub struct Entry<'a> {
+    /// The path in the archive (at most 99 bytes: no prefix field is written).
+    pub name: &'a str,
+    /// `b'0'` for a regular file, `b'5'` for a directory.
+    pub kind: u8,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Contents.
+    pub data: &'a [u8],
+}
+
+/// A ustar archive of `entries`, in order, ended by two zero blocks. A name too long for
+/// the header is `ENAMETOOLONG`.
+pub fn write(entries: &[Entry<'_>]) -> Result<Vec<u8>, Errno> {
+    let mut out = Vec::new();
+    for e in entries {
+        if e.name.len() >= 100 {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let mut h = [0u8; BLOCK];
+        h[..e.name.len()].copy_from_slice(e.name.as_bytes());
+        put_octal(&mut h[100..108], u64::from(e.mode));
+        put_octal(&mut h[108..116], u64::from(e.uid));
+        put_octal(&mut h[116..124], u64::from(e.gid));
+        put_octal(&mut h[124..136], e.data.len() as u64);
+        put_octal(&mut h[136..148], 0);
+        h[156] = e.kind;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum = checksum(&h);
+        put_octal(&mut h[148..155], sum);
+        h[155] = b' ';
+        out.extend_from_slice(&h);
+        out.extend_from_slice(e.data);
+        out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+    }
+    out.resize(out.len() + 2 * BLOCK, 0);
+    Ok(out)
+}
+
+/// `v` in octal, zero-padded to fill `field` but its last byte, which is NUL.
+fn put_octal(field: &mut [u8], mut v: u64) {
+    let (digits, nul) = field.split_at_mut(field.len() - 1);
+    nul[0] = 0;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (v & 7) as u8;
+        v >>= 3;
     }
 }
 

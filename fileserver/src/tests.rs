@@ -35,25 +35,17 @@ fn page_in(fs: &mut RamFs, object: ObjectKey, offset: u64) -> Result<Vec<u8>, Er
 
 /// A ustar header for a regular file (`b'0'`) or directory (`b'5'`), with its checksum.
 fn header(name: &str, kind: u8, size: usize, mode: u32) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    let put = |h: &mut [u8; 512], at: usize, width: usize, v: u64| {
-        let s = std::format!("{v:0w$o}\0", w = width - 1);
-        h[at..at + width].copy_from_slice(s.as_bytes());
+    let data = vec![0u8; size];
+    let entry = tar::Entry {
+        name,
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        data: &data,
     };
-    put(&mut h, 100, 8, u64::from(mode));
-    put(&mut h, 108, 8, 0);
-    put(&mut h, 116, 8, 0);
-    put(&mut h, 124, 12, size as u64);
-    put(&mut h, 136, 12, 0);
-    h[156] = kind;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-    put(&mut h, 148, 7, sum);
-    h[155] = b' ';
-    h
+    let image = tar::write(&[entry]).unwrap();
+    image[..512].try_into().unwrap()
 }
 
 fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {

@@ -18,6 +18,7 @@ cases![
     fork_parent_exit_leaves_the_child_working,
     fork_beyond_memory_is_enomem_and_changes_nothing,
     fork_of_untouched_memory_stays_lazy,
+    fork_file_mappings_shared_stay_shared_private_are_copied,
 ];
 
 fn fork(p: &mut dyn Process) -> Result<Box<dyn Process>, Fail> {
@@ -228,5 +229,37 @@ fn fork_of_untouched_memory_stays_lazy(h: &mut dyn Harness) -> Outcome {
     ensure!(info.mapped && !info.resident, "child page is {info:?}");
     poke(&mut *c, a, 1)?;
     ensure_eq!(peek(&mut *p, a)?, 0);
+    Ok(())
+}
+
+fn fork_file_mappings_shared_stay_shared_private_are_copied(h: &mut dyn Harness) -> Outcome {
+    use fileserver::fixture::{FORK, byte};
+    let mut p = proc(h)?;
+    let fd = client(&mut *p)
+        .open_file(FORK.path, OFlags::RDWR)
+        .ctx("open")?;
+    let shared = map_shared(&mut *p, fd, 2 * P, RW, 0).ctx("map shared")?;
+    let private = client(&mut *p)
+        .mmap(0, 2 * P, RW, MapFlags::PRIVATE, Some(fd), 0)
+        .ctx("map private")?;
+    let old = peek(&mut *p, shared + 9)?;
+    poke(&mut *p, private + 9, 0x77)?;
+    let mut c = fork(&mut *p)?;
+    // The child's shared page is the parent's; its private page a copy of the parent's.
+    poke(&mut *c, shared + 9, !old)?;
+    ensure_eq!(peek(&mut *p, shared + 9)?, !old);
+    ensure_eq!(peek(&mut *c, private + 9)?, 0x77);
+    poke(&mut *c, private + 9, 0x78)?;
+    ensure_eq!(peek(&mut *p, private + 9)?, 0x77);
+    ensure_eq!(
+        peek(&mut *c, private + P + 9)?,
+        byte(FORK.seed, P as usize + 9)
+    );
+    // The fd was duplicated: the child can still use it after the parent closes its own.
+    client(&mut *p).close(fd).ctx("close in parent")?;
+    ensure_eq!(
+        client(&mut *c).fstat(fd).ctx("fstat in child")?.size,
+        FORK.size as u64
+    );
     Ok(())
 }

@@ -12,6 +12,7 @@ use ipc_proto::{ClientSpec, Errno, Fd, MapFlags, OFlags, PAGE_SIZE, Prot, Region
 mod banks;
 mod devices;
 mod fault;
+mod files;
 mod fork;
 mod lifecycle;
 mod limits;
@@ -40,6 +41,7 @@ pub fn all() -> Vec<Case> {
         sharing::CASES,
         banks::CASES,
         devices::CASES,
+        files::CASES,
         lock::CASES,
         limits::CASES,
         lifecycle::CASES,
