@@ -1,10 +1,13 @@
-//! `memserverd --socket PATH [--mem SIZE]`: the memory server as a Linux process.
+//! `memserverd --socket PATH [--mem SIZE] [--tar IMAGE]`: the memory server as a Linux
+//! process.
 //!
 //! Physical memory is a memfd of SIZE bytes (default 256M): a small `dma` bank, the
 //! `normal` bank, and a 1 MiB `fb0` device window at its end. Each connection is a
 //! client (its identity from the socket's peer credentials); its death, however it
 //! happens, is the kernel's `ClientExited`. SIGTERM or SIGINT stops the server cleanly,
-//! reporting its free frames. `RUST_LOG=debug` logs every request.
+//! reporting its free frames. `RUST_LOG=debug` logs every request. Its pager is a RAM file
+//! server in the same process holding the conformance suite's files
+//! (`fileserver::fixture`) and the read-only files of the ustar archive IMAGE.
 
 use ipc_proto::{Access, ClientId, ClientSpec, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Request};
 use memserver::{BankConfig, Config, DeviceConfig, FrameRange, Sender, Server};
@@ -153,19 +156,21 @@ fn config(frames: u64) -> Config {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut args = std::env::args().skip(1);
-    let (mut path, mut mem) = (None, 256u64 << 20);
+    let (mut path, mut mem, mut tar) = (None, 256u64 << 20, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--socket" => path = args.next(),
+            "--tar" => tar = args.next(),
             "--mem" => match args.next().as_deref().and_then(parse_size) {
                 Some(m) if m >= (4 << 20) => mem = m,
                 _ => fail("--mem needs a size of at least 4M, e.g. 256M"),
             },
-            _ => fail("usage: memserverd --socket PATH [--mem SIZE]"),
+            _ => fail("usage: memserverd --socket PATH [--mem SIZE] [--tar IMAGE]"),
         }
     }
-    let path = path.unwrap_or_else(|| fail("usage: memserverd --socket PATH [--mem SIZE]"));
-    if let Err(e) = serve(&path, mem) {
+    let path =
+        path.unwrap_or_else(|| fail("usage: memserverd --socket PATH [--mem SIZE] [--tar IMAGE]"));
+    if let Err(e) = serve(&path, mem, tar.as_deref()) {
         fail(&format!("memserverd: {e}"));
     }
 }
@@ -175,7 +180,7 @@ fn fail(msg: &str) -> ! {
     std::process::exit(2);
 }
 
-fn serve(path: &str, mem: u64) -> io::Result<()> {
+fn serve(path: &str, mem: u64, tar: Option<&str>) -> io::Result<()> {
     let mem = mem & !4095;
     let memfd = rustix::fs::memfd_create("memserver-frames", rustix::fs::MemfdFlags::CLOEXEC)?;
     rustix::fs::ftruncate(&memfd, mem)?;
@@ -201,7 +206,20 @@ fn serve(path: &str, mem: u64) -> io::Result<()> {
         frame_base: FRAME_BASE,
         mem_size: mem,
     };
-    let server = Server::new(cfg, HostedStub::new(view, FRAME_BASE));
+    let mut server = Server::new(cfg, HostedStub::new(view, FRAME_BASE));
+    // The file server runs in this process: the conformance suite's files, plus the
+    // read-only files of a `--tar` image.
+    let mut files = fileserver::fixture::conformance_fs();
+    if let Some(tar) = tar {
+        let image = std::fs::read(tar)?;
+        let n = files
+            .load_tar(&image)
+            .map_err(|e| io::Error::other(format!("{tar}: {e}")))?;
+        log::info!("{tar}: {n} read-only files");
+    }
+    server
+        .set_pager(Box::new(files.into_pager()))
+        .map_err(|e| io::Error::other(format!("pager: {e}")))?;
     let state: Shared = Arc::new(Mutex::new(State {
         server,
         memfd,
@@ -462,6 +480,8 @@ fn connection(state: Shared, mut stream: UnixStream, mut id: ClientId) {
     let _ = st
         .server
         .handle(Sender::Kernel, &Request::ClientExited { client: id });
+    // Writing its dirty file pages back write-protected them in the other clients too.
+    ring_doorbells(&mut st, id);
     let s = st.server.stats();
     log::info!(
         "client {} gone: {} of {} frames free",
