@@ -4,11 +4,12 @@
 fn main() {
     println!("cargo:rerun-if-changed=linker.ld");
     // The ring-3 tasks' ELF images, built first by `cargo xtask qemu`, which names them
-    // in MS_APP_ELF and MS_SERVER_ELF; without them (a plain build, clippy) the kernel
+    // in MS_APP_ELF, MS_SERVER_ELF and MS_FILES_ELF; without them (a plain build, clippy) the kernel
     // carries empty images and says so when it boots.
     for (var, image) in [
         ("MS_APP_ELF", "MS_APP_IMAGE"),
         ("MS_SERVER_ELF", "MS_SERVER_IMAGE"),
+        ("MS_FILES_ELF", "MS_FILES_IMAGE"),
     ] {
         println!("cargo:rerun-if-env-changed={var}");
         let path = std::env::var(var).unwrap_or_else(|_| {

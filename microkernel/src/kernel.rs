@@ -20,9 +20,11 @@ static HEAP: LockedHeap = LockedHeap::empty();
 static APP_IMAGE: &[u8] = include_bytes!(env!("MS_APP_IMAGE"));
 /// The memory server task's ELF image (likewise).
 static SERVER_IMAGE: &[u8] = include_bytes!(env!("MS_SERVER_IMAGE"));
-/// Frames for the memory server task's own memory: 24 MiB of heap, its image, stack
-/// and page tables.
-const SERVER_TASK_FRAMES: u64 = (32 << 20) / 4096;
+/// The file server task's ELF image (likewise): the memory server's pager.
+static FILES_IMAGE: &[u8] = include_bytes!(env!("MS_FILES_IMAGE"));
+/// Frames for the kernel's serving tasks' own memory: the memory server's 24 MiB of
+/// heap and the file server's 4 MiB, their images, stacks and page tables.
+const SERVER_TASK_FRAMES: u64 = (40 << 20) / 4096;
 
 /// Frames of the small `dma` bank, below 16 MiB.
 const DMA_FRAMES: u64 = 64;
@@ -220,25 +222,43 @@ extern "C" fn kmain(start_info: u64) -> ! {
         boot::kernel_root_phys(),
         task_frames,
         SERVER_IMAGE,
+        FILES_IMAGE,
     );
     if let Err(e) = started {
-        kprintln!("kernel: the memory server task: {e}");
+        kprintln!("kernel: the serving tasks: {e}");
         serial::exit_qemu(EXIT_FAILURE);
     }
-    kprintln!("microkernel: the memory server runs as a ring-3 task");
+    kprintln!(
+        "microkernel: the memory server runs as a ring-3 task, its pager the file server task"
+    );
 
-    // Three apps under the scheduler, taking turns: two conformance apps, each running
-    // half of the suite (case i goes to app i % 2) and yielding after every case, and the
-    // demo app, one step of its drawing per turn. Each conformance app reports its
-    // failures and exits with its totals; the demo exits 0 when its picture checks.
+    // Four apps under the scheduler, taking turns: two conformance apps, each running
+    // half of the suite (case i goes to app i % 2) and yielding after every case, the
+    // framebuffer demo, one step of its drawing per turn, and the file demo, which forks
+    // a task of its own. Each conformance app reports its failures and exits with its
+    // totals; the demos (and the forked task) exit 0 when everything they show checks.
     let mut h = HwHarness;
     let total = conformance::cases::everything().len() as u32;
     let mut summary = conformance::runner::Summary::default();
     let before = h.stats();
     const CONFORMANCE: u64 = 0;
     const DEMO: u64 = 2;
-    let apps = [(CONFORMANCE, 2 << 8), (CONFORMANCE, 2 << 8 | 1), (DEMO, 0)];
+    const FILE_DEMO: u64 = 3;
+    let apps = [
+        (CONFORMANCE, 2 << 8),
+        (CONFORMANCE, 2 << 8 | 1),
+        (DEMO, 0),
+        (FILE_DEMO, 0),
+    ];
     let codes = crate::user::run_apps(APP_IMAGE, &apps);
+    // After the apps' codes, those of the tasks they forked: the file demo's child.
+    match codes.get(apps.len()..) {
+        Some([Some(0)]) => summary.passed += 1,
+        forked => {
+            summary.failed += 1;
+            kprintln!("FAIL file demo: its forked task ended with {forked:?}");
+        }
+    }
     let (mut reported, mut failed_apps) = (0, 0);
     for (&(mode, _), code) in apps.iter().zip(&codes) {
         match (mode, *code) {
@@ -248,7 +268,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
                 summary.failed += u32::from(code as u16);
                 reported += u32::from((code >> 16) as u16) + u32::from(code as u16);
             }
-            (DEMO, Some(0)) => summary.passed += 1,
+            (DEMO | FILE_DEMO, Some(0)) => summary.passed += 1,
             (_, outcome) => {
                 failed_apps += 1;
                 match outcome {

@@ -125,10 +125,19 @@ const SERVER_STACK_TOP: u64 = 0x2000_0000;
 const SERVER_STACK_LEN: u64 = 256 * 1024;
 /// The sender of control messages to the server task (see the task).
 const CONTROL: u64 = u64::MAX;
+/// The file server task's endpoint: the memory server's pager, called by it alone.
+const FILES_EP: u32 = 1;
+/// The file server task's heap and stack (at the server's addresses, in its own space).
+const FILES_HEAP_LEN: u64 = 4 << 20;
+const FILES_STACK_LEN: u64 = 64 * 1024;
+/// The longest message a serving task takes or answers: a page and its pager header.
+const MAX_MESSAGE: u64 = 8192;
 
 /// Makes the stub over the direct map with the kernel's PML4 as the template of every
-/// space, loads the memory server task from `image` into frames `task_frames` (granted
-/// RAM the server's configuration does not include), and starts it with `cfg`.
+/// space, loads the memory server task from `image` and the file server task (its pager)
+/// from `files_image` into frames `task_frames` (granted RAM the server's configuration
+/// does not include), and starts them, the server with `cfg`. An empty `files_image`
+/// (a kernel built without its tasks) leaves the server without files.
 pub fn start(
     cfg: Config,
     grants: &[(u64, u64, bool)],
@@ -136,6 +145,7 @@ pub fn start(
     kernel_root: u64,
     task_frames: core::ops::Range<u64>,
     image: &[u8],
+    files_image: &[u8],
 ) -> Result<(), &'static str> {
     // SAFETY: the boot code maps physical 0..4 GiB read-write at DIRECT_MAP in the
     // kernel's half of every space; the frames the stub will use as tables are granted
@@ -173,36 +183,60 @@ pub fn start(
         spaces: Vec::new(),
         clients: BTreeMap::new(),
         binding: None,
-        endpoints: alloc::vec![Endpoint::default()],
+        // The memory server (0) and the file server (1), both the kernel's.
+        endpoints: alloc::vec![Endpoint::default(), Endpoint::default()],
         task_frames,
     });
-    let (entry, stack_top) = load_server(image)?;
-    let space = with(|m| m.endpoints[0].space).ok_or("no server space")?;
-    let code = run_task(Entry {
-        space,
-        endpoint: 0,
-        client: None,
-        rip: entry,
-        rsp: stack_top,
-        regs: [SERVER_HEAP, SERVER_HEAP_LEN, 0],
-    });
-    if code != Some(RECEIVED) {
-        return Err("the memory server task did not start");
-    }
+    start_serving_task(0, image, SERVER_HEAP_LEN, SERVER_STACK_LEN)
+        .map_err(|_| "the memory server task did not start")?;
     server_call(CONTROL, config).map_err(|_| "the memory server task took no configuration")?;
+    if !files_image.is_empty() {
+        start_serving_task(FILES_EP, files_image, FILES_HEAP_LEN, FILES_STACK_LEN)
+            .map_err(|_| "the file server task did not start")?;
+    }
     Ok(())
 }
 
-/// Maps the server task's segments, heap and stack into a new space made straight with
-/// the stub, from the frames set aside for it; the entry point and stack top.
-fn load_server(image: &[u8]) -> Result<(u64, u64), &'static str> {
-    let (entry, segments) = crate::elf::parse(image).ok_or("the server image is not an ELF")?;
+/// Loads a kernel-started serving task (the memory server, the file server) into
+/// endpoint `ep` and runs it to its first `receive`.
+fn start_serving_task(
+    ep: u32,
+    image: &[u8],
+    heap_len: u64,
+    stack_len: u64,
+) -> Result<(), &'static str> {
+    let (entry, stack_top) = load_serving_task(ep, image, heap_len, stack_len)?;
+    let space = with(|m| m.endpoints[ep as usize].space).ok_or("no task space")?;
+    let code = run_task(Entry {
+        space,
+        endpoint: ep,
+        client: None,
+        rip: entry,
+        rsp: stack_top,
+        regs: [SERVER_HEAP, heap_len, 0],
+    });
+    if code != Some(RECEIVED) {
+        return Err("the task did not reach receive");
+    }
+    Ok(())
+}
+
+/// Maps a serving task's segments, heap (`heap_len` bytes at `SERVER_HEAP`) and stack
+/// (`stack_len` bytes below `SERVER_STACK_TOP`) into a new space made straight with the
+/// stub, from the frames set aside for the kernel's tasks; the entry point and stack top.
+fn load_serving_task(
+    ep: u32,
+    image: &[u8],
+    heap_len: u64,
+    stack_len: u64,
+) -> Result<(u64, u64), &'static str> {
+    let (entry, segments) = crate::elf::parse(image).ok_or("the task image is not an ELF")?;
     with(|m| {
         let space = with_tables(m, |s| s.create_space())?;
-        m.endpoints[0].space = Some(space);
+        m.endpoints[ep as usize].space = Some(space);
         let rw = ipc_proto::Prot::READ | ipc_proto::Prot::WRITE;
-        let stack = SERVER_STACK_TOP - SERVER_STACK_LEN;
-        let extra = [(SERVER_HEAP, SERVER_HEAP_LEN), (stack, SERVER_STACK_LEN)];
+        let stack = SERVER_STACK_TOP - stack_len;
+        let extra = [(SERVER_HEAP, heap_len), (stack, stack_len)];
         let pieces = segments
             .iter()
             .map(|s| (s.vaddr, s.memsz, s.bytes, s.prot))
@@ -232,7 +266,7 @@ fn load_server(image: &[u8]) -> Result<(u64, u64), &'static str> {
     })
 }
 
-/// A zeroed frame from those set aside for the server task.
+/// A zeroed frame from those set aside for the kernel's serving tasks.
 fn take_task_frame(m: &mut Machine) -> Result<Frame, &'static str> {
     let n = m
         .task_frames
@@ -477,9 +511,42 @@ fn stats() -> ServerStats {
     }
 }
 
-/// Whether the memory server task is what runs in ring 3 now (its faults are fatal).
+/// Whether the memory server task is what runs in ring 3 now.
 pub fn server_running() -> bool {
     RUNNING.load(Ordering::Acquire) == 0
+}
+
+/// Whether one of the kernel's own serving tasks (the memory server, the file server)
+/// runs in ring 3 now: their memory is never lazy, so any exception there is fatal.
+pub fn kernel_task_running() -> bool {
+    matches!(RUNNING.load(Ordering::Acquire), 0 | FILES_EP)
+}
+
+/// The memory server task's `pager_call(request, len, reply, cap)`: sends the request
+/// to the file server task and copies its answer back; the answer's length.
+pub fn pager_call([a0, a1, a2, a3]: [u64; 4]) -> u64 {
+    if !server_running() {
+        return neg(Errno::EPERM);
+    }
+    let call = || -> Result<u64, Errno> {
+        let request = with(|m| {
+            let me = m.endpoints[0].space.ok_or(Errno::ESRCH)?;
+            if a1 > MAX_MESSAGE {
+                return Err(Errno::EMSGSIZE);
+            }
+            read_user(m, me, a0, a1)
+        })?;
+        let reply = endpoint_call(FILES_EP, 0, &request)?;
+        if reply.len() as u64 > a3 {
+            return Err(Errno::EMSGSIZE);
+        }
+        with(|m| {
+            let me = m.endpoints[0].space.ok_or(Errno::ESRCH)?;
+            write_user(m, me, a2, &reply)
+        })?;
+        Ok(reply.len() as u64)
+    };
+    call().unwrap_or_else(neg)
 }
 
 /// The kernel's `PageFault` to the server for the current client. `None`: the page is
@@ -601,9 +668,35 @@ pub fn yield_now(user_rip: u64, user_rsp: u64) -> u64 {
     crate::user::kill(YIELDED)
 }
 
+/// Apps forked since the scheduler last looked, with where each resumes.
+static FORKED: Mutex<Vec<(ClientId, u64, u64)>> = Mutex::new(Vec::new());
+
+/// The `fork` system call of a scheduled app: a new app whose address space is a
+/// copy-on-write clone of the caller's (the server's `ClientCloned`), queued to resume
+/// at `user_rip` / `user_rsp` (the call's return, its wrapper restoring the callee-saved
+/// registers from its copy of the stack) with 0; the caller gets the child's number.
+/// The child is a process of its own: it outlives its parent and is not its to end.
+pub fn task_fork(user_rip: u64, user_rsp: u64) -> u64 {
+    let me = CURRENT.load(Ordering::Relaxed);
+    let scheduled =
+        RUNNING.load(Ordering::Acquire) == NOT_AN_ENDPOINT && with(|m| m.apps.contains(&me));
+    if !scheduled {
+        return neg(Errno::EPERM);
+    }
+    match new_client(ClientSpec::DEFAULT, Some(ClientId(me))) {
+        Ok(child) => {
+            with(|m| m.apps.insert(child.0));
+            FORKED.lock().push((child, user_rip, user_rsp));
+            u64::from(child.0)
+        }
+        Err(e) => neg(e),
+    }
+}
+
 /// The scheduler: runs one app of `image` per entry of `args` (its `rdi` and `rsi` at
-/// start), round robin, each until it yields or ends; their exit codes (`None`: it did
-/// not load). Apps yield only between pieces of work (the conformance app between
+/// start), round robin, each until it yields or ends, and the apps they fork; their exit
+/// codes (`None`: it did not load), the forked apps' after the others, in the order they
+/// were forked. Apps yield only between pieces of work (the conformance app between
 /// cases), so each runs alone while it works.
 pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> Vec<Option<u64>> {
     struct Run {
@@ -611,7 +704,8 @@ pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> Vec<Option<u64>> {
         id: ClientId,
         rip: u64,
         rsp: u64,
-        args: (u64, u64),
+        /// `rdi`, `rsi` and `rax` at its next start.
+        regs: [u64; 3],
     }
     let mut codes = alloc::vec![None; args.len()];
     let mut ready = alloc::collections::VecDeque::new();
@@ -622,7 +716,7 @@ pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> Vec<Option<u64>> {
                 id,
                 rip,
                 rsp,
-                args: a,
+                regs: [a.0, a.1, 0],
             });
         }
     }
@@ -634,16 +728,27 @@ pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> Vec<Option<u64>> {
                 client: Some(run.id),
                 rip: run.rip,
                 rsp: run.rsp,
-                regs: [run.args.0, run.args.1, 0],
+                regs: run.regs,
             })
         });
+        // A child resumes from its `fork` with 0 in rax.
+        for (id, rip, rsp) in core::mem::take(&mut *FORKED.lock()) {
+            codes.push(None);
+            ready.push_back(Run {
+                index: codes.len() - 1,
+                id,
+                rip,
+                rsp,
+                regs: [0; 3],
+            });
+        }
         let Some(code) = code else {
             end_app(run.id);
             continue;
         };
         if code == YIELDED {
             (run.rip, run.rsp) = *YIELD_AT.lock();
-            run.args = (0, 0);
+            run.regs = [0; 3];
             ready.push_back(run);
         } else {
             codes[run.index] = Some(code);
@@ -868,13 +973,12 @@ pub fn app_syscall(nr: u64, a: [u64; 4]) -> u64 {
 fn app_call(nr: u64, [a0, a1, a2, a3]: [u64; 4]) -> Result<u64, Errno> {
     match nr {
         4 => {
-            let bytes = with(|m| {
-                let space = match m.endpoints[0].space {
-                    Some(s) if server_running() => s,
-                    _ => caller_space(m)?,
-                };
-                read_user(m, space, a0, a1)
-            })?;
+            // The server's memory is never lazy; an app's may be (a forked task's text
+            // is not installed until it touches it).
+            let bytes = match with(|m| m.endpoints[0].space) {
+                Some(s) if server_running() => with(|m| read_user(m, s, a0, a1))?,
+                _ => copy_in(a0, a1)?,
+            };
             crate::kprint!("{}", String::from_utf8_lossy(&bytes));
             Ok(0)
         }
@@ -1049,9 +1153,9 @@ fn user_pieces(
     Ok(())
 }
 
-/// Copies `len` bytes (at most a page's worth of messages) from `space`.
+/// Copies `len` bytes (at most [`MAX_MESSAGE`]) from `space`.
 fn read_user(m: &Machine, space: Space, addr: u64, len: u64) -> Result<Vec<u8>, Errno> {
-    if len > 4096 {
+    if len > MAX_MESSAGE {
         return Err(Errno::EMSGSIZE);
     }
     let mut out = Vec::with_capacity(len as usize);
@@ -1150,7 +1254,7 @@ fn receive(ep: u32, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_rsp: u64) ->
     with(|m| {
         let space = m.endpoints[ep as usize].space;
         let reply = space
-            .filter(|_| a1 <= 4096)
+            .filter(|_| a1 <= MAX_MESSAGE)
             .map(|s| read_user(m, s, a0, a1));
         let e = &mut m.endpoints[ep as usize];
         // A reply the kernel cannot read is none at all (the caller sees EPROTO).

@@ -179,11 +179,11 @@ extern "C" fn trap_handler(f: &mut TrapFrame) {
 /// An exception in a ring-3 task: a page fault goes to the memory server; its signal,
 /// or any other exception, goes to the task's handler or ends the task.
 fn user_trap(f: &mut TrapFrame) {
-    if machine::server_running() {
-        // The server's memory is never lazy: any exception there is a bug, and nothing
-        // could resolve its faults anyway.
+    if machine::kernel_task_running() {
+        // The serving tasks' memory is never lazy: any exception there is a bug, and
+        // nothing could resolve their faults anyway.
         crate::kprintln!(
-            "kernel: the memory server task took exception {} at {:#x}, cr2 {:#x}",
+            "kernel: a serving task (memory or file server) took exception {} at {:#x}, cr2 {:#x}",
             f.vector,
             f.rip,
             Cr2::read_raw()

@@ -349,9 +349,9 @@ static HANDLER: AtomicU64 = AtomicU64::new(0);
 /// 0 `exit(code)`, 1 `mmap(len, prot, flags)`, 2 `munmap(addr, len)`, 3
 /// `on_signal(rip)`; and for the conformance app (see `app/src/sys.rs` for each one's
 /// arguments): 4 `write`, 5 `call`, 6 `spawn`, 7 `fork`, 8 `end`, 9 `access`, 10 `stats`,
-/// 11 `check`, 12 `facts`, 13 `start_peer`, 14 `ipc_call`, 15 `yield`; 20 `receive` for any task
-/// that serves calls; and for the memory server task, 21..=31 the kernel stub's
-/// operations. Anything else is `ENOSYS`.
+/// 11 `check`, 12 `facts`, 13 `start_peer`, 14 `ipc_call`, 15 `yield`, 16 `fork`; 20
+/// `receive` for any task that serves calls; and for the memory server task, 21..=33 the
+/// kernel stub's operations and 34 `pager_call`. Anything else is `ENOSYS`.
 #[unsafe(no_mangle)]
 extern "C" fn syscall_handler(
     nr: u64,
@@ -374,10 +374,12 @@ extern "C" fn syscall_handler(
         // `receive` and the memory server task's stub calls: `frame` is [rflags, rip,
         // rsp] as `syscall` left them, where `receive` resumes.
         15 => machine::yield_now(frame[1], frame[2]),
+        16 => machine::task_fork(frame[1], frame[2]),
         20 if !machine::server_running() => {
             machine::peer_receive([a0, a1, a2, a3], frame[1], frame[2])
         }
-        20..=31 => machine::server_syscall(nr, [a0, a1, a2, a3], frame[1], frame[2]),
+        20..=33 => machine::server_syscall(nr, [a0, a1, a2, a3], frame[1], frame[2]),
+        34 => machine::pager_call([a0, a1, a2, a3]),
         _ => (-(ipc_proto::Errno::ENOSYS as i64)) as u64,
     }
 }

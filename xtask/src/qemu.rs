@@ -45,6 +45,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 /// The ring-3 tasks' images, which the kernel carries.
 const APP_IMAGE: &str = "target/kernel/x86_64-unknown-none/release/conformance-app";
 const SERVER_IMAGE: &str = "target/kernel/x86_64-unknown-none/release/memserver-task";
+const FILES_IMAGE: &str = "target/kernel/x86_64-unknown-none/release/fileserver-task";
 
 fn build() -> Result<(), String> {
     eprintln!("xtask qemu: building the ring-3 tasks and the microkernel");
@@ -59,6 +60,7 @@ fn build() -> Result<(), String> {
             .env("RUSTFLAGS", "-C relocation-model=static")
             .env("MS_APP_ELF", root.join(APP_IMAGE))
             .env("MS_SERVER_ELF", root.join(SERVER_IMAGE))
+            .env("MS_FILES_ELF", root.join(FILES_IMAGE))
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {

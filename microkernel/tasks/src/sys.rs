@@ -35,6 +35,10 @@ pub mod nr {
     pub const IPC_CALL: u64 = 14;
     /// `yield()`: a scheduled app lets the other apps have a turn.
     pub const YIELD: u64 = 15;
+    /// `fork()`, for a scheduled app: a new app whose address space is a copy-on-write
+    /// clone of the caller's and which resumes from this call with 0; the caller gets
+    /// the child's client number.
+    pub const FORK_TASK: u64 = 16;
 
     /// `receive(reply, len, buf, cap)`, for a task that serves calls (the memory server,
     /// an app's peer): answers the last message with `reply`, then waits for the next:
@@ -73,6 +77,9 @@ pub mod nr {
     /// `read_frame(frame, buf, len)`: copies the frame's first `len` bytes (at most a
     /// page) to the caller's `buf`; 0, or `NONE` when refused.
     pub const READ_FRAME: u64 = 33;
+    /// `pager_call(request, len, reply, cap)`: the memory server task's call to its pager,
+    /// the file server task; the reply's length, or `-errno`.
+    pub const PAGER_CALL: u64 = 34;
     /// "Nothing" in the stub calls' results.
     pub const NONE: u64 = u64::MAX;
     /// The sender of the kernel's control messages to the memory server task (its
@@ -116,6 +123,14 @@ pub fn yield_now() {
     // SAFETY: no pointers; the kernel resumes the task after the call with every
     // callee-saved register restored by the wrapper from the task's own stack.
     unsafe { ms_switch(0, 0, 0, 0, nr::YIELD) };
+}
+
+/// Forks the calling app (see [`nr::FORK_TASK`]): `Ok(0)` in the child, `Ok(child)` in
+/// the parent.
+pub fn fork() -> Result<u64, Errno> {
+    // SAFETY: no pointers; the child resumes from this call later, on its copy of this
+    // stack, with the callee-saved registers the wrapper saved there.
+    check(unsafe { ms_switch(0, 0, 0, 0, nr::FORK_TASK) })
 }
 
 /// Answers the last message with `reply` and waits for the next one in `buf`; the

@@ -45,7 +45,11 @@ mod task {
                 // The configuration, then switches of the after-every-request check.
                 (nr::CONTROL, None) => {
                     if let Ok(cfg) = postcard::from_bytes::<Config>(message) {
-                        server = Some(Server::new(cfg, RemoteStub));
+                        let mut s = Server::new(cfg, RemoteStub);
+                        // Its pager is the file server task, through the kernel; a
+                        // fresh server cannot refuse it.
+                        let _ = s.set_pager(alloc::boxed::Box::new(pager_call));
+                        server = Some(s);
                     }
                 }
                 // 0 / 1: the check after every request off / on; 2: check everything
@@ -71,6 +75,18 @@ mod task {
                 }
             }
         }
+    }
+
+    /// One pager round trip to the file server task (the kernel carries it).
+    fn pager_call(request: &[u8], reply: &mut [u8]) -> Result<usize, ipc_proto::Errno> {
+        let r = call(
+            nr::PAGER_CALL,
+            request.as_ptr() as u64,
+            request.len() as u64,
+            reply.as_mut_ptr() as u64,
+            reply.len() as u64,
+        );
+        sys::check(r).map(|n| n as usize)
     }
 
     /// The kernel stub, reached through system calls; spaces are the kernel's handles.
