@@ -94,7 +94,22 @@ impl Input<'_> {
 
 /// Runs the program in `data`; `Err` describes the first broken invariant.
 pub fn run<K: SimulatedCpu>(stub: K, data: &[u8]) -> Result<(), String> {
+    run_with_pager(stub, data, None).map(|_| ())
+}
+
+/// [`run`], with `pager` as the server's file server: the programs then also open
+/// [`FILE_PATHS`] and map, write, sync, truncate and close them, under the same memory
+/// pressure (a pager that fails some requests is fair game too). Returns the pager
+/// traffic, so a caller can tell the file paths were exercised.
+pub fn run_with_pager<K: SimulatedCpu>(
+    stub: K,
+    data: &[u8],
+    pager: Option<alloc::boxed::Box<dyn crate::Pager>>,
+) -> Result<crate::PagerCounters, String> {
     let mut m = Machine::new(config(), stub);
+    if let Some(p) = pager {
+        m.server.set_pager(p).map_err(|e| format!("pager: {e:?}"))?;
+    }
     let total = m.server.stats().total_frames;
     let mut input = Input(data);
     // The tear-down's root client exists from the start: once the programs have used all
@@ -161,6 +176,57 @@ pub fn run<K: SimulatedCpu>(stub: K, data: &[u8]) -> Result<(), String> {
                     clients.push(child);
                 }
             }
+            12 => {
+                // A file opened and mapped at once, somewhere in the window (replacing
+                // whatever was there), shared or private, read-only or writable.
+                let path = FILE_PATHS[usize::from(input.u8()) % FILE_PATHS.len()];
+                let b = input.u8();
+                let oflag = if b & 1 != 0 {
+                    OFlags::RDWR
+                } else {
+                    OFlags::RDONLY
+                };
+                let open = Request::FileOpen {
+                    path: ipc_proto::FilePath::new(path).map_err(|e| format!("{e:?}"))?,
+                    oflag,
+                };
+                if let Ok(ipc_proto::Reply::Fd(fd)) = m.server.handle(Sender::Client(who), &open) {
+                    let shared = b & 2 != 0;
+                    // Sometimes big and populated: memory runs out, cached pages go.
+                    let (pages, populate) = match b & 16 {
+                        0 => (input.u8() % 8 + 1, MapFlags::empty()),
+                        _ => (input.u8() % 64 + 1, MapFlags::POPULATE),
+                    };
+                    let args = MmapArgs {
+                        addr: WINDOW + u64::from(input.u8() % 64) * PAGE_SIZE,
+                        len: u64::from(pages) * PAGE_SIZE,
+                        prot: if b & 4 != 0 {
+                            Prot::READ | Prot::WRITE
+                        } else {
+                            Prot::READ
+                        },
+                        flags: MapFlags::FIXED
+                            | populate
+                            | if shared {
+                                MapFlags::SHARED
+                            } else {
+                                MapFlags::PRIVATE
+                            },
+                        fd: Some(fd),
+                        offset: u64::from(b >> 5) * PAGE_SIZE,
+                    };
+                    let addr = args.addr;
+                    let _ = m.server.handle(Sender::Client(who), &Request::Mmap(args));
+                    // Writes to a few of its pages (dirty ones, if shared).
+                    let t = input.u8();
+                    for i in 0..u64::from(t % 4) {
+                        let _ = m.write(who, addr + i * PAGE_SIZE + u64::from(t), t);
+                    }
+                    if b & 8 != 0 {
+                        let _ = m.server.handle(Sender::Client(who), &Request::Close { fd });
+                    }
+                }
+            }
             10 => {
                 // Garbage straight off the wire.
                 let n = usize::from(input.u8() % 48);
@@ -203,10 +269,22 @@ pub fn run<K: SimulatedCpu>(stub: K, data: &[u8]) -> Result<(), String> {
     if s.free_frames != total || s.shm_objects != 0 || s.clients != 0 {
         return Err(format!("leak after all clients exited: {s:?}"));
     }
-    Ok(())
+    Ok(m.server.pager_counters())
 }
 
 const NAMES: [&str; 3] = ["/a", "/b", "/c"];
+
+/// The files the programs open: the conformance fixture's names, and `/chaos/big`, which
+/// a pager may make bigger than memory so that mapping it forces evictions (a missing
+/// file is fine: `ENOENT`).
+pub const FILE_PATHS: [&str; 6] = [
+    "/conf/text",
+    "/conf/msync",
+    "/conf/trunc",
+    "/conf/secret",
+    "/conf/none",
+    "/chaos/big",
+];
 
 fn spec(input: &mut Input<'_>) -> ClientSpec {
     let b = input.u8();
@@ -231,12 +309,19 @@ fn spec(input: &mut Input<'_>) -> ClientSpec {
 
 fn request(input: &mut Input<'_>, op: u8) -> Request {
     let name = || ShmName::new(NAMES[usize::from(op) % 3]).expect("valid name");
-    let fd = Fd(u32::from(input.u8() % 8));
+    // Mostly the first few fds (a client's opens start at 3), sometimes any number.
+    let fd = match input.u8() % 8 {
+        0 => Fd(u32::from(input.u8())),
+        n => Fd(2 + u32::from(n % 4)),
+    };
     match op % 19 {
         0..=2 => {
-            let flags = match input.u8() % 4 {
+            let flags = match input.u8() % 6 {
                 0 => MapFlags::from_bits_truncate(input.u32()),
                 1 => MapFlags::SHARED | MapFlags::ANONYMOUS,
+                // Of an fd: a shm object, a file, a bank or a device, whichever it is.
+                2 => MapFlags::SHARED,
+                3 => MapFlags::PRIVATE,
                 _ => MapFlags::PRIVATE | MapFlags::ANONYMOUS,
             } | if input.u8().is_multiple_of(3) {
                 MapFlags::FIXED
@@ -298,9 +383,16 @@ fn request(input: &mut Input<'_>, op: u8) -> Request {
         },
         15 => Request::Close { fd },
         16 => Request::Fstat { fd },
-        17 => match input.u8() % 2 {
+        17 => match input.u8() % 4 {
             0 => Request::OpenBank {
                 name: ObjName::new("dma").expect("valid name"),
+            },
+            1 | 2 => Request::FileOpen {
+                path: ipc_proto::FilePath::new(FILE_PATHS[usize::from(input.u8()) % 5])
+                    .expect("valid path"),
+                oflag: OFlags::from_bits_truncate(
+                    u32::from(input.u8() % 4) | (u32::from(input.u8() % 2) << 9),
+                ),
             },
             _ => Request::OpenDevice {
                 name: ObjName::new("fb0").expect("valid name"),

@@ -38,6 +38,54 @@ fn random_programs_keep_every_invariant_over_the_real_stub() {
     }
 }
 
+/// The conformance fixture's file server, failing every `n`th request (never, for 0) as
+/// a crashed or broken file server would.
+fn files(n: u32) -> Box<dyn memserver::Pager> {
+    let mut fs = fileserver::fixture::conformance_fs();
+    let big: Vec<u8> = (0..200 * 4096u32).map(|i| (i / 4096) as u8).collect();
+    fs.create("/chaos/big", 0o666, 0, 0, &big).unwrap();
+    let mut calls = 0u32;
+    Box::new(move |req: &[u8], out: &mut [u8]| {
+        calls += 1;
+        if n != 0 && calls.is_multiple_of(n) {
+            return Err(ipc_proto::Errno::EIO);
+        }
+        Ok(fs.handle_message(req, out))
+    })
+}
+
+#[test]
+fn random_programs_with_files_keep_every_invariant() {
+    let mut total = memserver::PagerCounters::default();
+    for seed in 0..300u64 {
+        let data = bytes(seed, 1500);
+        let pager = files([0, 0, 5, 11][seed as usize % 4]);
+        match memserver::chaos::run_with_pager(ModelStub::new(), &data, Some(pager)) {
+            Ok(c) => {
+                total.page_ins += c.page_ins;
+                total.page_outs += c.page_outs;
+                total.evictions += c.evictions;
+            }
+            Err(e) => panic!("seed {seed}: {e}"),
+        }
+    }
+    // The programs really page files in, write them back and run out of memory.
+    eprintln!("{total:?}");
+    assert!(total.page_ins > 100 && total.page_outs > 10 && total.evictions > 10);
+}
+
+#[test]
+fn random_programs_with_files_keep_every_invariant_over_the_real_stub() {
+    for seed in 0..150u64 {
+        let data = bytes(seed, 1500);
+        let stub = InProcStub::for_config(&memserver::chaos::config()).unwrap();
+        let pager = files([0, 7][seed as usize % 2]);
+        if let Err(e) = memserver::chaos::run_with_pager(stub, &data, Some(pager)) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
+
 #[test]
 #[ignore]
 fn trace_one() {
