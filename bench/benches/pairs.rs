@@ -90,6 +90,77 @@ fn first_touch(c: &mut Criterion) {
     g.finish();
 }
 
+/// A first read of a page of a shared file mapping whose contents are in memory: ours
+/// pages it in from a RAM file server (`ours`) or finds it in the page cache because
+/// another mapping holds it (`ours_cached`); Linux faults a resident memfd page in.
+fn file_fault(c: &mut Criterion) {
+    const PAGES: u64 = 1024;
+    let mut g = c.benchmark_group("file_fault");
+    let mut ours = Ours::new(1 << 14, 1 << 20).with_file(PAGES);
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(PAGES);
+                let (fd, a) = ours.map_file(PAGES);
+                let t = Instant::now();
+                for i in 0..n {
+                    black_box(ours.file_touch(a + i * P));
+                }
+                total += t.elapsed();
+                ours.unmap_file(fd, a, PAGES);
+                left -= n;
+            }
+            total
+        })
+    });
+    // Another mapping keeps every page of the file cached.
+    let (hold_fd, hold) = ours.map_file(PAGES);
+    for i in 0..PAGES {
+        ours.file_touch(hold + i * P);
+    }
+    g.bench_function("ours_cached", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(PAGES);
+                let (fd, a) = ours.map_file(PAGES);
+                let t = Instant::now();
+                for i in 0..n {
+                    black_box(ours.file_touch(a + i * P));
+                }
+                total += t.elapsed();
+                ours.unmap_file(fd, a, PAGES);
+                left -= n;
+            }
+            total
+        })
+    });
+    ours.unmap_file(hold_fd, hold, PAGES);
+    g.bench_function("linux", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(PAGES);
+                let (m, fd) = linux::file_mapping(PAGES);
+                let t = Instant::now();
+                for i in 0..n {
+                    black_box(m.read(i));
+                }
+                total += t.elapsed();
+                drop(m);
+                drop(fd);
+                left -= n;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 fn wire(c: &mut Criterion) {
     let mut req = [0u8; MAX_REQUEST_LEN];
     let mut resp = [0u8; MAX_RESPONSE_LEN];
@@ -98,5 +169,13 @@ fn wire(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pair, mprotect, scaling, first_touch, wire);
+criterion_group!(
+    benches,
+    pair,
+    mprotect,
+    scaling,
+    first_touch,
+    file_fault,
+    wire
+);
 criterion_main!(benches);

@@ -131,7 +131,57 @@ impl Ours {
     pub fn munmap(&mut self, addr: u64, len: u64) {
         self.call(&Request::Munmap { addr, len });
     }
+
+    /// Connects a RAM file server holding [`FILE`], `pages` pages long.
+    pub fn with_file(mut self, pages: u64) -> Ours {
+        let mut fs = fileserver::RamFs::new(1 << 30);
+        let data: Vec<u8> = (0..pages * P).map(|i| (i / P) as u8).collect();
+        fs.create(FILE, 0o644, 0, 0, &data).expect("a new file");
+        self.machine
+            .server
+            .set_pager(Box::new(fs.into_pager()))
+            .expect("a fresh server takes a pager");
+        self
+    }
+
+    /// Opens [`FILE`] read-only and maps `pages` of it shared; the fd and the address.
+    pub fn map_file(&mut self, pages: u64) -> (ipc_proto::Fd, u64) {
+        let open = Request::FileOpen {
+            path: ipc_proto::FilePath::new(FILE).expect("valid path"),
+            oflag: ipc_proto::OFlags::RDONLY,
+        };
+        let Reply::Fd(fd) = self.call(&open) else {
+            panic!("open answered no fd")
+        };
+        let mut req = examples::mmap_anon_4k();
+        if let Request::Mmap(a) = &mut req {
+            a.len = pages * P;
+            a.prot = Prot::READ;
+            a.flags = ipc_proto::MapFlags::SHARED;
+            a.fd = Some(fd);
+        }
+        match self.call(&req) {
+            Reply::Mapped { addr } => (fd, addr),
+            r => panic!("mmap answered {r:?}"),
+        }
+    }
+
+    /// A first read of a page of a file mapping: fault → (page-in from the file server
+    /// if no mapping holds the page yet) → install.
+    pub fn file_touch(&mut self, addr: u64) -> u8 {
+        self.machine.read(self.id, addr).expect("file page")
+    }
+
+    /// Unmaps a file mapping and closes its fd: with nothing else holding the file, its
+    /// cached pages go.
+    pub fn unmap_file(&mut self, fd: ipc_proto::Fd, addr: u64, pages: u64) {
+        self.munmap(addr, pages * P);
+        self.call(&Request::Close { fd });
+    }
 }
+
+/// The file the file-fault benchmarks map.
+pub const FILE: &str = "/bench/data";
 
 /// Encode a typical mmap request, decode it, encode its reply, decode that.
 pub fn encode_decode(req_buf: &mut [u8], resp_buf: &mut [u8]) -> u64 {
@@ -188,6 +238,15 @@ pub mod linux {
             }
         }
 
+        /// A read of page `i` (a real page fault if it was never touched).
+        pub fn read(&self, i: u64) -> u8 {
+            let off = (i * P) as usize;
+            assert!(off < self.len);
+            // SAFETY: `off` is inside this readable mapping (checked above), which no
+            // Rust reference points into.
+            unsafe { self.ptr.cast::<u8>().add(off).read_volatile() }
+        }
+
         /// A first write to page `i` (a real page fault if it was never touched).
         pub fn touch(&self, i: u64) {
             let off = (i * P) as usize;
@@ -203,6 +262,30 @@ pub mod linux {
             // SAFETY: `ptr`/`len` describe a mapping this value owns and nothing else uses.
             unsafe { rustix::mm::munmap(self.ptr, self.len) }.expect("munmap");
         }
+    }
+
+    /// A memfd of `pages` pages, every page resident (written): Linux's side of a file
+    /// whose contents are in memory, mapped shared read-only; unmapped on drop (the
+    /// memfd closes with it).
+    pub fn file_mapping(pages: u64) -> (Mapping, rustix::fd::OwnedFd) {
+        let fd = rustix::fs::memfd_create("bench", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
+        let data: Vec<u8> = (0..pages * P).map(|i| (i / P) as u8).collect();
+        rustix::io::write(&fd, &data).expect("write");
+        let len = (pages * P) as usize;
+        // SAFETY: a fresh shared read-only mapping of our own memfd at an address the
+        // kernel chooses cannot alias any Rust object.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                core::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                LMap::SHARED,
+                &fd,
+                0,
+            )
+        }
+        .expect("mmap");
+        (Mapping { ptr, len }, fd)
     }
 
     /// The pair: a 4 KiB anonymous mmap and its munmap.

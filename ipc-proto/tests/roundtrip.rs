@@ -38,10 +38,14 @@ proptest! {
 
     #[test]
     fn unnamed_requests_fit_64_bytes(req in request()) {
-        let named = matches!(req, Request::ShmOpen { .. } | Request::ShmUnlink { .. });
+        let named = matches!(
+            req,
+            Request::ShmOpen { .. } | Request::ShmUnlink { .. } | Request::FileOpen { .. }
+        );
         let bytes = enc_req(&req);
         if named {
-            prop_assert!(bytes.len() <= NAME_MAX + 16, "{} bytes: {:?}", bytes.len(), req);
+            // A name or path (PATH_MAX is NAME_MAX), its length and a few fields.
+            prop_assert!(bytes.len() <= NAME_MAX.max(ipc_proto::pager::PATH_MAX) + 16, "{} bytes: {:?}", bytes.len(), req);
         } else {
             prop_assert!(bytes.len() <= 64, "{} bytes: {:?}", bytes.len(), req);
         }

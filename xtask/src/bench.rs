@@ -32,6 +32,12 @@ const CASES: &[(&str, &str, &str)] = &[
         "mmap_munmap_at/linux/65536",
     ),
     ("first_touch", "first_touch/ours", "first_touch/linux"),
+    ("file_fault", "file_fault/ours", "file_fault/linux"),
+    (
+        "file_fault_cached",
+        "file_fault/ours_cached",
+        "file_fault/linux",
+    ),
     (
         "hosted_mmap_munmap",
         "hosted_mmap_munmap/ours",
