@@ -82,6 +82,22 @@ int main(void) {
     EXPECT_ERRNO(shm_unlink("/posix-mman-test"), ENOENT, "unlink twice is ENOENT");
     CHECK(munmap(a, 2 * page) == 0 && munmap(b, 2 * page) == 0, "munmap shared");
 
+    /* A file of the server's file server: the conformance fixture's /conf/text, 10000
+       bytes, byte i = (i * 7) ^ ((i >> 12) * 29) ^ 1. */
+    int tf = ms_open_file("/conf/text", O_RDONLY);
+    CHECK(tf >= 0, "ms_open_file");
+    CHECK(fstat(tf, &st) == 0 && st.st_size == 10000 && S_ISREG(st.st_mode), "fstat of a file");
+    unsigned char *t = mmap(NULL, 3 * page, PROT_READ, MAP_PRIVATE, tf, 0);
+    CHECK(t != MAP_FAILED, "mmap of a file");
+    int same = 1;
+    for (long i = 0; i < 10000; i += 37)
+        same &= t[i] == (unsigned char)((i * 7) ^ ((i >> 12) * 29) ^ 1);
+    CHECK(same, "the file's contents");
+    CHECK(t[10000] == 0 && t[3 * page - 1] == 0, "the last page's tail is zero");
+    EXPECT_ERRNO(ms_open_file("/conf/text", O_RDWR), EACCES, "a read-only file for writing is EACCES");
+    EXPECT_ERRNO(ms_open_file("/conf/nothing", O_RDONLY), ENOENT, "a missing file is ENOENT");
+    CHECK(munmap(t, 3 * page) == 0 && close(tf) == 0, "munmap and close the file");
+
     /* close/fstat of the program's own fds still reach libc. */
     int devnull = open("/dev/null", O_RDONLY);
     CHECK(devnull >= 0 && fstat(devnull, &st) == 0 && S_ISCHR(st.st_mode), "fstat of a real fd");

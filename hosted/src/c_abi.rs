@@ -149,6 +149,18 @@ pub extern "C" fn ms_shm_open(name: *const c_char, oflag: c_int, mode: mode_t) -
     .unwrap_or(-1)
 }
 
+/// Opens a file of the server's file server for mapping (`O_RDONLY` or `O_RDWR`,
+/// optionally `O_TRUNC`): an fd from [`FD_OFFSET`] up, which takes `ms_mmap`,
+/// `ms_ftruncate`, `ms_fstat` and `ms_close`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_open_file(path: *const c_char, oflag: c_int) -> c_int {
+    with(|c| {
+        let fd = c.open_file(name_arg(path)?, c_args::oflags(oflag)?)?;
+        Ok(FD_OFFSET + fd.0 as c_int)
+    })
+    .unwrap_or(-1)
+}
+
 /// `shm_unlink(3)`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ms_shm_unlink(name: *const c_char) -> c_int {

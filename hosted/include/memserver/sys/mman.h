@@ -79,6 +79,9 @@ int ms_mlockall(int flags);
 int ms_munlockall(void);
 int ms_shm_open(const char *name, int oflag, mode_t mode);
 int ms_shm_unlink(const char *name);
+/* Opens a file of the memory server's file server (its pager) for mapping: O_RDONLY or
+   O_RDWR, optionally O_TRUNC. The fd takes ms_mmap, ms_ftruncate, ms_fstat, ms_close. */
+int ms_open_file(const char *path, int oflag);
 int ms_ftruncate(int fd, off_t len);
 int ms_close(int fd);
 int ms_fstat(int fd, struct stat *st);
