@@ -16,7 +16,6 @@ pub use crate::limits::PATH_MAX;
 pub use crate::name::FilePath;
 use crate::{Errno, PAGE_SIZE};
 use core::fmt;
-use heapless::Vec;
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -33,34 +32,61 @@ impl MaxSize for ObjectKey {
 }
 
 /// Up to one page of an object's contents.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct PageData(Vec<u8, { PAGE_SIZE as usize }>);
+// A plain array and a length rather than a `heapless::Vec`: filling it is one memcpy
+// (heapless 0.7 copies a slice in element by element, which was most of a page-in).
+#[derive(Clone)]
+pub struct PageData {
+    bytes: [u8; PAGE_SIZE as usize],
+    len: u16,
+}
 
 impl PageData {
     /// `bytes` as page data; more than a page is `EINVAL`.
     pub fn new(bytes: &[u8]) -> Result<PageData, Errno> {
-        Vec::from_slice(bytes)
-            .map(PageData)
-            .map_err(|()| Errno::EINVAL)
+        let mut page = PageData::default();
+        page.bytes
+            .get_mut(..bytes.len())
+            .ok_or(Errno::EINVAL)?
+            .copy_from_slice(bytes);
+        page.len = bytes.len() as u16;
+        Ok(page)
     }
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &self.0
+        &self.bytes[..usize::from(self.len)]
     }
 }
 
+impl Default for PageData {
+    fn default() -> PageData {
+        PageData {
+            bytes: [0; PAGE_SIZE as usize],
+            len: 0,
+        }
+    }
+}
+
+impl PartialEq for PageData {
+    fn eq(&self, other: &PageData) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for PageData {}
+
 impl fmt::Debug for PageData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let head: &[u8] = &self.0[..self.0.len().min(8)];
-        write!(f, "PageData({} bytes: {head:02x?}", self.0.len())?;
-        f.write_str(if self.0.len() > 8 { "..)" } else { ")" })
+        let data = self.as_slice();
+        let head = &data[..data.len().min(8)];
+        write!(f, "PageData({} bytes: {head:02x?}", data.len())?;
+        f.write_str(if data.len() > 8 { "..)" } else { ")" })
     }
 }
 
 impl Serialize for PageData {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+        s.serialize_bytes(self.as_slice())
     }
 }
 

@@ -77,12 +77,17 @@ impl<K: KernelStub> Server<K> {
     /// reached or answers garbage is `EIO`; no pager at all is `ENODEV`.
     fn pager_call(&mut self, req: &PagerRequest) -> Result<PagerReply, Errno> {
         let pager = self.pager.as_mut().ok_or(Errno::ENODEV)?;
-        // On the heap: a page-carrying message is bigger than a small task's stack likes.
-        let mut buf = vec![0u8; MAX_PAGER_REQUEST_LEN.max(MAX_PAGER_RESPONSE_LEN)];
-        let n = encode_pager_request(req, &mut buf).map_err(|_| Errno::EIO)?;
-        let request = buf[..n].to_vec();
-        let m = pager.call(&request, &mut buf).map_err(|_| Errno::EIO)?;
-        let reply = buf.get(..m).ok_or(Errno::EIO)?;
+        // On the heap, made once: a page-carrying message is bigger than a small task's
+        // stack likes, and zeroing two fresh buffers per page-in cost more than the copy.
+        let (request, reply) = self.pager_buffers.get_or_insert_with(|| {
+            (
+                vec![0u8; MAX_PAGER_REQUEST_LEN].into_boxed_slice(),
+                vec![0u8; MAX_PAGER_RESPONSE_LEN].into_boxed_slice(),
+            )
+        });
+        let n = encode_pager_request(req, request).map_err(|_| Errno::EIO)?;
+        let m = pager.call(&request[..n], reply).map_err(|_| Errno::EIO)?;
+        let reply = reply.get(..m).ok_or(Errno::EIO)?;
         decode_pager_response(reply).map_err(|_| Errno::EIO)?
     }
 

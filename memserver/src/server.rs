@@ -57,6 +57,8 @@ pub struct Server<K: KernelStub> {
     /// File objects by their pager key: one object (one page cache) per file.
     pub(crate) files: BTreeMap<ipc_proto::ObjectKey, ObjectId>,
     pub(crate) pager_counters: crate::file::PagerCounters,
+    /// The pager messages' buffers, made at the first call.
+    pub(crate) pager_buffers: Option<(alloc::boxed::Box<[u8]>, alloc::boxed::Box<[u8]>)>,
 }
 
 impl<K: KernelStub> Server<K> {
@@ -79,6 +81,7 @@ impl<K: KernelStub> Server<K> {
             pager: None,
             files: BTreeMap::new(),
             pager_counters: Default::default(),
+            pager_buffers: None,
         }
     }
 

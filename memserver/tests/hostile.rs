@@ -1,11 +1,11 @@
 //! Crash survival and hostile clients, in-process over the real kernel stub.
 //!
 //! - Clients crash (exit mid-session) at random points across thousands of requests:
-//!   nothing they held leaks (frames, fds, locks, objects), and a shm object another
-//!   client still maps keeps its data.
+//!   nothing they held leaks (frames, fds, locks, objects, cached and dirty file pages),
+//!   and a shm object or file another client still maps keeps its data.
 //! - Hostile clients send garbage, truncated and oversized messages, kernel-only
-//!   requests, forged fds, other clients' addresses, rights they lack, W^X violations and
-//!   quota exhaustion: each gets its errno, and a well-behaved client running alongside
+//!   requests, forged fds, other clients' addresses, rights they lack (devices, banks,
+//!   files), W^X violations and quota exhaustion: each gets its errno, and a well-behaved client running alongside
 //!   sees every one of its calls succeed and its data intact.
 
 use client_lib::{Client, Transport};
@@ -49,7 +49,17 @@ fn system() -> Sys {
     });
     cfg.self_check = true;
     let stub = InProcStub::for_config(&cfg).unwrap();
-    Rc::new(RefCell::new(Machine::new(cfg, stub)))
+    let mut m = Machine::new(cfg, stub);
+    // The conformance suite's files: /conf/text read-only, /conf/secret root's.
+    let files = fileserver::fixture::conformance_fs();
+    m.server.set_pager(Box::new(files.into_pager())).unwrap();
+    Rc::new(RefCell::new(m))
+}
+
+/// Byte `i` of the read-only `/conf/text`.
+fn text_byte(i: u64) -> u8 {
+    use fileserver::fixture::{TEXT, byte};
+    byte(TEXT.seed, i as usize)
 }
 
 fn spawn(sys: &Sys, spec: ClientSpec) -> Client<Proc<InProcStub>> {
@@ -101,6 +111,11 @@ fn crashes_leak_nothing_and_spare_shared_data() {
     for i in 0..8 {
         write(&mut keeper, kbase + i * P + i, 0x40 + i as u8).unwrap();
     }
+    // And a file mapping, whose pages the crashing clients share and copy.
+    let tfd = keeper.open_file("/conf/text", OFlags::RDONLY).unwrap();
+    let tbase = keeper
+        .mmap(0, 3 * P, Prot::READ, MapFlags::SHARED, Some(tfd), 0)
+        .unwrap();
     let mut rng = Rng(0xdead_beef);
     let mut requests = 0u64;
     for round in 0..300u64 {
@@ -112,7 +127,7 @@ fn crashes_leak_nothing_and_spare_shared_data() {
         let mut areas: Vec<(u64, u64)> = Vec::new();
         for step in 0..steps {
             requests += 1;
-            match rng.below(9) {
+            match rng.below(11) {
                 0 => {
                     let fd = c.shm_open("/keep", OFlags::RDONLY, 0).unwrap();
                     let a = c
@@ -173,8 +188,27 @@ fn crashes_leak_nothing_and_spare_shared_data() {
                         c.munmap(a, pages * P).unwrap();
                     }
                 }
-                _ => {
+                8 => {
                     c.mlockall(ipc_proto::MlockallFlags::FUTURE).unwrap();
+                }
+                9 => {
+                    // The keeper's file, shared and privately written.
+                    let fd = c.open_file("/conf/text", OFlags::RDONLY).unwrap();
+                    let a = c
+                        .mmap(0, 3 * P, RW, MapFlags::PRIVATE, Some(fd), 0)
+                        .unwrap();
+                    let page = rng.below(3);
+                    assert_eq!(read(&mut c, a + page * P), Ok(text_byte(page * P)));
+                    write(&mut c, a + page * P, !text_byte(page * P)).unwrap();
+                }
+                _ => {
+                    // A writable file of its own, dirty when it dies (or cleanly closed).
+                    let fd = c.open_file("/conf/exit", OFlags::RDWR).unwrap();
+                    let a = c.mmap(0, 2 * P, RW, MapFlags::SHARED, Some(fd), 0).unwrap();
+                    write(&mut c, a + rng.below(2 * P), round as u8).unwrap();
+                    if rng.below(2) == 0 {
+                        c.close(fd).unwrap();
+                    }
                 }
             }
         }
@@ -182,6 +216,9 @@ fn crashes_leak_nothing_and_spare_shared_data() {
         // The survivor's data is intact after every crash.
         for i in 0..8 {
             assert_eq!(read(&mut keeper, kbase + i * P + i), Ok(0x40 + i as u8));
+        }
+        for at in [0, P + 1, 9999] {
+            assert_eq!(read(&mut keeper, tbase + at), Ok(text_byte(at)));
         }
         if round % 25 == 0 {
             check(&sys);
@@ -219,7 +256,7 @@ fn spec_root() -> ClientSpec {
 
 /// One round of a hostile client's abuse; asserts each errno it can predict.
 fn abuse(h: &mut Client<Proc<InProcStub>>, rng: &mut Rng, victim: ClientId, victim_addr: u64) {
-    match rng.below(12) {
+    match rng.below(13) {
         0 => {
             // Garbage of any length, up to twice the largest request.
             let len = rng.below(2 * MAX_REQUEST_LEN as u64) as usize;
@@ -314,6 +351,30 @@ fn abuse(h: &mut Client<Proc<InProcStub>>, rng: &mut Rng, victim: ClientId, vict
             }
             h.shm_unlink(&name).unwrap();
         }
+        11 => {
+            // Files it may not have, or not for writing.
+            assert_eq!(
+                h.open_file("/conf/secret", OFlags::RDONLY),
+                Err(Errno::EACCES)
+            );
+            assert_eq!(h.open_file("/conf/text", OFlags::RDWR), Err(Errno::EACCES));
+            assert_eq!(
+                h.open_file("/conf/../etc", OFlags::RDONLY),
+                Err(Errno::EINVAL)
+            );
+            let fd = h.open_file("/conf/text", OFlags::RDONLY).unwrap();
+            assert_eq!(
+                h.mmap(0, P, RW, MapFlags::SHARED, Some(fd), 0),
+                Err(Errno::EACCES)
+            );
+            // Past the end of the file: SIGBUS, and nothing written anywhere.
+            let a = h
+                .mmap(0, 4 * P, RW, MapFlags::PRIVATE, Some(fd), 0)
+                .unwrap();
+            assert_eq!(write(h, a + 3 * P, 1), Err(Signal::Bus));
+            h.munmap(a, 4 * P).unwrap();
+            h.close(fd).unwrap();
+        }
         10 => {
             // Hostile clients keep no mapping between rounds: any address is a SIGSEGV.
             let a = rng.next() & 0x0000_7fff_ffff_f000;
@@ -341,6 +402,10 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
     for i in 0..8 {
         write(&mut good, long_lived + i * P, 0x70 + i as u8).unwrap();
     }
+    let text = good.open_file("/conf/text", OFlags::RDONLY).unwrap();
+    let text = good
+        .mmap(0, 3 * P, Prot::READ, MapFlags::SHARED, Some(text), 0)
+        .unwrap();
     let hostile_spec = ClientSpec {
         deny_wx: true,
         banks: 1,
@@ -375,6 +440,8 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
             read(&mut good, long_lived + page * P),
             Ok(0x70 + page as u8)
         );
+        let at = (round * 131) % 10_000;
+        assert_eq!(read(&mut good, text + at), Ok(text_byte(at)));
         // Now and then a hostile client dies mid-abuse and another takes its place.
         if round % 100 == 99 {
             let i = rng.below(hostile.len() as u64) as usize;

@@ -1,5 +1,6 @@
 //! A fixed workload for instruction counting under callgrind: `probe <case> <n>` runs
-//! `n` iterations of `pair` (server-core mmap+munmap) or `wire` (encode+decode).
+//! `n` iterations of `pair` (server-core mmap+munmap), `mprotect`, `wire`
+//! (encode+decode) or `file` (a file page's first fault, paged in).
 //! `cargo xtask bench` runs it with n and 0 iterations and divides the difference.
 
 use bench::{Ours, encode_decode};
@@ -31,8 +32,22 @@ fn main() {
                 black_box(encode_decode(&mut req, &mut resp));
             }
         }
+        "file" => {
+            // First reads of file pages, each paged in from the RAM file server.
+            let mut ours = Ours::new(1 << 12, 1 << 20).with_file(256);
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(256);
+                let (fd, a) = ours.map_file(256);
+                for i in 0..k {
+                    black_box(ours.file_touch(a + i * 4096));
+                }
+                ours.unmap_file(fd, a, 256);
+                left -= k;
+            }
+        }
         other => {
-            eprintln!("unknown case {other}: pair | mprotect | wire");
+            eprintln!("unknown case {other}: pair | mprotect | wire | file");
             std::process::exit(2);
         }
     }
