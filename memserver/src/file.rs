@@ -45,6 +45,13 @@ impl<F: FnMut(&[u8], &mut [u8]) -> Result<usize, Errno> + Send> Pager for F {
     }
 }
 
+/// The buffers of the pager messages, made at the first call and reused: a request and
+/// a reply of a page each.
+pub(crate) struct PagerBuffers {
+    request: Box<[u8]>,
+    reply: Box<[u8]>,
+}
+
 /// Counters of the pager traffic, for tests and tools.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PagerCounters {
@@ -79,12 +86,11 @@ impl<K: KernelStub> Server<K> {
         let pager = self.pager.as_mut().ok_or(Errno::ENODEV)?;
         // On the heap, made once: a page-carrying message is bigger than a small task's
         // stack likes, and zeroing two fresh buffers per page-in cost more than the copy.
-        let (request, reply) = self.pager_buffers.get_or_insert_with(|| {
-            (
-                vec![0u8; MAX_PAGER_REQUEST_LEN].into_boxed_slice(),
-                vec![0u8; MAX_PAGER_RESPONSE_LEN].into_boxed_slice(),
-            )
-        });
+        let PagerBuffers { request, reply } =
+            self.pager_buffers.get_or_insert_with(|| PagerBuffers {
+                request: vec![0u8; MAX_PAGER_REQUEST_LEN].into_boxed_slice(),
+                reply: vec![0u8; MAX_PAGER_RESPONSE_LEN].into_boxed_slice(),
+            });
         let n = encode_pager_request(req, request).map_err(|_| Errno::EIO)?;
         let m = pager.call(&request[..n], reply).map_err(|_| Errno::EIO)?;
         let reply = reply.get(..m).ok_or(Errno::EIO)?;

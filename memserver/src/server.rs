@@ -58,7 +58,7 @@ pub struct Server<K: KernelStub> {
     pub(crate) files: BTreeMap<ipc_proto::ObjectKey, ObjectId>,
     pub(crate) pager_counters: crate::file::PagerCounters,
     /// The pager messages' buffers, made at the first call.
-    pub(crate) pager_buffers: Option<(alloc::boxed::Box<[u8]>, alloc::boxed::Box<[u8]>)>,
+    pub(crate) pager_buffers: Option<crate::file::PagerBuffers>,
 }
 
 impl<K: KernelStub> Server<K> {
