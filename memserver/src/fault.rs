@@ -158,7 +158,53 @@ impl<K: KernelStub> Server<K> {
                         .install(space, va, f, attrs)
                         .map_err(|_| Errno::ENOMEM)?,
                 }
+                if is_file && !write {
+                    self.map_around(id, &r, obj, offset, va);
+                }
                 Ok(None)
+            }
+        }
+    }
+
+    /// Fault-around, as Linux does for files: after a read fault on a file page, installs
+    /// the pages of the surrounding aligned 64 KiB of the region that are already cached
+    /// and not installed, so a sequential reader faults once per 16 pages instead of once
+    /// per page. Nothing is paged in for it, and each page gets exactly the rights its own
+    /// fault would give it now (a clean shared page read-only, a private one read-only).
+    fn map_around(
+        &mut self,
+        id: ClientId,
+        r: &crate::region::Region,
+        obj: crate::object::ObjectId,
+        offset: u64,
+        va: u64,
+    ) {
+        const AROUND: u64 = 16 * PAGE_SIZE;
+        let from = (va & !(AROUND - 1)).max(r.start);
+        let to = (from + AROUND).min(r.end);
+        let Some(c) = self.clients.get(&id) else {
+            return;
+        };
+        let space = c.space;
+        let mut todo = alloc::vec::Vec::new();
+        if let Some(o) = self.objects.get(&obj) {
+            let idx_of = |at: u64| (offset + at - r.start) / PAGE_SIZE;
+            // Only the cached pages of the window: nothing to look at when none is.
+            for (&idx, &f) in o.pages.range(idx_of(from)..idx_of(to)) {
+                let at = r.start + idx * PAGE_SIZE - offset;
+                // A private copy lives there, or something is installed already.
+                if at == va || c.anon.contains_key(&at) || self.mem.stub.query(space, at).is_some()
+                {
+                    continue;
+                }
+                let dirty = o.file.as_ref().is_some_and(|fi| fi.dirty.contains(&idx));
+                todo.push((at, f, attrs_for(r, r.shared && dirty)));
+            }
+        }
+        for (at, f, attrs) in todo {
+            // Only an optimisation: a page table that cannot be had now is no error.
+            if self.mem.install(space, at, f, attrs).is_err() {
+                break;
             }
         }
     }

@@ -453,3 +453,55 @@ fn a_forked_child_shares_shared_file_pages_and_copies_private_ones() {
     assert_eq!(r.file("/data")[0], byte(0));
     assert_eq!(r.m.server.stats().free_frames, 256);
 }
+
+#[test]
+fn a_read_fault_maps_the_cached_pages_around_it() {
+    let mut r = Rig::new(256, 40);
+    let c = r.client();
+    let fd = r.open(c, "/big", OFlags::RDWR).unwrap();
+    // One mapping caches pages 0..20 and dirties page 3.
+    let hold = r.map(c, fd, 40 * P, RW, true).unwrap();
+    for i in 0..20 {
+        r.m.read(c, hold + i * P).unwrap();
+    }
+    r.m.write(c, hold + 3 * P, 7).unwrap();
+    let space = r.m.server.space_of(c).unwrap();
+    let installed = |r: &Rig, va: u64| crate::KernelStub::query(r.m.server.stub(), space, va);
+    // A private mapping with its own copy of page 2, then a read of page 1.
+    let private = r.map(c, fd, 40 * P, RW, false).unwrap();
+    r.m.write(c, private + 2 * P, 9).unwrap();
+    let copy = installed(&r, private + 2 * P).unwrap().0;
+    r.m.read(c, private + P).unwrap();
+    // The aligned 64 KiB around the fault, clipped to the mapping.
+    let from = ((private + P) & !(16 * P - 1)).max(private);
+    let to = (from + 16 * P).min(private + 40 * P);
+    for i in (0..20).filter(|&i| i != 2) {
+        let va = private + i * P;
+        match installed(&r, va) {
+            Some((_, a)) => {
+                assert!(
+                    (from..to).contains(&va),
+                    "page {i} mapped outside the window"
+                );
+                assert!(!a.writable, "private page {i} writable");
+            }
+            None => assert!(!(from..to).contains(&va), "page {i} not mapped around"),
+        }
+    }
+    assert_eq!(installed(&r, private + 2 * P).unwrap().0, copy);
+    // Not cached: left to its own fault.
+    let last = private + 39 * P;
+    assert!((from..to).contains(&last) || installed(&r, last).is_none());
+    // A shared mapping: the dirty page comes writable, the clean ones read-only.
+    let shared = r.map(c, fd, 40 * P, RW, true).unwrap();
+    r.m.read(c, shared + 4 * P).unwrap();
+    assert!(!installed(&r, shared + 4 * P).unwrap().1.writable);
+    let from = ((shared + 4 * P) & !(16 * P - 1)).max(shared);
+    match installed(&r, shared + 3 * P) {
+        Some((_, a)) => assert!(a.writable && from <= shared + 3 * P),
+        None => assert_eq!(from, shared + 4 * P),
+    }
+    assert_eq!(r.m.read(c, shared + 3 * P), Ok(7));
+    assert_eq!(r.m.read(c, private + 2 * P), Ok(9));
+    assert_eq!(r.m.server.check_invariants(), Ok(()));
+}
