@@ -311,14 +311,23 @@ impl<K: KernelStub> Server<K> {
         out
     }
 
-    /// Whether a locked region maps page `idx` of `obj` (it must stay resident).
+    /// Whether a locked region maps page `idx` of `obj` (it must stay resident), or the
+    /// range an `mlock` is populating right now (it is about to be locked).
     fn page_locked(&self, obj: ObjectId, idx: u64) -> bool {
         let at = idx * PAGE_SIZE;
-        self.clients.values().any(|c| {
+        self.clients.iter().any(|(&id, c)| {
             c.regions.iter().any(|r| {
+                let RegionBacking::Object { obj: o, offset } = r.backing else {
+                    return false;
+                };
+                if o != obj || at < offset || at - offset >= r.len() {
+                    return false;
+                }
+                let va = r.start + (at - offset);
                 r.locked
-                    && matches!(r.backing, RegionBacking::Object { obj: o, offset }
-                        if o == obj && at >= offset && at - offset < r.len())
+                    || self
+                        .pinning
+                        .is_some_and(|(p, s, e)| p == id && (s..e).contains(&va))
             })
         })
     }

@@ -505,3 +505,30 @@ fn a_read_fault_maps_the_cached_pages_around_it() {
     assert_eq!(r.m.read(c, private + 2 * P), Ok(9));
     assert_eq!(r.m.server.check_invariants(), Ok(()));
 }
+
+#[test]
+fn mlock_under_pressure_keeps_every_page_it_made_resident() {
+    let mut r = Rig::new(40, 96);
+    let c = r.client();
+    let fd = r.open(c, "/big", OFlags::RDONLY).unwrap();
+    // The cache fills memory with the file's tail.
+    let all = r.map(c, fd, 96 * P, Prot::READ, false).unwrap();
+    for i in (40..96).rev() {
+        r.m.read(c, all + i * P).unwrap();
+    }
+    let locked = r.map(c, fd, 24 * P, Prot::READ, false).unwrap();
+    let lock = Request::Mlock {
+        addr: locked,
+        len: 24 * P,
+    };
+    assert_eq!(r.call(c, lock), Ok(Reply::Done));
+    let space = r.m.server.space_of(c).unwrap();
+    for i in 0..24 {
+        let va = locked + i * P;
+        assert!(
+            crate::KernelStub::query(r.m.server.stub(), space, va).is_some(),
+            "locked page {i} not resident"
+        );
+    }
+    assert!(r.m.server.pager_counters().evictions > 0);
+}

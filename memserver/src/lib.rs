@@ -9,8 +9,10 @@
 //!
 //! The three nouns of MINIX's VM server and L4Re's region manager are here too: a
 //! [`Region`](region::Region) of a per-client [`RegionMap`](region_map::RegionMap), the
-//! [`MemObject`](object::MemObject)s behind shared memory, and the fault handler
-//! (`fault.rs`) that asks them for a page.
+//! [`MemObject`](object::MemObject)s behind shared memory and files, and the fault handler
+//! (`fault.rs`) that asks them for a page. Files come from a [`Pager`] (a file server, in
+//! the Mach / L4Re sense) connected with [`Server::set_pager`]: their objects are a page
+//! cache of the file, written back when dirty (`file.rs`).
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

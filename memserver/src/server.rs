@@ -57,6 +57,9 @@ pub struct Server<K: KernelStub> {
     /// File objects by their pager key: one object (one page cache) per file.
     pub(crate) files: BTreeMap<ipc_proto::ObjectKey, ObjectId>,
     pub(crate) pager_counters: crate::file::PagerCounters,
+    /// The range an `mlock`/`mlockall` is populating before it marks it locked: eviction
+    /// spares it as if it were locked already.
+    pub(crate) pinning: Option<(ClientId, u64, u64)>,
     /// The pager messages' buffers, made at the first call.
     pub(crate) pager_buffers: Option<crate::file::PagerBuffers>,
 }
@@ -82,6 +85,7 @@ impl<K: KernelStub> Server<K> {
             files: BTreeMap::new(),
             pager_counters: Default::default(),
             pager_buffers: None,
+            pinning: None,
         }
     }
 

@@ -663,7 +663,7 @@ impl<K: KernelStub> Server<K> {
                 return Err(Errno::ENOMEM);
             }
             // Pin first: if frames run out, nothing is marked locked.
-            self.populate(id, start, end).map_err(|_| Errno::EAGAIN)?;
+            self.populate_pinned(id, start, end)?;
         }
         self.set_locked(id, start, end, lock);
         Ok(())
@@ -704,7 +704,7 @@ impl<K: KernelStub> Server<K> {
             };
             if hi > lo {
                 if !onfault {
-                    self.populate(id, lo, hi).map_err(|_| Errno::EAGAIN)?;
+                    self.populate_pinned(id, lo, hi)?;
                 }
                 self.set_locked(id, lo, hi, true);
             }
@@ -730,6 +730,15 @@ impl<K: KernelStub> Server<K> {
             self.set_locked(id, lo, hi, false);
         }
         Ok(())
+    }
+
+    /// [`populate`](Self::populate) for `mlock`: the pages already made resident are not
+    /// evicted to make room for the rest. `EAGAIN` when frames run out.
+    fn populate_pinned(&mut self, id: ClientId, start: u64, end: u64) -> Result<(), Errno> {
+        self.pinning = Some((id, start, end));
+        let r = self.populate(id, start, end);
+        self.pinning = None;
+        r.map_err(|_| Errno::EAGAIN)
     }
 
     /// Makes every accessible page of the mapped parts of `[start, end)` resident and
