@@ -9,6 +9,8 @@ use crate::vm::{attrs_for, prot_allows};
 use ipc_proto::{Access, ClientId, Errno, PAGE_SIZE, Signal};
 
 const PAGE_MASK: u64 = PAGE_SIZE - 1;
+/// Most cached pages one fault may evict before it is out of memory.
+const MAX_EVICTIONS: u32 = 16;
 
 impl<K: KernelStub> Server<K> {
     /// Resolves a fault of `id` at `addr`: `None` means resume, `Some` the signal to
@@ -28,16 +30,22 @@ impl<K: KernelStub> Server<K> {
         }
     }
 
-    /// [`resolve`](Self::resolve), evicting cached file pages while frames run out.
+    /// [`resolve`](Self::resolve), evicting cached file pages while frames run out. A
+    /// fault needs a handful of frames at most (a page, a copy, page tables), so after
+    /// [`MAX_EVICTIONS`] evictions it is out of memory: without the bound, a fault needing
+    /// two frames with one free would evict the page it has just paged in, forever.
     pub(crate) fn resolve_evicting(
         &mut self,
         id: ClientId,
         va: u64,
         access: Access,
     ) -> Result<Option<Signal>, Errno> {
+        let mut evicted = 0;
         loop {
             match self.resolve(id, va, access) {
-                Err(Errno::ENOMEM) if self.evict_one() => {}
+                Err(Errno::ENOMEM) if evicted < MAX_EVICTIONS && self.evict_one() => {
+                    evicted += 1;
+                }
                 other => return other,
             }
         }

@@ -532,3 +532,33 @@ fn mlock_under_pressure_keeps_every_page_it_made_resident() {
     }
     assert!(r.m.server.pager_counters().evictions > 0);
 }
+
+#[test]
+fn a_fault_that_cannot_fit_ends_with_sigbus_not_a_loop() {
+    // Fill memory with private copies, then a private write to a file page needs two
+    // frames (the page in, its copy) with one free: the only evictable page is the one
+    // just paged in.
+    let mut r = Rig::new(24, 8);
+    let c = r.client();
+    let fd = r.open(c, "/big", OFlags::RDONLY).unwrap();
+    let anon = Request::Mmap(MmapArgs {
+        addr: 0,
+        len: 64 * P,
+        prot: RW,
+        flags: MapFlags::PRIVATE | MapFlags::ANONYMOUS | MapFlags::NORESERVE,
+        fd: None,
+        offset: 0,
+    });
+    let Ok(Reply::Mapped { addr: heap }) = r.call(c, anon) else {
+        panic!("mmap");
+    };
+    let file = r.map(c, fd, 8 * P, RW, false).unwrap();
+    let mut i = 0;
+    while r.m.server.stats().free_frames > 1 {
+        r.m.write(c, heap + i * P, 1).unwrap();
+        i += 1;
+    }
+    assert_eq!(r.m.write(c, file, 2), Err(Signal::Bus));
+    assert_eq!(r.m.livelocks, 0);
+    assert_eq!(r.m.server.check_invariants(), Ok(()));
+}
