@@ -47,44 +47,59 @@ fn scaling(c: &mut Criterion) {
     g.finish();
 }
 
+/// Times `touch` on pages `0..iters` in batches of at most `pages`: each batch runs on a
+/// fresh mapping that `map` makes and `unmap` removes outside the timed part, so only
+/// the first touches are measured.
+fn batched<T, M>(
+    cx: &mut T,
+    iters: u64,
+    pages: u64,
+    map: impl Fn(&mut T) -> M,
+    touch: impl Fn(&mut T, &M, u64),
+    unmap: impl Fn(&mut T, M),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(pages);
+        let m = map(cx);
+        let t = Instant::now();
+        for i in 0..n {
+            touch(cx, &m, i);
+        }
+        total += t.elapsed();
+        unmap(cx, m);
+        left -= n;
+    }
+    total
+}
+
 fn first_touch(c: &mut Criterion) {
     const PAGES: u64 = 4096;
     let mut g = c.benchmark_group("first_touch");
     let mut ours = Ours::new(1 << 14, 1 << 20);
     g.bench_function("ours", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(PAGES);
-                let a = ours.fresh_region(PAGES);
-                let t = Instant::now();
-                for i in 0..n {
-                    ours.first_touch(a + i * P);
-                }
-                total += t.elapsed();
-                ours.munmap(a, PAGES * P);
-                left -= n;
-            }
-            total
+            batched(
+                &mut ours,
+                iters,
+                PAGES,
+                |o| o.fresh_region(PAGES),
+                |o, &a, i| o.first_touch(a + i * P),
+                |o, a| o.munmap(a, PAGES * P),
+            )
         })
     });
     g.bench_function("linux", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(PAGES);
-                let m = linux::Mapping::new(PAGES * P, ProtFlags::READ | ProtFlags::WRITE);
-                let t = Instant::now();
-                for i in 0..n {
-                    m.touch(i);
-                }
-                total += t.elapsed();
-                drop(m);
-                left -= n;
-            }
-            total
+            batched(
+                &mut (),
+                iters,
+                PAGES,
+                |_| linux::Mapping::new(PAGES * P, ProtFlags::READ | ProtFlags::WRITE),
+                |_, m, i| m.touch(i),
+                |_, m| drop(m),
+            )
         })
     });
     g.finish();
@@ -97,23 +112,20 @@ fn file_fault(c: &mut Criterion) {
     const PAGES: u64 = 1024;
     let mut g = c.benchmark_group("file_fault");
     let mut ours = Ours::new(1 << 14, 1 << 20).with_file(PAGES);
+    let ours_touches = |ours: &mut Ours, iters| {
+        batched(
+            ours,
+            iters,
+            PAGES,
+            |o| o.map_file(PAGES),
+            |o, &(_, a), i| {
+                black_box(o.file_touch(a + i * P));
+            },
+            |o, (fd, a)| o.unmap_file(fd, a, PAGES),
+        )
+    };
     g.bench_function("ours", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(PAGES);
-                let (fd, a) = ours.map_file(PAGES);
-                let t = Instant::now();
-                for i in 0..n {
-                    black_box(ours.file_touch(a + i * P));
-                }
-                total += t.elapsed();
-                ours.unmap_file(fd, a, PAGES);
-                left -= n;
-            }
-            total
-        })
+        b.iter_custom(|iters| ours_touches(&mut ours, iters))
     });
     // Another mapping keeps every page of the file cached.
     let (hold_fd, hold) = ours.map_file(PAGES);
@@ -121,41 +133,21 @@ fn file_fault(c: &mut Criterion) {
         ours.file_touch(hold + i * P);
     }
     g.bench_function("ours_cached", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(PAGES);
-                let (fd, a) = ours.map_file(PAGES);
-                let t = Instant::now();
-                for i in 0..n {
-                    black_box(ours.file_touch(a + i * P));
-                }
-                total += t.elapsed();
-                ours.unmap_file(fd, a, PAGES);
-                left -= n;
-            }
-            total
-        })
+        b.iter_custom(|iters| ours_touches(&mut ours, iters))
     });
     ours.unmap_file(hold_fd, hold, PAGES);
     g.bench_function("linux", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(PAGES);
-                let (m, fd) = linux::file_mapping(PAGES);
-                let t = Instant::now();
-                for i in 0..n {
+            batched(
+                &mut (),
+                iters,
+                PAGES,
+                |_| linux::file_mapping(PAGES),
+                |_, (m, _), i| {
                     black_box(m.read(i));
-                }
-                total += t.elapsed();
-                drop(m);
-                drop(fd);
-                left -= n;
-            }
-            total
+                },
+                |_, mapping| drop(mapping),
+            )
         })
     });
     g.finish();
