@@ -142,7 +142,7 @@ impl RamFs {
     }
 
     /// Answers one pager request.
-    pub fn handle(&mut self, req: &PagerRequest) -> PagerResponse {
+    pub fn handle(&mut self, req: &PagerRequest<'_>) -> PagerResponse<'_> {
         match req {
             PagerRequest::Hello { major, .. } => {
                 if *major != PAGER_PROTOCOL_MAJOR {

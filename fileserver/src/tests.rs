@@ -10,7 +10,7 @@ fn path(p: &str) -> FilePath {
     FilePath::new(p).unwrap()
 }
 
-fn lookup(fs: &mut RamFs, p: &str, write: bool, uid: u32) -> PagerResponse {
+fn lookup<'f>(fs: &'f mut RamFs, p: &str, write: bool, uid: u32) -> PagerResponse<'f> {
     fs.handle(&PagerRequest::Lookup {
         path: path(p),
         write,
@@ -19,7 +19,7 @@ fn lookup(fs: &mut RamFs, p: &str, write: bool, uid: u32) -> PagerResponse {
     })
 }
 
-fn key(resp: PagerResponse) -> ObjectKey {
+fn key(resp: PagerResponse<'_>) -> ObjectKey {
     match resp {
         Ok(PagerReply::Object { object, .. }) => object,
         other => panic!("not an object: {other:?}"),
@@ -115,7 +115,7 @@ fn write_back_and_size_changes_reach_the_file() {
     let out = |offset| PagerRequest::PageOut {
         object: k,
         offset,
-        data: page.clone(),
+        data: page,
     };
     assert_eq!(fs.handle(&out(4096)), Ok(PagerReply::Done));
     // Only the 904 bytes inside the file were written: write-back never grows it.

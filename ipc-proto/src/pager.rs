@@ -31,74 +31,56 @@ impl MaxSize for ObjectKey {
     const POSTCARD_MAX_SIZE: usize = u64::POSTCARD_MAX_SIZE;
 }
 
-/// Up to one page of an object's contents.
-// A plain array and a length rather than a `heapless::Vec`: filling it is one memcpy
-// (heapless 0.7 copies a slice in element by element, which was most of a page-in).
-#[derive(Clone)]
-pub struct PageData {
-    bytes: [u8; PAGE_SIZE as usize],
-    len: u16,
-}
+/// Up to one page of an object's contents, borrowed: from the file it is read from when
+/// encoded, from the message buffer when decoded.
+// A borrow rather than an owned page: a page-in then copies the bytes twice (file to
+// message, message to frame) instead of moving a 4 KiB value through every layer, which
+// had been most of its cost.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageData<'a>(&'a [u8]);
 
-impl PageData {
+impl<'a> PageData<'a> {
     /// `bytes` as page data; more than a page is `EINVAL`.
-    pub fn new(bytes: &[u8]) -> Result<PageData, Errno> {
-        let mut page = PageData::default();
-        page.bytes
-            .get_mut(..bytes.len())
-            .ok_or(Errno::EINVAL)?
-            .copy_from_slice(bytes);
-        page.len = bytes.len() as u16;
-        Ok(page)
+    pub fn new(bytes: &'a [u8]) -> Result<PageData<'a>, Errno> {
+        if bytes.len() > PAGE_SIZE as usize {
+            return Err(Errno::EINVAL);
+        }
+        Ok(PageData(bytes))
     }
 
     /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+    pub fn as_slice(&self) -> &'a [u8] {
+        self.0
     }
 }
 
-impl Default for PageData {
-    fn default() -> PageData {
-        PageData {
-            bytes: [0; PAGE_SIZE as usize],
-            len: 0,
-        }
-    }
-}
-
-impl PartialEq for PageData {
-    fn eq(&self, other: &PageData) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for PageData {}
-
-impl fmt::Debug for PageData {
+impl fmt::Debug for PageData<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let data = self.as_slice();
+        let data = self.0;
         let head = &data[..data.len().min(8)];
         write!(f, "PageData({} bytes: {head:02x?}", data.len())?;
         f.write_str(if data.len() > 8 { "..)" } else { ")" })
     }
 }
 
-impl Serialize for PageData {
+impl Serialize for PageData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.as_slice())
+        s.serialize_bytes(self.0)
     }
 }
 
-impl<'de> Deserialize<'de> for PageData {
+impl<'de: 'a, 'a> Deserialize<'de> for PageData<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = PageData;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PageData<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("at most a page of bytes")
+                f.write_str("at most a page of bytes, borrowed from the message")
             }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<PageData, E> {
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<PageData<'de>, E> {
                 PageData::new(v).map_err(|_| E::custom("more than a page"))
             }
         }
@@ -106,16 +88,17 @@ impl<'de> Deserialize<'de> for PageData {
     }
 }
 
-impl MaxSize for PageData {
+impl MaxSize for PageData<'_> {
     // A varint length (two bytes cover 4096) and the bytes.
     const POSTCARD_MAX_SIZE: usize = 2 + PAGE_SIZE as usize;
 }
 
 /// What the memory server asks of a pager.
-// A message carries its page inline (this crate allocates nothing), so `PageOut` is big.
+// `PageOut` borrows its page (decoded, from the message buffer); `Lookup` carries its
+// path inline, since this crate allocates nothing, which makes it the big variant.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
-pub enum PagerRequest {
+pub enum PagerRequest<'a> {
     /// Version handshake. Reply: [`PagerReply::Hello`]; a different major is `ENOTSUP`.
     Hello {
         /// The sender's [`PAGER_PROTOCOL_MAJOR`].
@@ -154,7 +137,8 @@ pub enum PagerRequest {
         /// Byte offset, page-aligned.
         offset: u64,
         /// The page's contents.
-        data: PageData,
+        #[serde(borrow)]
+        data: PageData<'a>,
     },
     /// Sets the object's size (`ftruncate` through a file's fd): growing zero-fills.
     /// Reply: [`PagerReply::Done`]. Errors: `EFBIG` (beyond the pager's limit),
@@ -174,10 +158,9 @@ pub enum PagerRequest {
 }
 
 /// A pager's successful answers.
-// As for requests: `Data` carries a page inline.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
-pub enum PagerReply {
+// As for requests, `Data` borrows its page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub enum PagerReply<'a> {
     /// Answer to [`PagerRequest::Hello`]: the pager's version.
     Hello {
         /// The pager's major version.
@@ -199,18 +182,18 @@ pub enum PagerReply {
         gid: u32,
     },
     /// Answer to [`PagerRequest::PageIn`].
-    Data(PageData),
+    Data(#[serde(borrow)] PageData<'a>),
     /// Answer to the requests that only act.
     Done,
 }
 
 /// A pager's answer: a reply, or the errno the request failed with.
-pub type PagerResponse = Result<PagerReply, Errno>;
+pub type PagerResponse<'a> = Result<PagerReply<'a>, Errno>;
 
 /// Upper bound, in bytes, of every encoded [`PagerRequest`].
-pub const MAX_PAGER_REQUEST_LEN: usize = PagerRequest::POSTCARD_MAX_SIZE;
+pub const MAX_PAGER_REQUEST_LEN: usize = PagerRequest::<'static>::POSTCARD_MAX_SIZE;
 /// Upper bound, in bytes, of every encoded [`PagerResponse`].
-pub const MAX_PAGER_RESPONSE_LEN: usize = <PagerResponse as MaxSize>::POSTCARD_MAX_SIZE;
+pub const MAX_PAGER_RESPONSE_LEN: usize = <PagerResponse<'static> as MaxSize>::POSTCARD_MAX_SIZE;
 
 // A page and its header: the bounds a transport sizes its buffers by.
 const _: () = assert!(MAX_PAGER_REQUEST_LEN <= PAGE_SIZE as usize + 32);
@@ -222,9 +205,9 @@ pub fn encode_pager_request(req: &PagerRequest, buf: &mut [u8]) -> Result<usize,
     crate::codec::encode(req, buf)
 }
 
-/// Decodes one pager request occupying all of `bytes`: `EBADMSG` if malformed,
+/// Decodes one pager request occupying all of `bytes` (a page it carries stays there): `EBADMSG` if malformed,
 /// `EINVAL` if it carries an invalid value.
-pub fn decode_pager_request(bytes: &[u8]) -> Result<PagerRequest, Errno> {
+pub fn decode_pager_request(bytes: &[u8]) -> Result<PagerRequest<'_>, Errno> {
     crate::codec::decode(bytes)
 }
 
@@ -233,15 +216,17 @@ pub fn encode_pager_response(resp: &PagerResponse, buf: &mut [u8]) -> Result<usi
     crate::codec::encode(resp, buf)
 }
 
-/// Decodes one pager response occupying all of `bytes`.
-pub fn decode_pager_response(bytes: &[u8]) -> Result<PagerResponse, Errno> {
+/// Decodes one pager response occupying all of `bytes` (a page it carries stays there).
+pub fn decode_pager_response(bytes: &[u8]) -> Result<PagerResponse<'_>, Errno> {
     crate::codec::decode(bytes)
 }
 
 /// One example of every pager request, for the golden vectors and tests.
-pub fn example_requests() -> [(&'static str, PagerRequest); 7] {
+pub fn example_requests() -> [(&'static str, PagerRequest<'static>); 7] {
     let key = ObjectKey(42);
-    let page = |b: &[u8]| PageData::new(b).unwrap_or_default();
+    fn page(b: &'static [u8]) -> PageData<'static> {
+        PageData::new(b).unwrap_or_default()
+    }
     [
         (
             "pager_hello",
@@ -294,7 +279,7 @@ pub fn example_requests() -> [(&'static str, PagerRequest); 7] {
 }
 
 /// One example of every pager reply, and an error.
-pub fn example_responses() -> [(&'static str, PagerResponse); 5] {
+pub fn example_responses() -> [(&'static str, PagerResponse<'static>); 5] {
     [
         (
             "pager_hello",
@@ -357,7 +342,7 @@ mod tests {
         let out = PagerRequest::PageOut {
             object: ObjectKey(u64::MAX),
             offset: u64::MAX,
-            data: page.clone(),
+            data: page,
         };
         let mut buf = [0u8; MAX_PAGER_REQUEST_LEN];
         assert!(encode_pager_request(&out, &mut buf).is_ok());

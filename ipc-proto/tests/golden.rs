@@ -159,7 +159,7 @@ fn pager_golden_bytes_decode_back_and_cover_every_variant() {
     for (name, resp) in pager::example_responses() {
         let mut buf = [0u8; MAX_PAGER_RESPONSE_LEN];
         let n = encode_pager_response(&resp, &mut buf).unwrap();
-        assert_eq!(decode_pager_response(&buf[..n]), Ok(resp.clone()), "{name}");
+        assert_eq!(decode_pager_response(&buf[..n]), Ok(resp), "{name}");
         if let Ok(r) = &resp {
             seen.insert(variant_of(&format!("{r:?}")));
         }
@@ -264,7 +264,7 @@ mod variants {
         }
     }
 
-    pub fn of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    pub fn of<T: Deserialize<'static>>() -> &'static [&'static str] {
         match T::deserialize(Probe) {
             Err(Captured(v)) => v,
             Ok(_) => unreachable!("the probe never yields a value"),

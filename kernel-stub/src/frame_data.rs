@@ -5,6 +5,7 @@
 //! ([`Error::NotGranted`]). Device frames are allowed when the physical memory backs them
 //! (a [`DirectMap`](crate::DirectMap) usually does not: [`Error::NotBacked`]).
 
+use crate::PAGE_SIZE;
 use crate::cap::FrameCap;
 use crate::error::Error;
 use crate::grant::StateStorage;
@@ -43,6 +44,18 @@ impl<P: PhysMemory, T: Tlb, S: StateStorage, const N: usize> Stub<P, T, S, N> {
         self.phys.write(frame, offset, data)
     }
 
+    /// Writes `data` at the start of a frame and zeroes the rest of it, as a page read
+    /// from a file whose end falls inside it must be: one pass over the frame, where
+    /// zeroing first and writing then took two. More than a frame is
+    /// [`Error::OutOfBounds`] and writes nothing.
+    pub fn fill_frame(&mut self, cap: FrameCap, data: &[u8]) -> Result<(), Error> {
+        static ZEROES: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+        let frame = self.data_frame(cap)?;
+        let span = byte_span(0, data.len())?;
+        self.phys.write(frame, 0, data)?;
+        self.phys.write(frame, span.end, &ZEROES[span.end..])
+    }
+
     fn data_frame(&self, cap: FrameCap) -> Result<PhysFrame, Error> {
         self.grants.check(cap)?;
         if self.grants.is_table(cap.frame) {
@@ -77,6 +90,16 @@ mod tests {
         s.zero_frame(g).unwrap();
         s.read_frame(g, 4090, &mut buf).unwrap();
         assert_eq!(buf, [0; 6]);
+        // A fill writes its bytes and zeroes the rest; more than a frame writes nothing.
+        s.write_frame(g, 0, &[0xee; 4096]).unwrap();
+        s.fill_frame(g, b"xyz").unwrap();
+        let mut page = [0xffu8; 4096];
+        s.read_frame(g, 0, &mut page).unwrap();
+        assert_eq!(&page[..3], b"xyz");
+        assert!(page[3..].iter().all(|&b| b == 0));
+        assert_eq!(s.fill_frame(g, &[1; 4097]), Err(Error::OutOfBounds));
+        s.read_frame(g, 0, &mut page).unwrap();
+        assert_eq!(&page[..4], b"xyz\0");
     }
 
     #[test]

@@ -45,11 +45,40 @@ impl<F: FnMut(&[u8], &mut [u8]) -> Result<usize, Errno> + Send> Pager for F {
     }
 }
 
-/// The buffers of the pager messages, made at the first call and reused: a request and
-/// a reply of a page each.
-pub(crate) struct PagerBuffers {
+/// The connection to the file server: the pager, once set, and its message buffers (a
+/// request and a reply of a page each), made when it is set and reused.
+#[derive(Default)]
+pub(crate) struct PagerLink {
+    pager: Option<Box<dyn Pager>>,
+    // On the heap, made once: a page-carrying message is bigger than a small task's
+    // stack likes, and zeroing two fresh buffers per page-in cost more than the copy.
     request: Box<[u8]>,
     reply: Box<[u8]>,
+}
+
+impl PagerLink {
+    fn connect(&mut self, pager: Box<dyn Pager>) {
+        self.pager = Some(pager);
+        self.request = vec![0u8; MAX_PAGER_REQUEST_LEN].into_boxed_slice();
+        self.reply = vec![0u8; MAX_PAGER_RESPONSE_LEN].into_boxed_slice();
+    }
+
+    fn is_connected(&self) -> bool {
+        self.pager.is_some()
+    }
+
+    /// One round trip. The pager's own errno passes through; a pager that cannot be
+    /// reached or answers garbage is `EIO`; no pager at all is `ENODEV`. A page in the
+    /// reply stays in the reply buffer, borrowed until the next call.
+    fn call(&mut self, req: &PagerRequest<'_>) -> Result<PagerReply<'_>, Errno> {
+        let pager = self.pager.as_mut().ok_or(Errno::ENODEV)?;
+        let n = encode_pager_request(req, &mut self.request).map_err(|_| Errno::EIO)?;
+        let m = pager
+            .call(&self.request[..n], &mut self.reply)
+            .map_err(|_| Errno::EIO)?;
+        let reply = self.reply.get(..m).ok_or(Errno::EIO)?;
+        decode_pager_response(reply).map_err(|_| Errno::EIO)?
+    }
 }
 
 /// Counters of the pager traffic, for tests and tools.
@@ -71,30 +100,13 @@ impl<K: KernelStub> Server<K> {
         if !self.files.is_empty() {
             return Err(Errno::EBUSY);
         }
-        self.pager = Some(pager);
+        self.pager.connect(pager);
         Ok(())
     }
 
     /// The pager traffic so far.
     pub fn pager_counters(&self) -> PagerCounters {
         self.pager_counters
-    }
-
-    /// One pager round trip. The pager's own errno passes through; a pager that cannot be
-    /// reached or answers garbage is `EIO`; no pager at all is `ENODEV`.
-    fn pager_call(&mut self, req: &PagerRequest) -> Result<PagerReply, Errno> {
-        let pager = self.pager.as_mut().ok_or(Errno::ENODEV)?;
-        // On the heap, made once: a page-carrying message is bigger than a small task's
-        // stack likes, and zeroing two fresh buffers per page-in cost more than the copy.
-        let PagerBuffers { request, reply } =
-            self.pager_buffers.get_or_insert_with(|| PagerBuffers {
-                request: vec![0u8; MAX_PAGER_REQUEST_LEN].into_boxed_slice(),
-                reply: vec![0u8; MAX_PAGER_RESPONSE_LEN].into_boxed_slice(),
-            });
-        let n = encode_pager_request(req, request).map_err(|_| Errno::EIO)?;
-        let m = pager.call(&request[..n], reply).map_err(|_| Errno::EIO)?;
-        let reply = reply.get(..m).ok_or(Errno::EIO)?;
-        decode_pager_response(reply).map_err(|_| Errno::EIO)?
     }
 
     /// `FileOpen`: looks the path up at the pager with the caller's identity and opens
@@ -114,10 +126,10 @@ impl<K: KernelStub> Server<K> {
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
         let (uid, gid) = (c.spec.uid, c.spec.gid);
         self.check_fd_room(id)?;
-        if self.pager.is_none() {
+        if !self.pager.is_connected() {
             return Err(Errno::ENODEV);
         }
-        let reply = self.pager_call(&PagerRequest::Lookup {
+        let reply = self.pager.call(&PagerRequest::Lookup {
             path: path.clone(),
             write: write || trunc,
             uid,
@@ -177,7 +189,7 @@ impl<K: KernelStub> Server<K> {
     /// `ftruncate` of a file: the pager changes the file first, then the cache follows.
     pub(crate) fn file_set_size(&mut self, obj: ObjectId, len: u64) -> Result<(), Errno> {
         let key = self.file_key(obj).ok_or(Errno::EBADF)?;
-        match self.pager_call(&PagerRequest::SetSize {
+        match self.pager.call(&PagerRequest::SetSize {
             object: key,
             size: len,
         })? {
@@ -205,7 +217,7 @@ impl<K: KernelStub> Server<K> {
         let f = match o.file.as_ref().map(|f| f.key) {
             None => self.mem.alloc_zeroed(bank).ok_or(Errno::ENOMEM)?,
             Some(key) => {
-                let data = match self.pager_call(&PagerRequest::PageIn {
+                let data = match self.pager.call(&PagerRequest::PageIn {
                     object: key,
                     offset: idx * PAGE_SIZE,
                 })? {
@@ -213,6 +225,7 @@ impl<K: KernelStub> Server<K> {
                     _ => return Err(Errno::EIO),
                 };
                 let f = self.mem.frames.alloc(bank).ok_or(Errno::ENOMEM)?;
+                // Straight from the reply buffer into the frame: the only copy here.
                 self.mem.stub.fill_frame(f, data.as_slice());
                 self.pager_counters.page_ins += 1;
                 f
@@ -381,7 +394,7 @@ impl<K: KernelStub> Server<K> {
         let mut buf = vec![0u8; len];
         self.mem.stub.read_frame(f, &mut buf);
         let data = PageData::new(&buf).map_err(|_| Errno::EIO)?;
-        match self.pager_call(&PagerRequest::PageOut {
+        match self.pager.call(&PagerRequest::PageOut {
             object: key,
             offset: idx * PAGE_SIZE,
             data,
@@ -408,7 +421,7 @@ impl<K: KernelStub> Server<K> {
                 let _ = self.page_out(file.key, f, o.size, idx);
             }
         }
-        let _ = self.pager_call(&PagerRequest::Release { object: file.key });
+        let _ = self.pager.call(&PagerRequest::Release { object: file.key });
     }
 }
 

@@ -236,9 +236,11 @@ impl<P: PhysMemory, T: Tlb, S: StateStorage, const N: usize> KernelStub for Stub
     }
 
     fn fill_frame(&mut self, frame: Frame, data: &[u8]) {
-        if let Some(c) = self.cap(frame) {
+        if let Some(c) = self.cap(frame)
+            && self.stub.fill_frame(c, data).is_err()
+        {
+            // Never hand out a frame's old contents: more than a page reads as zeroes.
             let _ = self.stub.zero_frame(c);
-            let _ = self.stub.write_frame(c, 0, data);
         }
     }
 

@@ -53,15 +53,13 @@ pub struct Server<K: KernelStub> {
     pub(crate) open_files: u32,
     pub(crate) violations: u32,
     /// The file server, once connected.
-    pub(crate) pager: Option<alloc::boxed::Box<dyn crate::file::Pager>>,
+    pub(crate) pager: crate::file::PagerLink,
     /// File objects by their pager key: one object (one page cache) per file.
     pub(crate) files: BTreeMap<ipc_proto::ObjectKey, ObjectId>,
     pub(crate) pager_counters: crate::file::PagerCounters,
     /// The range an `mlock`/`mlockall` is populating before it marks it locked: eviction
     /// spares it as if it were locked already.
     pub(crate) pinning: Option<(ClientId, u64, u64)>,
-    /// The pager messages' buffers, made at the first call.
-    pub(crate) pager_buffers: Option<crate::file::PagerBuffers>,
 }
 
 impl<K: KernelStub> Server<K> {
@@ -81,10 +79,9 @@ impl<K: KernelStub> Server<K> {
             next_object: 1,
             open_files: 0,
             violations: 0,
-            pager: None,
+            pager: Default::default(),
             files: BTreeMap::new(),
             pager_counters: Default::default(),
-            pager_buffers: None,
             pinning: None,
         }
     }
