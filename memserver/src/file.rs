@@ -348,23 +348,31 @@ impl<K: KernelStub> Server<K> {
     /// Frees one cached file page to relieve memory pressure: a clean page if there is
     /// one, else a dirty one written back first; never a page a locked region maps.
     /// Whether a frame was freed.
+    ///
+    /// The search is a clock: it starts where the last eviction left off and wraps, so
+    /// evictions rotate through the cache. Always taking the lowest page instead would
+    /// evict the start of the oldest file at every fault, however hot it is.
     pub(crate) fn evict_one(&mut self) -> bool {
+        let (hand_obj, hand_idx) = self.evict_hand;
+        let from_hand = self.objects.range(hand_obj..).flat_map(|(&obj, o)| {
+            let start = if obj == hand_obj { hand_idx } else { 0 };
+            cached_file_pages(obj, o, start..u64::MAX)
+        });
+        let before_hand = self.objects.range(..=hand_obj).flat_map(|(&obj, o)| {
+            let end = if obj == hand_obj { hand_idx } else { u64::MAX };
+            cached_file_pages(obj, o, 0..end)
+        });
         let mut dirty_choice = None;
         let mut clean_choice = None;
-        'search: for (&obj, o) in &self.objects {
-            let Some(file) = o.file.as_ref() else {
+        for (obj, idx, dirty) in from_hand.chain(before_hand) {
+            if self.page_locked(obj, idx) {
                 continue;
-            };
-            for &idx in o.pages.keys() {
-                if self.page_locked(obj, idx) {
-                    continue;
-                }
-                if !file.dirty.contains(&idx) {
-                    clean_choice = Some((obj, idx));
-                    break 'search;
-                }
-                dirty_choice.get_or_insert((obj, idx));
             }
+            if !dirty {
+                clean_choice = Some((obj, idx));
+                break;
+            }
+            dirty_choice.get_or_insert((obj, idx));
         }
         let Some((obj, idx)) = clean_choice.or(dirty_choice) else {
             return false;
@@ -384,6 +392,7 @@ impl<K: KernelStub> Server<K> {
         }
         self.mem.release(f);
         self.pager_counters.evictions += 1;
+        self.evict_hand = (obj, idx + 1);
         true
     }
 
@@ -423,6 +432,20 @@ impl<K: KernelStub> Server<K> {
         }
         let _ = self.pager.call(&PagerRequest::Release { object: file.key });
     }
+}
+
+/// The cached pages of `o` with index in `range`, if it is a file: `(object, index,
+/// dirty)`.
+fn cached_file_pages(
+    obj: ObjectId,
+    o: &MemObject,
+    range: core::ops::Range<u64>,
+) -> impl Iterator<Item = (ObjectId, u64, bool)> + '_ {
+    o.file.iter().flat_map(move |f| {
+        o.pages
+            .range(range.clone())
+            .map(move |(&idx, _)| (obj, idx, f.dirty.contains(&idx)))
+    })
 }
 
 #[cfg(test)]

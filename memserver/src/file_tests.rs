@@ -346,6 +346,26 @@ fn memory_pressure_evicts_clean_pages_then_writes_dirty_ones_back() {
 }
 
 #[test]
+fn evictions_rotate_through_the_cache_instead_of_taking_the_lowest_page() {
+    // 40 frames, a 96-page file: after a sequential read only its last pages are cached.
+    let mut r = Rig::new(40, 96);
+    let c = r.client();
+    let fd = r.open(c, "/big", OFlags::RDONLY).unwrap();
+    let va = r.map(c, fd, 96 * P, Prot::READ, false).unwrap();
+    for i in 0..96 {
+        r.m.read(c, va + i * P).unwrap();
+    }
+    // Page 0 comes back, then page 1 needs a frame: the clock takes the page after the
+    // last one it evicted, where lowest-first would take page 0, just read.
+    assert_eq!(r.m.read(c, va), Ok(byte(0)));
+    assert_eq!(r.m.read(c, va + P), Ok(byte(4096)));
+    let ins = r.count("in");
+    assert_eq!(r.m.read(c, va + 7), Ok(byte(7)));
+    assert_eq!(r.count("in"), ins, "page 0 was evicted again");
+    assert_eq!(r.m.livelocks, 0);
+}
+
+#[test]
 fn locked_file_pages_are_never_evicted() {
     let mut r = Rig::new(40, 96);
     let c = r.client();

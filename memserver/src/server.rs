@@ -60,6 +60,8 @@ pub struct Server<K: KernelStub> {
     /// The range an `mlock`/`mlockall` is populating before it marks it locked: eviction
     /// spares it as if it were locked already.
     pub(crate) pinning: Option<(ClientId, u64, u64)>,
+    /// Where the next eviction starts looking: just past the last page evicted.
+    pub(crate) evict_hand: (ObjectId, u64),
 }
 
 impl<K: KernelStub> Server<K> {
@@ -83,6 +85,7 @@ impl<K: KernelStub> Server<K> {
             files: BTreeMap::new(),
             pager_counters: Default::default(),
             pinning: None,
+            evict_hand: (ObjectId(0), 0),
         }
     }
 
