@@ -117,10 +117,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let wire = mean_ns(&crit.join("encode_decode"));
     out.insert("encode_decode_ns".into(), json!(wire));
-    let pair_ir = callgrind(&root, "pair");
-    let wire_ir = callgrind(&root, "wire");
-    out.insert("mmap_munmap_instructions".into(), json!(pair_ir));
-    out.insert("encode_decode_instructions".into(), json!(wire_ir));
+    // Instructions per iteration of each probe case, under the name it is reported by.
+    let counts: Vec<(&str, Option<f64>)> = [
+        ("pair", "mmap_munmap"),
+        ("wire", "encode_decode"),
+        ("file", "file_page_in"),
+    ]
+    .into_iter()
+    .map(|(case, name)| (name, callgrind(&root, case)))
+    .collect();
+    for (name, ir) in &counts {
+        out.insert(format!("{name}_instructions"), json!(ir));
+    }
 
     println!(
         "{:<24} {:>12} {:>12} {:>8}",
@@ -135,16 +143,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         );
     }
     println!("{:<24} {:>12}", "encode_decode", ns(wire));
-    println!(
-        "{:<24} {:>12}",
-        "mmap_munmap (instr)",
-        pair_ir.map_or("-".into(), |i| format!("{i:.0}"))
-    );
-    println!(
-        "{:<24} {:>12}",
-        "encode_decode (instr)",
-        wire_ir.map_or("-".into(), |i| format!("{i:.0}"))
-    );
+    for (name, ir) in &counts {
+        println!(
+            "{:<24} {:>12}",
+            format!("{name} (instr)"),
+            ir.map_or("-".into(), |i| format!("{i:.0}"))
+        );
+    }
 
     let plot_path = match &json_path {
         Some(p) => {
