@@ -205,8 +205,8 @@ pub fn encode_pager_request(req: &PagerRequest, buf: &mut [u8]) -> Result<usize,
     crate::codec::encode(req, buf)
 }
 
-/// Decodes one pager request occupying all of `bytes` (a page it carries stays there): `EBADMSG` if malformed,
-/// `EINVAL` if it carries an invalid value.
+/// Decodes one pager request occupying all of `bytes` (a page it carries stays there):
+/// `EBADMSG` if malformed, `EINVAL` if it carries an invalid value.
 pub fn decode_pager_request(bytes: &[u8]) -> Result<PagerRequest<'_>, Errno> {
     crate::codec::decode(bytes)
 }
