@@ -10,14 +10,14 @@ use ipc_proto::{
     ClientId, ClientSpec, Limits, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Prot, Reply, Request,
     decode_response, encode_request, examples,
 };
-use memserver::inproc::InProcStub;
-use memserver::machine::Machine;
 use memserver::{Config, FrameRange, Sender};
+use memserver_testkit::Machine;
+use memserver_testkit::RamStub;
 use rustix::mm::{MapFlags as LMap, ProtFlags};
 
 /// The stub the in-process benchmarks drive: the real `kernel-stub`, writing x86_64
 /// page tables in simulated RAM, as the issue asks ("through the kernel stub").
-pub type Stub = InProcStub;
+pub type Stub = RamStub;
 
 /// Page size.
 pub const P: u64 = 4096;
@@ -40,7 +40,7 @@ impl Ours {
             start: 0x100,
             count: frames,
         }]);
-        let stub = Stub::for_config(&cfg).expect("simulable RAM");
+        let stub = memserver_testkit::ram_stub(&cfg).expect("simulable RAM");
         let mut machine = Machine::new(cfg, stub);
         let spec = ClientSpec {
             limits: Limits {

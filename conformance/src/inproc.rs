@@ -7,15 +7,14 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::vec;
 use client_lib::Transport;
 use core::cell::RefCell;
 use fileserver::RamFs;
 use ipc_proto::{ClientId, ClientSpec, Errno, ServerStats, Signal};
-use memserver::inproc::InProcStub;
-use memserver::machine::{Machine, SimulatedCpu};
-use memserver::model_stub::ModelStub;
-use memserver::{BankConfig, Config, DeviceConfig, FrameRange};
+use memserver::{BankConfig, Config, StandardLayout};
+use memserver_testkit::ModelStub;
+use memserver_testkit::RamStub;
+use memserver_testkit::{Machine, SimulatedCpu};
 use spin::Mutex;
 
 /// Frames of the default bank in the conformance profile.
@@ -33,29 +32,9 @@ const PHYS_BASE: u64 = 0x100;
 /// The server configuration every transport runs the suite against: a `normal` bank, a
 /// small `dma` bank, a mappable `fb0` window and an unmappable `uart0`.
 pub fn profile() -> Config {
-    let normal = FrameRange {
-        start: PHYS_BASE + DMA_FRAMES,
-        count: RAM_FRAMES,
-    };
-    let mut cfg = Config::with_ram(vec![normal]);
-    cfg.banks.push(BankConfig {
-        name: String::from("dma"),
-        ranges: vec![FrameRange {
-            start: PHYS_BASE,
-            count: DMA_FRAMES,
-        }],
-    });
-    cfg.devices.push(DeviceConfig {
-        name: String::from("fb0"),
-        frames: FrameRange {
-            start: normal.start + normal.count,
-            count: FB_FRAMES,
-        },
-    });
-    cfg.devices.push(DeviceConfig {
-        name: String::from("uart0"),
-        frames: FrameRange { start: 0, count: 0 },
-    });
+    let mut cfg = Config::standard(StandardLayout::contiguous(
+        PHYS_BASE, DMA_FRAMES, RAM_FRAMES, FB_FRAMES,
+    ));
     cfg.self_check = true;
     cfg
 }
@@ -91,11 +70,11 @@ pub struct InProc<K: SimulatedCpu> {
     files: Arc<Mutex<RamFs>>,
 }
 
-impl InProc<InProcStub> {
+impl InProc<RamStub> {
     /// A harness running the conformance profile over the real kernel stub.
-    pub fn real() -> InProc<InProcStub> {
+    pub fn real() -> InProc<RamStub> {
         let cfg = profile();
-        let stub = InProcStub::for_config(&cfg).expect("the profile is simulable");
+        let stub = memserver_testkit::ram_stub(&cfg).expect("the profile is simulable");
         InProc::with_config(cfg, stub)
     }
 }

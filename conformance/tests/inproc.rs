@@ -2,7 +2,7 @@
 
 use conformance::inproc::InProc;
 
-fn run_all<K: memserver::machine::SimulatedCpu + 'static>(mut h: InProc<K>) {
+fn run_all<K: memserver_testkit::SimulatedCpu + 'static>(mut h: InProc<K>) {
     let cases = conformance::cases::everything();
     let sum = conformance::run(&mut h, &cases, "", &mut |name, outcome| {
         if let Err(e) = outcome {

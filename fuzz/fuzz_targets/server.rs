@@ -5,18 +5,18 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memserver::inproc::InProcStub;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&fail_every, program)) = data.split_first() else {
         return;
     };
-    let stub = InProcStub::for_config(&memserver::chaos::config()).expect("simulable");
+    let stub = memserver_testkit::ram_stub(&memserver_testkit::chaos::config()).expect("simulable");
     // The file server: the conformance files and one bigger than memory, failing every
     // `n`th request when the first byte asks for it.
     let mut fs = fileserver::fixture::conformance_fs();
     let big: Vec<u8> = (0..200 * 4096u32).map(|i| (i / 4096) as u8).collect();
-    fs.create("/chaos/big", 0o666, 0, 0, &big).expect("a new file");
+    fs.create("/chaos/big", 0o666, 0, 0, &big)
+        .expect("a new file");
     let n = u32::from(fail_every % 16);
     let mut calls = 0u32;
     let pager = Box::new(move |req: &[u8], out: &mut [u8]| {
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(fs.handle_message(req, out))
     });
-    if let Err(e) = memserver::chaos::run_with_pager(stub, program, Some(pager)) {
+    if let Err(e) = memserver_testkit::chaos::run_with_pager(stub, program, Some(pager)) {
         panic!("{e}");
     }
 });

@@ -14,7 +14,10 @@ struct Kernel;
 // SAFETY: `Kernel` is private to this target, which grants only the simulated frames.
 unsafe impl KernelCapability for Kernel {}
 
-fn frames(start: u64, count: u64) -> kernel_stub::x86_64::structures::paging::frame::PhysFrameRange {
+fn frames(
+    start: u64,
+    count: u64,
+) -> kernel_stub::x86_64::structures::paging::frame::PhysFrameRange {
     let f = |n: u64| PhysFrame::containing_address(PhysAddr::new(n * PAGE_SIZE));
     PhysFrame::range(f(start), f(start + count))
 }
@@ -41,7 +44,10 @@ fn attrs(b: u8) -> Attrs {
 fuzz_target!(|data: &[u8]| {
     let storage = vec![FrameBytes::ZERO; (DEV + DEV_FRAMES - RAM) as usize].into_boxed_slice();
     let mut s: Stub<_, _, _, 8> = Stub::new(
-        RamPhys::new(PhysFrame::containing_address(PhysAddr::new(RAM * PAGE_SIZE)), storage),
+        RamPhys::new(
+            PhysFrame::containing_address(PhysAddr::new(RAM * PAGE_SIZE)),
+            storage,
+        ),
         CountingTlb::default(),
         vec![FrameState::UNUSED; FRAMES as usize].into_boxed_slice(),
         Config::default(),
@@ -55,39 +61,100 @@ fuzz_target!(|data: &[u8]| {
         let word = u64::from_le_bytes([c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]]);
         let space = match c[1] % 4 {
             0 => SpaceCap::from_raw(word),
-            _ => spaces.get(usize::from(c[1]) % spaces.len().max(1)).copied().unwrap_or(SpaceCap::from_raw(word)),
+            _ => spaces
+                .get(usize::from(c[1]) % spaces.len().max(1))
+                .copied()
+                .unwrap_or(SpaceCap::from_raw(word)),
         };
-        let va = if c[1] & 0x80 != 0 { word } else { 0x4000_0000 + (word % 1100) * PAGE_SIZE };
-        let frame_addr = if c[1] & 0x40 != 0 { word } else { (RAM + word % (DEV + DEV_FRAMES - RAM)) * PAGE_SIZE };
-        let cap = PhysAddr::try_new(frame_addr).map_err(|_| Error::NotGranted).and_then(|a| s.frame_cap(a));
+        let va = if c[1] & 0x80 != 0 {
+            word
+        } else {
+            0x4000_0000 + (word % 1100) * PAGE_SIZE
+        };
+        let frame_addr = if c[1] & 0x40 != 0 {
+            word
+        } else {
+            (RAM + word % (DEV + DEV_FRAMES - RAM)) * PAGE_SIZE
+        };
+        let cap = PhysAddr::try_new(frame_addr)
+            .map_err(|_| Error::NotGranted)
+            .and_then(|a| s.frame_cap(a));
         let p = page(va);
         match c[0] % 12 {
-            0 => if let (Ok(cap), Some(p)) = (cap, p) { let _ = s.map(space, p, cap, attrs(c[1])); },
-            1 => if let Some(p) = p { let _ = s.unmap(space, p); },
-            2 => if let Some(p) = p { let _ = s.protect(space, p, attrs(c[1])); },
-            3 => if let Some(p) = p { let _ = s.unmap_range(space, p, word >> 50, |_, _, _| {}); },
-            4 => if let Some(p) = p { let _ = s.protect_range(space, p, word >> 54, attrs(c[1])); },
-            5 => if let (Ok(cap), Ok(hp)) = (cap, huge_page_at(va & !(HUGE_PAGE_SIZE - 1))) { let _ = s.map_huge(space, hp, cap, attrs(c[1])); },
-            6 => if let Ok(cap) = cap { if s.donate_table_frame(cap).is_ok() { donated += 1; } },
-            7 => if s.reclaim_table_frame().is_some() { donated -= 1; },
-            8 => if let Ok(sp) = s.create_space() { spaces.push(sp); },
+            0 => {
+                if let (Ok(cap), Some(p)) = (cap, p) {
+                    let _ = s.map(space, p, cap, attrs(c[1]));
+                }
+            }
+            1 => {
+                if let Some(p) = p {
+                    let _ = s.unmap(space, p);
+                }
+            }
+            2 => {
+                if let Some(p) = p {
+                    let _ = s.protect(space, p, attrs(c[1]));
+                }
+            }
+            3 => {
+                if let Some(p) = p {
+                    let _ = s.unmap_range(space, p, word >> 50, |_, _, _| {});
+                }
+            }
+            4 => {
+                if let Some(p) = p {
+                    let _ = s.protect_range(space, p, word >> 54, attrs(c[1]));
+                }
+            }
+            5 => {
+                if let (Ok(cap), Ok(hp)) = (cap, huge_page_at(va & !(HUGE_PAGE_SIZE - 1))) {
+                    let _ = s.map_huge(space, hp, cap, attrs(c[1]));
+                }
+            }
+            6 => {
+                if let Ok(cap) = cap {
+                    if s.donate_table_frame(cap).is_ok() {
+                        donated += 1;
+                    }
+                }
+            }
+            7 => {
+                if s.reclaim_table_frame().is_some() {
+                    donated -= 1;
+                }
+            }
+            8 => {
+                if let Ok(sp) = s.create_space() {
+                    spaces.push(sp);
+                }
+            }
             9 => {
                 if s.destroy_space(space).is_ok() {
                     spaces.retain(|&x| x != space);
                 }
             }
             10 => {
-                if let Ok(v) = VirtAddr::try_new(word) { let _ = s.translate(space, v, Access::Write, c[1] & 1 != 0); }
-                if let Some(p) = p { let _ = s.query(space, p); }
+                if let Ok(v) = VirtAddr::try_new(word) {
+                    let _ = s.translate(space, v, Access::Write, c[1] & 1 != 0);
+                }
+                if let Some(p) = p {
+                    let _ = s.query(space, p);
+                }
             }
-            _ => if let Ok(cap) = cap {
-                let mut b = [0u8; 16];
-                let _ = s.write_frame(cap, usize::from(c[1]) * 17, &[1, 2, 3]);
-                let _ = s.read_frame(cap, word as usize, &mut b);
-                let _ = s.zero_frame(cap);
-            },
+            _ => {
+                if let Ok(cap) = cap {
+                    let mut b = [0u8; 16];
+                    let _ = s.write_frame(cap, usize::from(c[1]) * 17, &[1, 2, 3]);
+                    let _ = s.read_frame(cap, word as usize, &mut b);
+                    let _ = s.zero_frame(cap);
+                }
+            }
         }
-        assert_eq!(s.pool_free() + s.tables_in_use(), donated, "table frames leaked");
+        assert_eq!(
+            s.pool_free() + s.tables_in_use(),
+            donated,
+            "table frames leaked"
+        );
     }
     for sp in spaces {
         s.destroy_space(sp).unwrap();
@@ -97,6 +164,9 @@ fuzz_target!(|data: &[u8]| {
     for f in RAM..RAM + FRAMES {
         let cap = s.frame_cap(PhysAddr::new(f * PAGE_SIZE)).unwrap();
         let u = s.frame_use(cap).unwrap();
-        assert!(matches!(u, FrameUse::Data { mappings: 0 } | FrameUse::Pooled), "frame {f:#x} left {u:?}");
+        assert!(
+            matches!(u, FrameUse::Data { mappings: 0 } | FrameUse::Pooled),
+            "frame {f:#x} left {u:?}"
+        );
     }
 });

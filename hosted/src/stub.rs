@@ -11,8 +11,8 @@
 //! it is answered.
 
 use crate::wire::Op;
+use memserver::page_map::{PageMap, Spaces};
 use memserver::{Frame, KernelStub, PageAttrs, StubError};
-use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 const P: u64 = 4096;
@@ -62,7 +62,7 @@ impl MemView {
 
 #[derive(Default)]
 struct Space {
-    pages: BTreeMap<u64, (Frame, PageAttrs)>,
+    pages: PageMap,
     ops: Vec<Op>,
 }
 
@@ -70,7 +70,7 @@ struct Space {
 pub struct HostedStub {
     mem: MemView,
     frame_base: u64,
-    spaces: Vec<Option<Space>>,
+    spaces: Spaces<Space>,
 }
 
 impl HostedStub {
@@ -79,15 +79,17 @@ impl HostedStub {
         HostedStub {
             mem,
             frame_base,
-            spaces: Vec::new(),
+            spaces: Spaces::default(),
         }
     }
 
     /// Queues a fresh `Map` of what `space` has at `addr`, if anything: a client that
     /// faults on a page the server has installed missed (skipped) an operation.
     pub fn refresh(&mut self, space: u32, addr: u64) {
-        let Some(s) = self.space(space) else { return };
-        if let Some(&(frame, attrs)) = s.pages.get(&(addr & !(P - 1))) {
+        let Some(s) = self.spaces.get_mut(space) else {
+            return;
+        };
+        if let Some((frame, attrs)) = s.pages.get(addr) {
             s.ops.push(Op::Map {
                 addr: addr & !(P - 1),
                 frame: frame.0,
@@ -99,18 +101,15 @@ impl HostedStub {
 
     /// How many operations wait for `space`.
     pub fn pending(&mut self, space: u32) -> usize {
-        self.space(space).map_or(0, |s| s.ops.len())
+        self.spaces.get(space).map_or(0, |s| s.ops.len())
     }
 
     /// Takes the operations queued for `space`, oldest first.
     pub fn take_ops(&mut self, space: u32) -> Vec<Op> {
-        self.space(space)
+        self.spaces
+            .get_mut(space)
             .map(|s| std::mem::take(&mut s.ops))
             .unwrap_or_default()
-    }
-
-    fn space(&mut self, s: u32) -> Option<&mut Space> {
-        self.spaces.get_mut(s as usize)?.as_mut()
     }
 
     fn index(&self, f: Frame) -> Option<u64> {
@@ -123,21 +122,11 @@ impl KernelStub for HostedStub {
     type Space = u32;
 
     fn create_space(&mut self) -> Result<u32, StubError> {
-        let slot = match self.spaces.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.spaces.push(None);
-                self.spaces.len() - 1
-            }
-        };
-        self.spaces[slot] = Some(Space::default());
-        u32::try_from(slot).map_err(|_| StubError::OutOfSpaces)
+        self.spaces.create(Space::default())
     }
 
     fn destroy_space(&mut self, space: u32) {
-        if let Some(s) = self.spaces.get_mut(space as usize) {
-            *s = None;
-        }
+        self.spaces.destroy(space);
     }
 
     fn map(
@@ -147,14 +136,11 @@ impl KernelStub for HostedStub {
         frame: Frame,
         attrs: PageAttrs,
     ) -> Result<(), StubError> {
-        if self.index(frame).is_none() || !vaddr.is_multiple_of(P) {
+        if self.index(frame).is_none() {
             return Err(StubError::Refused);
         }
-        let s = self.space(space).ok_or(StubError::Refused)?;
-        if s.pages.contains_key(&vaddr) {
-            return Err(StubError::Refused);
-        }
-        s.pages.insert(vaddr, (frame, attrs));
+        let s = self.spaces.get_mut(space).ok_or(StubError::Refused)?;
+        s.pages.insert(vaddr, frame, attrs)?;
         s.ops.push(Op::Map {
             addr: vaddr,
             frame: frame.0,
@@ -165,44 +151,27 @@ impl KernelStub for HostedStub {
     }
 
     fn unmap(&mut self, space: u32, vaddr: u64, pages: u64) {
-        let Some(s) = self.space(space) else { return };
-        let end = vaddr.saturating_add(pages.saturating_mul(P));
-        let gone: Vec<u64> = s.pages.range(vaddr..end).map(|(&a, _)| a).collect();
-        if gone.is_empty() {
+        let Some(s) = self.spaces.get_mut(space) else {
             return;
+        };
+        let gone = s.pages.remove(vaddr, pages);
+        if let (Some(&lo), Some(&last)) = (gone.first(), gone.last()) {
+            s.ops.push(Op::Unmap {
+                addr: lo,
+                pages: (last + P - lo) / P,
+            });
         }
-        for a in &gone {
-            s.pages.remove(a);
-        }
-        let (lo, hi) = (gone[0], gone[gone.len() - 1] + P);
-        s.ops.push(Op::Unmap {
-            addr: lo,
-            pages: (hi - lo) / P,
-        });
     }
 
     fn protect(&mut self, space: u32, vaddr: u64, pages: u64, attrs: PageAttrs) {
-        let Some(s) = self.space(space) else { return };
-        let end = vaddr.saturating_add(pages.saturating_mul(P));
+        let Some(s) = self.spaces.get_mut(space) else {
+            return;
+        };
         // Only installed pages change: a run of them is one op.
-        let mut run: Option<(u64, u64)> = None;
-        let mut runs = Vec::new();
-        for (&a, v) in s.pages.range_mut(vaddr..end) {
-            v.1 = attrs;
-            run = match run {
-                Some((lo, hi)) if hi == a => Some((lo, a + P)),
-                Some(r) => {
-                    runs.push(r);
-                    Some((a, a + P))
-                }
-                None => Some((a, a + P)),
-            };
-        }
-        runs.extend(run);
-        for (lo, hi) in runs {
+        for run in s.pages.protect(vaddr, pages, attrs) {
             s.ops.push(Op::Protect {
-                addr: lo,
-                pages: (hi - lo) / P,
+                addr: run.start,
+                pages: (run.end - run.start) / P,
                 write: attrs.writable,
                 exec: attrs.executable,
             });
@@ -210,15 +179,17 @@ impl KernelStub for HostedStub {
     }
 
     fn query(&self, space: u32, vaddr: u64) -> Option<(Frame, PageAttrs)> {
-        let s = self.spaces.get(space as usize)?.as_ref()?;
-        s.pages.get(&(vaddr & !(P - 1))).copied()
+        self.spaces.get(space)?.pages.get(vaddr)
     }
 
     fn for_each_mapping(&self, space: u32, f: &mut dyn FnMut(u64, Frame, PageAttrs)) {
-        if let Some(Some(s)) = self.spaces.get(space as usize) {
-            for (&a, &(fr, at)) in &s.pages {
-                f(a, fr, at);
-            }
+        for (a, fr, at) in self
+            .spaces
+            .get(space)
+            .into_iter()
+            .flat_map(|s| s.pages.iter())
+        {
+            f(a, fr, at);
         }
     }
 

@@ -8,10 +8,10 @@
 //! is copied up front, and a page never written is never copied.
 
 use crate::fd::FdTarget;
+use crate::kernel_stub::KernelStub;
 use crate::region::RegionBacking;
 use crate::region_map::RegionMap;
 use crate::server::{Client, Server};
-use crate::stub::KernelStub;
 use crate::vm::attrs_for;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -90,7 +90,7 @@ impl<K: KernelStub> Server<K> {
         for (fd, e) in p.fds.iter() {
             fds.insert_at(fd, e);
         }
-        let anon: BTreeMap<u64, crate::stub::Frame> = p.anon.clone();
+        let anon: BTreeMap<u64, crate::kernel_stub::Frame> = p.anon.clone();
         let (parent_space, mapped_bytes) = (p.space, p.mapped_bytes);
         let entries: Vec<_> = fds.iter().map(|(_, e)| e).collect();
 

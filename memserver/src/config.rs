@@ -57,7 +57,60 @@ pub struct Config {
     pub self_check: bool,
 }
 
+/// Where the memory of the [standard](Config::standard) configuration lies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandardLayout {
+    /// The `normal` bank: the default for anonymous memory, objects and page tables.
+    pub normal: Vec<FrameRange>,
+    /// The small `dma` bank (seed 000's second bank: DMA-capable memory).
+    pub dma: FrameRange,
+    /// The `fb0` device window (seed 002's framebuffer).
+    pub fb0: FrameRange,
+}
+
+impl StandardLayout {
+    /// `dma` frames from frame `base`, then `normal`, then `fb0`, with no gaps: one span
+    /// of physical memory, which a simulation can hold whole.
+    pub fn contiguous(base: u64, dma: u64, normal: u64, fb0: u64) -> StandardLayout {
+        StandardLayout {
+            dma: FrameRange {
+                start: base,
+                count: dma,
+            },
+            normal: alloc::vec![FrameRange {
+                start: base + dma,
+                count: normal,
+            }],
+            fb0: FrameRange {
+                start: base + dma + normal,
+                count: fb0,
+            },
+        }
+    }
+}
+
 impl Config {
+    /// The configuration every runtime here serves (the microkernel, `memserverd`, the
+    /// conformance suite, the tests): banks `normal` (the default) and `dma`, the device
+    /// window `fb0`, and `uart0`, a device with nothing to map (`ENODEV`), with the
+    /// defaults of [`with_ram`](Self::with_ram).
+    pub fn standard(layout: StandardLayout) -> Config {
+        let mut cfg = Config::with_ram(layout.normal);
+        cfg.banks.push(BankConfig {
+            name: String::from("dma"),
+            ranges: alloc::vec![layout.dma],
+        });
+        cfg.devices.push(DeviceConfig {
+            name: String::from("fb0"),
+            frames: layout.fb0,
+        });
+        cfg.devices.push(DeviceConfig {
+            name: String::from("uart0"),
+            frames: FrameRange { start: 0, count: 0 },
+        });
+        cfg
+    }
+
     /// A configuration with one bank `normal` holding `ranges`, Linux-like defaults, and
     /// no devices.
     pub fn with_ram(ranges: Vec<FrameRange>) -> Config {

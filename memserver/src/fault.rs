@@ -2,9 +2,9 @@
 //! (zero-fill, share an object page, copy on write, map a device frame) or answer the
 //! signal the kernel must deliver.
 
+use crate::kernel_stub::{Frame, KernelStub};
 use crate::region::RegionBacking;
 use crate::server::Server;
-use crate::stub::{Frame, KernelStub};
 use crate::vm::{attrs_for, prot_allows};
 use ipc_proto::{Access, ClientId, Errno, PAGE_SIZE, Signal};
 
@@ -223,7 +223,7 @@ impl<K: KernelStub> Server<K> {
         id: ClientId,
         va: u64,
         f: Frame,
-        attrs: crate::stub::PageAttrs,
+        attrs: crate::kernel_stub::PageAttrs,
     ) -> Result<(), Errno> {
         let space = self.clients.get(&id).ok_or(Errno::ESRCH)?.space;
         if self.mem.install(space, va, f, attrs).is_err() {

@@ -13,10 +13,10 @@
 
 use crate::fd::{FdEntry, FdTarget};
 use crate::frame_alloc::BankId;
+use crate::kernel_stub::{Frame, KernelStub, PageAttrs};
 use crate::object::{FileInfo, MemObject, ObjectId};
 use crate::region::RegionBacking;
 use crate::server::Server;
-use crate::stub::{Frame, KernelStub, PageAttrs};
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -447,7 +447,3 @@ fn cached_file_pages(
             .map(move |(&idx, _)| (obj, idx, f.dirty.contains(&idx)))
     })
 }
-
-#[cfg(test)]
-#[path = "file_tests.rs"]
-mod tests;

@@ -5,7 +5,7 @@
 //! returns to its bank exactly when its last holder lets go.
 
 use crate::config::{BankConfig, FrameRange};
-use crate::stub::Frame;
+use crate::kernel_stub::Frame;
 use alloc::string::String;
 use alloc::vec::Vec;
 

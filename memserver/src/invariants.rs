@@ -12,10 +12,10 @@
 //!   hold.
 
 use crate::fd::FdTarget;
+use crate::kernel_stub::{Frame, KernelStub};
 use crate::object::ObjectId;
 use crate::region::RegionBacking;
 use crate::server::Server;
-use crate::stub::{Frame, KernelStub};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -261,7 +261,7 @@ impl<K: KernelStub> Server<K> {
         c: &crate::server::Client<K::Space>,
         va: u64,
         f: Frame,
-        a: crate::stub::PageAttrs,
+        a: crate::kernel_stub::PageAttrs,
     ) -> Result<(), String> {
         let r = c
             .regions
@@ -323,19 +323,25 @@ impl<K: KernelStub> Server<K> {
 mod tests {
     use crate::config::{Config, FrameRange};
     use crate::frame_alloc::BankId;
-    use crate::machine::Machine;
-    use crate::model_stub::ModelStub;
-    use crate::server::Sender;
-    use ipc_proto::{ClientSpec, MapFlags, MmapArgs, Prot, Reply, Request};
+    use crate::server::{Sender, Server};
+    use crate::test_stub::TestStub;
+    use crate::{Frame, KernelStub};
+    use ipc_proto::{Access, ClientId, ClientSpec, MapFlags, MmapArgs, Prot, Reply, Request};
 
-    /// A machine with one client holding three touched private pages.
-    fn machine() -> (Machine<ModelStub>, crate::Frame) {
+    /// A server with one client holding three touched private pages, and the frame of
+    /// the first.
+    fn server() -> (Server<TestStub>, Frame) {
         let cfg = Config::with_ram(alloc::vec![FrameRange {
             start: 100,
             count: 64
         }]);
-        let mut m = Machine::new(cfg, ModelStub::new());
-        let c = m.spawn(ClientSpec::DEFAULT).expect("spawn");
+        let mut s = Server::new(cfg, TestStub::default());
+        let c = ClientId(1);
+        let started = Request::ClientStarted {
+            client: c,
+            spec: ClientSpec::DEFAULT,
+        };
+        assert_eq!(s.handle(Sender::Kernel, &started), Ok(Reply::Done));
         let args = MmapArgs {
             addr: 0,
             len: 3 * 4096,
@@ -344,49 +350,51 @@ mod tests {
             fd: None,
             offset: 0,
         };
-        let Ok(Reply::Mapped { addr }) = m.server.handle(Sender::Client(c), &Request::Mmap(args))
-        else {
+        let Ok(Reply::Mapped { addr }) = s.handle(Sender::Client(c), &Request::Mmap(args)) else {
             panic!("mmap failed");
         };
         for i in 0..3 {
-            m.write(c, addr + i * 4096, 1).expect("touch");
+            let fault = Request::PageFault {
+                client: c,
+                addr: addr + i * 4096,
+                access: Access::Write,
+            };
+            assert_eq!(s.handle(Sender::Kernel, &fault), Ok(Reply::FaultResolved));
         }
-        let held = m.access(c, addr, ipc_proto::Access::Read).expect("mapped");
-        (m, held)
+        let space = s.space_of(c).expect("a space");
+        let (held, _) = s.stub().query(space, addr).expect("installed");
+        (s, held)
     }
 
     #[test]
     fn both_checks_pass_on_a_sound_server() {
-        let (m, _) = machine();
-        assert_eq!(m.server.check_invariants(), Ok(()));
-        assert_eq!(m.server.check_after_request(), Ok(()));
+        let (s, _) = server();
+        assert_eq!(s.check_invariants(), Ok(()));
+        assert_eq!(s.check_after_request(), Ok(()));
     }
 
     #[test]
     fn both_checks_catch_a_frame_allocated_without_a_holder() {
-        let (mut m, _) = machine();
-        m.server
-            .mem
-            .alloc_zeroed(BankId::DEFAULT)
-            .expect("a free frame");
-        assert!(m.server.check_invariants().is_err());
-        assert!(m.server.check_after_request().is_err());
+        let (mut s, _) = server();
+        s.mem.alloc_zeroed(BankId::DEFAULT).expect("a free frame");
+        assert!(s.check_invariants().is_err());
+        assert!(s.check_after_request().is_err());
     }
 
     #[test]
     fn both_checks_catch_a_held_frame_with_the_wrong_count() {
-        let (mut m, held) = machine();
-        m.server.mem.frames.incref(held);
+        let (mut s, held) = server();
+        s.mem.frames.incref(held);
         // (Found first as a writable page on a frame that looks shared.)
-        assert!(m.server.check_invariants().is_err());
-        assert!(m.server.check_after_request().is_err());
+        assert!(s.check_invariants().is_err());
+        assert!(s.check_after_request().is_err());
     }
 
     #[test]
     fn both_checks_catch_a_held_frame_that_is_free() {
-        let (mut m, held) = machine();
-        assert!(m.server.mem.frames.decref(held), "the last reference");
-        assert!(m.server.check_invariants().is_err());
-        assert!(m.server.check_after_request().is_err());
+        let (mut s, held) = server();
+        assert!(s.mem.frames.decref(held), "the last reference");
+        assert!(s.check_invariants().is_err());
+        assert!(s.check_after_request().is_err());
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! [`Server::handle`] takes one request from a [`Sender`] and returns its response;
 //! [`Server::handle_message`] does the same on encoded bytes. The server reaches
-//! hardware only through the [`KernelStub`] trait: the in-process runtime
-//! ([`inproc`]) implements it with the real `kernel-stub` over simulated RAM; the
-//! microkernel and hosted runtimes implement it with syscalls and `mmap`.
+//! hardware only through the [`KernelStub`] trait: [`StubDriver`] implements it with the
+//! real `kernel-stub` (the microkernel's and the in-process tests'), the microkernel's
+//! server task with system calls, the hosted runtime with the host kernel's mappings.
+//! The simulated machine, the model stub and the chaos engine that test it are in the
+//! `memserver-testkit` crate.
 //!
 //! The three nouns of MINIX's VM server and L4Re's region manager are here too: a
 //! [`Region`](region::Region) of a per-client [`RegionMap`](region_map::RegionMap), the
@@ -19,27 +21,28 @@
 
 extern crate alloc;
 
-pub mod chaos;
 mod clone;
 pub mod config;
 mod fault;
 pub mod fd;
 mod file;
 pub mod frame_alloc;
-pub mod inproc;
 mod invariants;
-pub mod machine;
+pub mod kernel_stub;
 pub mod mem;
-pub mod model_stub;
 pub mod object;
+pub mod page_map;
 pub mod region;
 pub mod region_map;
 mod server;
 mod shm;
-pub mod stub;
+pub mod stub_driver;
+#[cfg(test)]
+mod test_stub;
 mod vm;
 
-pub use config::{BankConfig, Config, DeviceConfig, FrameRange};
+pub use config::{BankConfig, Config, DeviceConfig, FrameRange, StandardLayout};
 pub use file::{Pager, PagerCounters};
+pub use kernel_stub::{Frame, KernelStub, PageAttrs, StubError};
 pub use server::{Sender, Server};
-pub use stub::{Frame, KernelStub, PageAttrs, StubError};
+pub use stub_driver::StubDriver;

@@ -2,7 +2,7 @@
 //! every part of the server needs (allocate a zeroed frame, install a page, free).
 
 use crate::frame_alloc::{BankId, FrameAllocator};
-use crate::stub::{Frame, KernelStub, PageAttrs, StubError};
+use crate::kernel_stub::{Frame, KernelStub, PageAttrs, StubError};
 use alloc::collections::BTreeSet;
 
 /// Physical memory and the right to map it.

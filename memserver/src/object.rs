@@ -2,7 +2,7 @@
 //! `MAP_SHARED|MAP_ANONYMOUS`. An object holds its pages; every mapping of it sees them.
 
 use crate::frame_alloc::BankId;
-use crate::stub::Frame;
+use crate::kernel_stub::Frame;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use ipc_proto::Mode;

@@ -3,10 +3,10 @@
 use crate::config::Config;
 use crate::fd::{FdTable, FdTarget};
 use crate::frame_alloc::FrameAllocator;
+use crate::kernel_stub::{Frame, KernelStub};
 use crate::mem::Mem;
 use crate::object::{MemObject, ObjectId};
 use crate::region_map::RegionMap;
-use crate::stub::{Frame, KernelStub};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use ipc_proto::{

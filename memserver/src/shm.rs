@@ -3,10 +3,10 @@
 
 use crate::fd::{FdEntry, FdTarget};
 use crate::frame_alloc::BankId;
+use crate::kernel_stub::KernelStub;
 use crate::object::{MAY_WRITE, ObjectId};
 use crate::region::{DeviceId, RegionBacking};
 use crate::server::Server;
-use crate::stub::KernelStub;
 use crate::vm::may_for;
 use alloc::string::String;
 use alloc::vec::Vec;

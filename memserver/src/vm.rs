@@ -6,11 +6,11 @@
 
 use crate::fd::FdTarget;
 use crate::frame_alloc::BankId;
+use crate::kernel_stub::{KernelStub, PageAttrs};
 use crate::object::{MAY_READ, MAY_WRITE, MemObject, ObjectId};
 use crate::region::{DeviceId, Region, RegionBacking};
 use crate::region_map::page_round_up;
 use crate::server::Server;
-use crate::stub::{KernelStub, PageAttrs};
 use ipc_proto::{
     Access, CacheMode, ClientId, Errno, MapFlags, MlockallFlags, MmapArgs, MsyncFlags, PAGE_SIZE,
     PageInfo, Prot, RegionInfo,

@@ -1,8 +1,7 @@
 //! Soak test: thousands of pseudo-random operation programs through the chaos engine,
 //! each checking every invariant after every step and no leak at the end.
 
-use memserver::inproc::InProcStub;
-use memserver::model_stub::ModelStub;
+use memserver_testkit::ModelStub;
 
 /// xorshift64*: a fixed, dependency-free byte stream so failures reproduce.
 fn bytes(seed: u64, n: usize) -> Vec<u8> {
@@ -21,7 +20,7 @@ fn bytes(seed: u64, n: usize) -> Vec<u8> {
 fn random_programs_keep_every_invariant() {
     for seed in 0..400u64 {
         let data = bytes(seed, 1500);
-        if let Err(e) = memserver::chaos::run(ModelStub::new(), &data) {
+        if let Err(e) = memserver_testkit::chaos::run(ModelStub::new(), &data) {
             panic!("seed {seed}: {e}");
         }
     }
@@ -31,8 +30,8 @@ fn random_programs_keep_every_invariant() {
 fn random_programs_keep_every_invariant_over_the_real_stub() {
     for seed in 0..200u64 {
         let data = bytes(seed, 1500);
-        let stub = InProcStub::for_config(&memserver::chaos::config()).unwrap();
-        if let Err(e) = memserver::chaos::run(stub, &data) {
+        let stub = memserver_testkit::ram_stub(&memserver_testkit::chaos::config()).unwrap();
+        if let Err(e) = memserver_testkit::chaos::run(stub, &data) {
             panic!("seed {seed}: {e}");
         }
     }
@@ -60,7 +59,7 @@ fn random_programs_with_files_keep_every_invariant() {
     for seed in 0..300u64 {
         let data = bytes(seed, 1500);
         let pager = files([0, 0, 5, 11][seed as usize % 4]);
-        match memserver::chaos::run_with_pager(ModelStub::new(), &data, Some(pager)) {
+        match memserver_testkit::chaos::run_with_pager(ModelStub::new(), &data, Some(pager)) {
             Ok(c) => {
                 total.page_ins += c.page_ins;
                 total.page_outs += c.page_outs;
@@ -78,9 +77,9 @@ fn random_programs_with_files_keep_every_invariant() {
 fn random_programs_with_files_keep_every_invariant_over_the_real_stub() {
     for seed in 0..150u64 {
         let data = bytes(seed, 1500);
-        let stub = InProcStub::for_config(&memserver::chaos::config()).unwrap();
+        let stub = memserver_testkit::ram_stub(&memserver_testkit::chaos::config()).unwrap();
         let pager = files([0, 7][seed as usize % 2]);
-        if let Err(e) = memserver::chaos::run_with_pager(stub, &data, Some(pager)) {
+        if let Err(e) = memserver_testkit::chaos::run_with_pager(stub, &data, Some(pager)) {
             panic!("seed {seed}: {e}");
         }
     }
@@ -90,7 +89,7 @@ fn random_programs_with_files_keep_every_invariant_over_the_real_stub() {
 #[ignore]
 fn trace_one() {
     let data = bytes(7, 1500);
-    memserver::chaos::run(ModelStub::new(), &data).unwrap();
+    memserver_testkit::chaos::run(ModelStub::new(), &data).unwrap();
 }
 
 #[test]
@@ -100,6 +99,6 @@ fn trace_real() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let stub = InProcStub::for_config(&memserver::chaos::config()).unwrap();
-    memserver::chaos::run(stub, &bytes(seed, 1500)).unwrap();
+    let stub = memserver_testkit::ram_stub(&memserver_testkit::chaos::config()).unwrap();
+    memserver_testkit::chaos::run(stub, &bytes(seed, 1500)).unwrap();
 }

@@ -20,9 +20,9 @@
 
 use client_lib::Client;
 use ipc_proto::{ClientSpec, Errno, MapFlags, MsyncFlags, Prot};
-use memserver::inproc::InProcStub;
-use memserver::machine::Machine;
 use memserver::{Config, FrameRange};
+use memserver_testkit::Machine;
+use memserver_testkit::RamStub;
 use rustix::mm;
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -41,7 +41,7 @@ const OPS: u64 = 24;
 mod common;
 use common::{Proc, Rng};
 
-type Sys = Rc<RefCell<Machine<InProcStub>>>;
+type Sys = Rc<RefCell<Machine<RamStub>>>;
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -96,7 +96,7 @@ fn range(rng: &mut Rng) -> (u64, u64) {
     (addr, len)
 }
 
-fn gen_op(rng: &mut Rng, ours: &mut Client<Proc<InProcStub>>) -> Op {
+fn gen_op(rng: &mut Rng, ours: &mut Client<Proc<RamStub>>) -> Op {
     let prot = PROTS[rng.below(5) as usize];
     let (addr, len) = range(rng);
     match rng.below(10) {
@@ -142,7 +142,7 @@ fn gen_op(rng: &mut Rng, ours: &mut Client<Proc<InProcStub>>) -> Op {
     }
 }
 
-fn is_free(c: &mut Client<Proc<InProcStub>>, addr: u64, len: u64) -> bool {
+fn is_free(c: &mut Client<Proc<RamStub>>, addr: u64, len: u64) -> bool {
     let end = addr + len.div_ceil(P) * P;
     c.regions()
         .map(|r| r.unwrap())
@@ -150,7 +150,7 @@ fn is_free(c: &mut Client<Proc<InProcStub>>, addr: u64, len: u64) -> bool {
 }
 
 /// Applies `op` to our server.
-fn ours(c: &mut Client<Proc<InProcStub>>, op: Op) -> Result<u64, Errno> {
+fn ours(c: &mut Client<Proc<RamStub>>, op: Op) -> Result<u64, Errno> {
     match op {
         Op::Mmap {
             addr,
@@ -251,7 +251,7 @@ fn linux_layout() -> Layout {
     out
 }
 
-fn our_layout(c: &mut Client<Proc<InProcStub>>) -> Layout {
+fn our_layout(c: &mut Client<Proc<RamStub>>) -> Layout {
     let mut out = vec![None; W as usize];
     for r in c.regions() {
         let r = r.unwrap();
@@ -273,7 +273,7 @@ fn our_layout(c: &mut Client<Proc<InProcStub>>) -> Layout {
 
 /// After an `mprotect` that failed over a hole, gives Linux's pages our protections
 /// again (Linux changed the pages before the hole; we changed none).
-fn resync_protections(c: &mut Client<Proc<InProcStub>>) {
+fn resync_protections(c: &mut Client<Proc<RamStub>>) {
     for r in c.regions() {
         let r = r.unwrap();
         // SAFETY: as in `linux`: the window's pages are never accessed from Rust.
@@ -289,7 +289,7 @@ fn resync_protections(c: &mut Client<Proc<InProcStub>>) {
 }
 
 /// After an `mlock` that failed, unlocks Linux's pages that ours left unlocked.
-fn resync_locks(c: &mut Client<Proc<InProcStub>>) {
+fn resync_locks(c: &mut Client<Proc<RamStub>>) {
     for r in c.regions() {
         let r = r.unwrap();
         if !r.locked {
@@ -309,7 +309,7 @@ fn system() -> Sys {
     cfg.mmap_max = WIN + W * P;
     // Invariants are checked in full after every sequence instead of every request,
     // which keeps 10 000 sequences within seconds.
-    let stub = InProcStub::for_config(&cfg).unwrap();
+    let stub = memserver_testkit::ram_stub(&cfg).unwrap();
     Rc::new(RefCell::new(Machine::new(cfg, stub)))
 }
 

@@ -11,9 +11,9 @@ fn small_window_system(pages: u64) -> Sys {
     let mut cfg = config(4096);
     cfg.mmap_min = 0x10_000;
     cfg.mmap_max = 0x10_000 + pages * P;
-    std::rc::Rc::new(std::cell::RefCell::new(memserver::machine::Machine::new(
+    std::rc::Rc::new(std::cell::RefCell::new(memserver_testkit::Machine::new(
         cfg,
-        memserver::model_stub::ModelStub::new(),
+        memserver_testkit::ModelStub::new(),
     )))
 }
 

@@ -13,9 +13,9 @@ use ipc_proto::{
     Access, ClientId, ClientSpec, Errno, Fd, MAX_REQUEST_LEN, MapFlags, OFlags, Prot, Request,
     Signal,
 };
-use memserver::inproc::InProcStub;
-use memserver::machine::Machine;
-use memserver::{BankConfig, Config, DeviceConfig, FrameRange};
+use memserver::{Config, StandardLayout};
+use memserver_testkit::Machine;
+use memserver_testkit::RamStub;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -26,29 +26,12 @@ const PA: MapFlags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
 mod common;
 use common::{Proc, Rng};
 
-type Sys = Rc<RefCell<Machine<InProcStub>>>;
+type Sys = Rc<RefCell<Machine<RamStub>>>;
 
 fn system() -> Sys {
-    let mut cfg = Config::with_ram(vec![FrameRange {
-        start: 0x140,
-        count: 2048,
-    }]);
-    cfg.banks.push(BankConfig {
-        name: "dma".into(),
-        ranges: vec![FrameRange {
-            start: 0x100,
-            count: 64,
-        }],
-    });
-    cfg.devices.push(DeviceConfig {
-        name: "fb0".into(),
-        frames: FrameRange {
-            start: 0x940,
-            count: 16,
-        },
-    });
+    let mut cfg = Config::standard(StandardLayout::contiguous(0x100, 64, 2048, 16));
     cfg.self_check = true;
-    let stub = InProcStub::for_config(&cfg).unwrap();
+    let stub = memserver_testkit::ram_stub(&cfg).unwrap();
     let mut m = Machine::new(cfg, stub);
     // The conformance suite's files: /conf/text read-only, /conf/secret root's.
     let files = fileserver::fixture::conformance_fs();
@@ -62,7 +45,7 @@ fn text_byte(i: u64) -> u8 {
     byte(TEXT.seed, i as usize)
 }
 
-fn spawn(sys: &Sys, spec: ClientSpec) -> Client<Proc<InProcStub>> {
+fn spawn(sys: &Sys, spec: ClientSpec) -> Client<Proc<RamStub>> {
     let id = sys.borrow_mut().spawn(spec).unwrap();
     Client::new(Proc {
         sys: sys.clone(),
@@ -70,21 +53,21 @@ fn spawn(sys: &Sys, spec: ClientSpec) -> Client<Proc<InProcStub>> {
     })
 }
 
-fn id(c: &mut Client<Proc<InProcStub>>) -> ClientId {
+fn id(c: &mut Client<Proc<RamStub>>) -> ClientId {
     c.transport().id
 }
 
-fn write(c: &mut Client<Proc<InProcStub>>, addr: u64, v: u8) -> Result<(), Signal> {
+fn write(c: &mut Client<Proc<RamStub>>, addr: u64, v: u8) -> Result<(), Signal> {
     let (sys, id) = (c.transport().sys.clone(), id(c));
     sys.borrow_mut().write(id, addr, v)
 }
 
-fn read(c: &mut Client<Proc<InProcStub>>, addr: u64) -> Result<u8, Signal> {
+fn read(c: &mut Client<Proc<RamStub>>, addr: u64) -> Result<u8, Signal> {
     let (sys, id) = (c.transport().sys.clone(), id(c));
     sys.borrow_mut().read(id, addr)
 }
 
-fn exit(mut c: Client<Proc<InProcStub>>) {
+fn exit(mut c: Client<Proc<RamStub>>) {
     let (sys, id) = (c.transport().sys.clone(), c.transport().id);
     sys.borrow_mut().exit(id).unwrap();
 }
@@ -255,7 +238,7 @@ fn spec_root() -> ClientSpec {
 }
 
 /// One round of a hostile client's abuse; asserts each errno it can predict.
-fn abuse(h: &mut Client<Proc<InProcStub>>, rng: &mut Rng, victim: ClientId, victim_addr: u64) {
+fn abuse(h: &mut Client<Proc<RamStub>>, rng: &mut Rng, victim: ClientId, victim_addr: u64) {
     match rng.below(13) {
         0 => {
             // Garbage of any length, up to twice the largest request.
@@ -418,7 +401,7 @@ fn hostile_clients_never_disturb_a_well_behaved_one() {
         },
         ..ClientSpec::DEFAULT
     };
-    let mut hostile: Vec<Client<Proc<InProcStub>>> =
+    let mut hostile: Vec<Client<Proc<RamStub>>> =
         (0..4).map(|_| spawn(&sys, hostile_spec)).collect();
     let mut rng = Rng(0x5eed);
     for round in 0..1500u64 {

@@ -4,13 +4,12 @@ use crate::boot;
 use crate::kprintln;
 use crate::machine::{self, HwHarness};
 use crate::serial::{self, EXIT_FAILURE, EXIT_SUCCESS};
-use alloc::string::String;
 use alloc::vec::Vec;
 use client_lib::Client;
 use conformance::harness::Harness;
 use ipc_proto::{ClientSpec, Prot};
 use linked_list_allocator::LockedHeap;
-use memserver::{BankConfig, Config, DeviceConfig, FrameRange};
+use memserver::{Config, FrameRange, StandardLayout};
 use x86_64::instructions::port::Port;
 
 #[global_allocator]
@@ -143,21 +142,13 @@ fn config(ram: &[(u64, u64)], fb: u64) -> (Config, Vec<(u64, u64, bool)>) {
         normal.iter().map(|r| (r.start, r.count, true)).collect();
     grants.push((dma.start, dma.count, true));
     grants.push((fb, FB_FRAMES, false));
-    let mut cfg = Config::with_ram(normal);
-    cfg.banks.push(BankConfig {
-        name: String::from("dma"),
-        ranges: alloc::vec![dma],
-    });
-    cfg.devices.push(DeviceConfig {
-        name: String::from("fb0"),
-        frames: FrameRange {
+    let mut cfg = Config::standard(StandardLayout {
+        normal,
+        dma,
+        fb0: FrameRange {
             start: fb,
             count: FB_FRAMES,
         },
-    });
-    cfg.devices.push(DeviceConfig {
-        name: String::from("uart0"),
-        frames: FrameRange { start: 0, count: 0 },
     });
     cfg.self_check = true;
     (cfg, grants)

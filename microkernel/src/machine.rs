@@ -31,7 +31,7 @@ use ipc_proto::{Access, ClientId, ClientSpec, Errno, Reply, Request, ServerStats
 use kernel_stub::x86_64::structures::paging::PhysFrame;
 use kernel_stub::x86_64::{PhysAddr, VirtAddr};
 use kernel_stub::{DirectMap, FrameState, KernelCapability, LocalTlb, Stub};
-use memserver::inproc::StubDriver;
+use memserver::StubDriver;
 use memserver::{Config, Frame, FrameRange, KernelStub, PageAttrs, StubError};
 use spin::Mutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};

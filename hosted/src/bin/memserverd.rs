@@ -10,7 +10,7 @@
 //! (`fileserver::fixture`) and the read-only files of the ustar archive IMAGE.
 
 use ipc_proto::{Access, ClientId, ClientSpec, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Request};
-use memserver::{BankConfig, Config, DeviceConfig, FrameRange, Sender, Server};
+use memserver::{Config, Sender, Server, StandardLayout};
 use memserver_hosted::ring::{OPS_CAP, RING_SIZE, Ring};
 use memserver_hosted::wire::{
     self, KIND_ADOPT, KIND_EXIT, KIND_FAULT, KIND_FORK, KIND_REQUEST, KIND_SPEC, Setup,
@@ -124,29 +124,10 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 fn config(frames: u64) -> Config {
-    let normal = FrameRange {
-        start: FRAME_BASE + DMA_FRAMES,
-        count: frames - DMA_FRAMES - FB_FRAMES,
-    };
-    let mut cfg = Config::with_ram(vec![normal]);
-    cfg.banks.push(BankConfig {
-        name: "dma".into(),
-        ranges: vec![FrameRange {
-            start: FRAME_BASE,
-            count: DMA_FRAMES,
-        }],
-    });
-    cfg.devices.push(DeviceConfig {
-        name: "fb0".into(),
-        frames: FrameRange {
-            start: normal.start + normal.count,
-            count: FB_FRAMES,
-        },
-    });
-    cfg.devices.push(DeviceConfig {
-        name: "uart0".into(),
-        frames: FrameRange { start: 0, count: 0 },
-    });
+    let normal = frames - DMA_FRAMES - FB_FRAMES;
+    let mut cfg = Config::standard(StandardLayout::contiguous(
+        FRAME_BASE, DMA_FRAMES, normal, FB_FRAMES,
+    ));
     cfg.mmap_min = WINDOW.0;
     cfg.mmap_max = WINDOW.1;
     cfg.self_check = std::env::var_os("MEMSERVER_SELF_CHECK").is_some();

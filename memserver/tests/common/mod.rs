@@ -3,9 +3,9 @@
 
 use client_lib::{Client, Transport};
 use ipc_proto::{ClientId, ClientSpec, Errno, Signal};
-use memserver::machine::Machine;
-use memserver::model_stub::ModelStub;
-use memserver::{BankConfig, Config, DeviceConfig, FrameRange};
+use memserver::{Config, StandardLayout};
+use memserver_testkit::Machine;
+use memserver_testkit::ModelStub;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -14,28 +14,7 @@ pub const P: u64 = 4096;
 pub type Sys = Rc<RefCell<Machine<ModelStub>>>;
 
 pub fn config(frames: u64) -> Config {
-    let mut cfg = Config::with_ram(vec![FrameRange {
-        start: 0x1000,
-        count: frames,
-    }]);
-    cfg.banks.push(BankConfig {
-        name: "dma".into(),
-        ranges: vec![FrameRange {
-            start: 0x100,
-            count: 64,
-        }],
-    });
-    cfg.devices.push(DeviceConfig {
-        name: "fb0".into(),
-        frames: FrameRange {
-            start: 0xfd000,
-            count: 256,
-        },
-    });
-    cfg.devices.push(DeviceConfig {
-        name: "uart0".into(),
-        frames: FrameRange { start: 0, count: 0 },
-    });
+    let mut cfg = Config::standard(StandardLayout::contiguous(0x100, 64, frames, 256));
     cfg.self_check = true;
     cfg
 }
@@ -45,12 +24,12 @@ pub fn system(frames: u64) -> Sys {
 }
 
 /// One client of a test system over the stub `K` (the model stub unless said).
-pub struct Proc<K: memserver::machine::SimulatedCpu = ModelStub> {
+pub struct Proc<K: memserver_testkit::SimulatedCpu = ModelStub> {
     pub sys: Rc<RefCell<Machine<K>>>,
     pub id: ClientId,
 }
 
-impl<K: memserver::machine::SimulatedCpu> Transport for Proc<K> {
+impl<K: memserver_testkit::SimulatedCpu> Transport for Proc<K> {
     fn call(&mut self, req: &[u8], resp: &mut [u8]) -> Result<usize, Errno> {
         Ok(self.sys.borrow_mut().call(self.id, req, resp))
     }

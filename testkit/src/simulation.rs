@@ -3,11 +3,9 @@
 //! memory through the page tables, with faults forwarded to the server exactly as a
 //! kernel would forward them.
 
-use crate::config::Config;
 use crate::model_stub::ModelStub;
-use crate::server::{Sender, Server};
-use crate::stub::{Frame, KernelStub};
 use ipc_proto::{Access, ClientId, ClientSpec, Errno, PAGE_SIZE, Reply, Request, Signal};
+use memserver::{Config, Frame, KernelStub, Sender, Server};
 
 /// What the simulated CPU needs beyond the stub: an MMU walk and frame contents.
 pub trait SimulatedCpu: KernelStub {

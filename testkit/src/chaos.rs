@@ -7,39 +7,20 @@
 //! the end every name is unlinked and every client exits, after which every frame must be
 //! free again.
 
-use crate::config::{BankConfig, Config, DeviceConfig, FrameRange};
-use crate::machine::{Machine, SimulatedCpu};
-use crate::server::Sender;
+use crate::simulation::{Machine, SimulatedCpu};
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use ipc_proto::{
     Access, ClientId, ClientSpec, Fd, Limits, MapFlags, MlockallFlags, MmapArgs, Mode, MsyncFlags,
     OFlags, ObjName, PAGE_SIZE, Prot, Request, ShmName,
 };
+use memserver::{Config, Pager, PagerCounters, Sender, StandardLayout};
 
 /// The configuration the chaos runs use: small, so limits and exhaustion are reached.
 pub fn config() -> Config {
     // Contiguous physical layout (dma, normal, fb0) so the real stub can simulate it.
-    let mut cfg = Config::with_ram(vec![FrameRange {
-        start: 0x108,
-        count: 96,
-    }]);
-    cfg.banks.push(BankConfig {
-        name: String::from("dma"),
-        ranges: vec![FrameRange {
-            start: 0x100,
-            count: 8,
-        }],
-    });
-    cfg.devices.push(DeviceConfig {
-        name: String::from("fb0"),
-        frames: FrameRange {
-            start: 0x168,
-            count: 16,
-        },
-    });
+    let mut cfg = Config::standard(StandardLayout::contiguous(0x100, 8, 96, 16));
     // A small window, so placed mappings land where the random addresses fall.
     cfg.mmap_min = WINDOW - 4 * PAGE_SIZE;
     cfg.mmap_max = WINDOW + 68 * PAGE_SIZE;
@@ -104,8 +85,8 @@ pub fn run<K: SimulatedCpu>(stub: K, data: &[u8]) -> Result<(), String> {
 pub fn run_with_pager<K: SimulatedCpu>(
     stub: K,
     data: &[u8],
-    pager: Option<alloc::boxed::Box<dyn crate::Pager>>,
-) -> Result<crate::PagerCounters, String> {
+    pager: Option<alloc::boxed::Box<dyn Pager>>,
+) -> Result<PagerCounters, String> {
     let mut m = Machine::new(config(), stub);
     if let Some(p) = pager {
         m.server.set_pager(p).map_err(|e| format!("pager: {e:?}"))?;
@@ -237,13 +218,6 @@ pub fn run_with_pager<K: SimulatedCpu>(
             _ => {
                 let req = request(&mut input, op);
                 let _ = m.server.handle(Sender::Client(who), &req);
-            }
-        }
-        #[cfg(feature = "std")]
-        {
-            extern crate std;
-            if std::env::var_os("CHAOS_TRACE").is_some() {
-                std::eprintln!("step {step} op {op} stats {:?}", m.server.stats());
             }
         }
         m.server

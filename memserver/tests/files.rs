@@ -2,21 +2,15 @@
 //! exactly the pages written, SIGBUS past the end, open modes, eviction, and a pager that
 //! fails or lies.
 
-extern crate std;
-
-use crate::config::{Config, FrameRange};
-use crate::machine::Machine;
-use crate::model_stub::ModelStub;
-use crate::server::Sender;
-use alloc::boxed::Box;
-use alloc::sync::Arc;
-use alloc::vec::Vec;
 use fileserver::RamFs;
 use ipc_proto::pager::PagerRequest;
 use ipc_proto::{
     ClientId, ClientSpec, Errno, Fd, FilePath, MapFlags, MmapArgs, MsyncFlags, OFlags, PAGE_SIZE,
     Prot, Reply, Request, Signal, decode_pager_request,
 };
+use memserver::{Config, FrameRange, KernelStub, Pager, Sender};
+use memserver_testkit::{Machine, ModelStub};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 const P: u64 = PAGE_SIZE;
@@ -46,7 +40,7 @@ impl Rig {
         fs.create("/secret", 0o600, 0, 0, b"root only").unwrap();
         let fs = Arc::new(Mutex::new(fs));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let cfg = Config::with_ram(alloc::vec![FrameRange {
+        let cfg = Config::with_ram(vec![FrameRange {
             start: 100,
             count: frames,
         }]);
@@ -387,13 +381,13 @@ fn locked_file_pages_are_never_evicted() {
     }
     let space = r.m.server.space_of(c).unwrap();
     for i in 0..8 {
-        assert!(crate::KernelStub::query(r.m.server.stub(), space, va + i * P).is_some());
+        assert!(KernelStub::query(r.m.server.stub(), space, va + i * P).is_some());
     }
 }
 
 #[test]
 fn a_failing_or_lying_pager_is_eio_or_sigbus_never_a_panic() {
-    let cfg = Config::with_ram(alloc::vec![FrameRange {
+    let cfg = Config::with_ram(vec![FrameRange {
         start: 100,
         count: 64,
     }]);
@@ -407,7 +401,7 @@ fn a_failing_or_lying_pager_is_eio_or_sigbus_never_a_panic() {
         m.server.handle(Sender::Client(c), &open),
         Err(Errno::ENODEV)
     );
-    let garbage: Box<dyn crate::Pager> = Box::new(|_: &[u8], out: &mut [u8]| {
+    let garbage: Box<dyn Pager> = Box::new(|_: &[u8], out: &mut [u8]| {
         out[..3].copy_from_slice(&[0, 0xff, 0xff]);
         Ok(3)
     });
@@ -415,7 +409,7 @@ fn a_failing_or_lying_pager_is_eio_or_sigbus_never_a_panic() {
     assert_eq!(m.server.handle(Sender::Client(c), &open), Err(Errno::EIO));
     let mut m = Machine::new(cfg.clone(), ModelStub::new());
     let c = m.spawn(ClientSpec::DEFAULT).unwrap();
-    let gone: Box<dyn crate::Pager> = Box::new(|_: &[u8], _: &mut [u8]| Err(Errno::ENXIO));
+    let gone: Box<dyn Pager> = Box::new(|_: &[u8], _: &mut [u8]| Err(Errno::ENXIO));
     m.server.set_pager(gone).unwrap();
     assert_eq!(m.server.handle(Sender::Client(c), &open), Err(Errno::EIO));
 
@@ -424,7 +418,7 @@ fn a_failing_or_lying_pager_is_eio_or_sigbus_never_a_panic() {
     let c = m.spawn(ClientSpec::DEFAULT).unwrap();
     let mut fs = RamFs::new(1 << 20);
     fs.create("/x", 0o644, 1000, 1000, &[1; 5000]).unwrap();
-    let flaky: Box<dyn crate::Pager> =
+    let flaky: Box<dyn Pager> =
         Box::new(
             move |req: &[u8], out: &mut [u8]| match decode_pager_request(req) {
                 Ok(PagerRequest::PageIn { .. }) => Err(Errno::EIO),
@@ -486,7 +480,7 @@ fn a_read_fault_maps_the_cached_pages_around_it() {
     }
     r.m.write(c, hold + 3 * P, 7).unwrap();
     let space = r.m.server.space_of(c).unwrap();
-    let installed = |r: &Rig, va: u64| crate::KernelStub::query(r.m.server.stub(), space, va);
+    let installed = |r: &Rig, va: u64| KernelStub::query(r.m.server.stub(), space, va);
     // A private mapping with its own copy of page 2, then a read of page 1.
     let private = r.map(c, fd, 40 * P, RW, false).unwrap();
     r.m.write(c, private + 2 * P, 9).unwrap();
@@ -546,7 +540,7 @@ fn mlock_under_pressure_keeps_every_page_it_made_resident() {
     for i in 0..24 {
         let va = locked + i * P;
         assert!(
-            crate::KernelStub::query(r.m.server.stub(), space, va).is_some(),
+            KernelStub::query(r.m.server.stub(), space, va).is_some(),
             "locked page {i} not resident"
         );
     }

@@ -6,16 +6,17 @@
 //! 2 MiB-aligned chunk holding mappings, taken from frames the server lends and given
 //! back when the chunk empties, so the server's lending and reclaiming are exercised.
 
-use crate::stub::{Frame, KernelStub, PageAttrs, StubError};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
+use memserver::page_map::{PageMap, Spaces};
+use memserver::{Frame, KernelStub, PageAttrs, StubError};
 
 const CHUNK: u64 = 2 << 20;
 
 #[derive(Default)]
 struct Space {
-    pages: BTreeMap<u64, (Frame, PageAttrs)>,
+    pages: PageMap,
     /// Table frame of each 2 MiB chunk in use, plus the root under key `u64::MAX`.
     tables: BTreeMap<u64, Frame>,
 }
@@ -23,8 +24,7 @@ struct Space {
 /// The model stub.
 #[derive(Default)]
 pub struct ModelStub {
-    spaces: BTreeMap<u32, Space>,
-    next_space: u32,
+    spaces: Spaces<Space>,
     pool: Vec<Frame>,
     lent: BTreeSet<Frame>,
     data: BTreeMap<Frame, Box<[u8; 4096]>>,
@@ -56,16 +56,13 @@ impl KernelStub for ModelStub {
 
     fn create_space(&mut self) -> Result<u32, StubError> {
         let root = self.take_table()?;
-        let id = self.next_space;
-        self.next_space += 1;
         let mut s = Space::default();
         s.tables.insert(u64::MAX, root);
-        self.spaces.insert(id, s);
-        Ok(id)
+        self.spaces.create(s).inspect_err(|_| self.pool.push(root))
     }
 
     fn destroy_space(&mut self, space: u32) {
-        if let Some(s) = self.spaces.remove(&space) {
+        if let Some(s) = self.spaces.destroy(space) {
             self.pool.extend(s.tables.into_values());
         }
     }
@@ -81,9 +78,9 @@ impl KernelStub for ModelStub {
             return Err(StubError::Refused);
         }
         let chunk = vaddr / CHUNK;
-        let needs_table = match self.spaces.get(&space) {
+        let needs_table = match self.spaces.get(space) {
             None => return Err(StubError::Refused),
-            Some(s) if s.pages.contains_key(&vaddr) => return Err(StubError::Refused),
+            Some(s) if s.pages.get(vaddr).is_some() => return Err(StubError::Refused),
             Some(s) => !s.tables.contains_key(&chunk),
         };
         let table = if needs_table {
@@ -91,51 +88,41 @@ impl KernelStub for ModelStub {
         } else {
             None
         };
-        let s = self.spaces.get_mut(&space).ok_or(StubError::Refused)?;
+        let s = self.spaces.get_mut(space).ok_or(StubError::Refused)?;
+        s.pages.insert(vaddr, frame, attrs)?;
         if let Some(t) = table {
             s.tables.insert(chunk, t);
         }
-        s.pages.insert(vaddr, (frame, attrs));
         Ok(())
     }
 
     fn unmap(&mut self, space: u32, vaddr: u64, pages: u64) {
-        let Some(s) = self.spaces.get_mut(&space) else {
+        let Some(s) = self.spaces.get_mut(space) else {
             return;
         };
-        let end = vaddr.saturating_add(pages.saturating_mul(4096));
-        let gone: Vec<u64> = s.pages.range(vaddr..end).map(|(&k, _)| k).collect();
-        for va in gone {
-            s.pages.remove(&va);
+        for va in s.pages.remove(vaddr, pages) {
             let chunk = va / CHUNK;
-            let still = s
-                .pages
-                .range(chunk * CHUNK..(chunk + 1) * CHUNK)
-                .next()
-                .is_some();
-            if !still && let Some(t) = s.tables.remove(&chunk) {
+            if !s.pages.any_in(chunk * CHUNK..(chunk + 1) * CHUNK)
+                && let Some(t) = s.tables.remove(&chunk)
+            {
                 self.pool.push(t);
             }
         }
     }
 
     fn protect(&mut self, space: u32, vaddr: u64, pages: u64, attrs: PageAttrs) {
-        let Some(s) = self.spaces.get_mut(&space) else {
-            return;
-        };
-        let end = vaddr.saturating_add(pages.saturating_mul(4096));
-        for (_, e) in s.pages.range_mut(vaddr..end) {
-            e.1 = attrs;
+        if let Some(s) = self.spaces.get_mut(space) {
+            s.pages.protect(vaddr, pages, attrs);
         }
     }
 
     fn query(&self, space: u32, vaddr: u64) -> Option<(Frame, PageAttrs)> {
-        self.spaces.get(&space)?.pages.get(&vaddr).copied()
+        self.spaces.get(space)?.pages.get(vaddr)
     }
 
     fn for_each_mapping(&self, space: u32, f: &mut dyn FnMut(u64, Frame, PageAttrs)) {
-        if let Some(s) = self.spaces.get(&space) {
-            for (&va, &(fr, a)) in &s.pages {
+        if let Some(s) = self.spaces.get(space) {
+            for (va, fr, a) in s.pages.iter() {
                 f(va, fr, a);
             }
         }
