@@ -7,12 +7,11 @@
 //! since a private page whose frame has more than one holder is not exclusive). Nothing
 //! is copied up front, and a page never written is never copied.
 
+use crate::client_state::{ClientState, FutureLock};
 use crate::fd::FdTarget;
 use crate::kernel_stub::KernelStub;
 use crate::region::RegionBacking;
-use crate::region_map::RegionMap;
-use crate::server::{Client, Server};
-use crate::vm::attrs_for;
+use crate::server::Server;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use ipc_proto::{ClientId, ClientSpec, Errno, PAGE_SIZE, Prot};
@@ -38,9 +37,7 @@ impl<K: KernelStub> Server<K> {
             return Err(Errno::EMFILE);
         }
         let fds = p.fds.len() as u32;
-        if self.open_files.saturating_add(fds) > self.cfg.max_open_files {
-            return Err(Errno::ENFILE);
-        }
+        self.accounting.room_for(fds)?;
         // The child's private writable memory is charged again, as Linux does at fork:
         // either side may end up writing every page.
         let charges: Vec<_> = p
@@ -70,8 +67,8 @@ impl<K: KernelStub> Server<K> {
         let Some(p) = self.clients.get(&parent) else {
             return Err(Errno::ESRCH);
         };
-        let mut regions = RegionMap::new(self.cfg.mmap_min, self.cfg.mmap_max);
-        let mut fds = crate::fd::FdTable::new(self.cfg.first_fd);
+        let mut regions = self.new_region_map();
+        let mut fds = self.new_fd_table();
         let mut objects_mapped: Vec<(crate::object::ObjectId, u64, bool)> = Vec::new();
         let mut to_protect = Vec::new();
         for r in p.regions.iter() {
@@ -103,7 +100,7 @@ impl<K: KernelStub> Server<K> {
                 parent_space,
                 r.start,
                 (r.end - r.start) / PAGE_SIZE,
-                attrs_for(r, false),
+                r.page_attrs(false),
             );
         }
         for (obj, pages, denywrite) in objects_mapped {
@@ -115,7 +112,7 @@ impl<K: KernelStub> Server<K> {
             }
         }
         for e in entries {
-            self.open_files += 1;
+            self.accounting.opened(1);
             if let FdTarget::Shm(obj) = e.target
                 && let Some(o) = self.objects.get_mut(&obj)
             {
@@ -127,7 +124,7 @@ impl<K: KernelStub> Server<K> {
         }
         self.clients.insert(
             child,
-            Client {
+            ClientState {
                 spec,
                 space,
                 regions,
@@ -135,8 +132,8 @@ impl<K: KernelStub> Server<K> {
                 fds,
                 mapped_bytes,
                 locked_bytes: 0,
-                lock_future: false,
-                lock_onfault: false,
+                // POSIX: mlockall's MCL_FUTURE is not inherited either.
+                future_lock: FutureLock::Off,
             },
         );
         Ok(())

@@ -3,9 +3,9 @@
 //! signal the kernel must deliver.
 
 use crate::kernel_stub::{Frame, KernelStub};
+use crate::permission::prot_allows;
 use crate::region::RegionBacking;
 use crate::server::Server;
-use crate::vm::{attrs_for, prot_allows};
 use ipc_proto::{Access, ClientId, Errno, PAGE_SIZE, Signal};
 
 const PAGE_MASK: u64 = PAGE_SIZE - 1;
@@ -82,7 +82,7 @@ impl<K: KernelStub> Server<K> {
             if write && !exclusive {
                 return self.copy_on_write(id, va, f, &r).map(|()| None);
             }
-            let attrs = attrs_for(&r, exclusive);
+            let attrs = r.page_attrs(exclusive);
             match installed {
                 Some((g, a)) if g == f && (a.writable || !write) => {}
                 Some((g, _)) if g == f => self.mem.stub.protect(space, va, 1, attrs),
@@ -101,7 +101,7 @@ impl<K: KernelStub> Server<K> {
         match r.backing {
             RegionBacking::Anon { bank } => {
                 let f = self.mem.alloc_zeroed(bank).ok_or(Errno::ENOMEM)?;
-                self.install_private(id, va, f, attrs_for(&r, true))?;
+                self.install_private(id, va, f, r.page_attrs(true))?;
                 Ok(None)
             }
             RegionBacking::Device { dev, offset } => {
@@ -115,10 +115,10 @@ impl<K: KernelStub> Server<K> {
                 let f = Frame(d.frames.start + idx);
                 if installed.is_none() {
                     self.mem
-                        .install(space, va, f, attrs_for(&r, true))
+                        .install(space, va, f, r.page_attrs(true))
                         .map_err(|_| Errno::ENOMEM)?;
                 } else if write {
-                    self.mem.stub.protect(space, va, 1, attrs_for(&r, true));
+                    self.mem.stub.protect(space, va, 1, r.page_attrs(true));
                 }
                 Ok(None)
             }
@@ -147,7 +147,7 @@ impl<K: KernelStub> Server<K> {
                     if installed.is_some() {
                         self.mem.stub.unmap(space, va, 1);
                     }
-                    self.install_private(id, va, f, attrs_for(&r, true))?;
+                    self.install_private(id, va, f, r.page_attrs(true))?;
                     return Ok(None);
                 }
                 let f = self.object_page(obj, idx)?;
@@ -157,7 +157,7 @@ impl<K: KernelStub> Server<K> {
                     self.mark_dirty(obj, idx);
                 }
                 let writable_ok = r.shared && (!is_file || write || self.is_dirty(obj, idx));
-                let attrs = attrs_for(&r, writable_ok);
+                let attrs = r.page_attrs(writable_ok);
                 match installed {
                     Some((_, a)) if a.writable || !write => {}
                     Some(_) => self.mem.stub.protect(space, va, 1, attrs),
@@ -206,7 +206,7 @@ impl<K: KernelStub> Server<K> {
                     continue;
                 }
                 let dirty = o.file.as_ref().is_some_and(|fi| fi.dirty.contains(&idx));
-                todo.push((at, f, attrs_for(r, r.shared && dirty)));
+                todo.push((at, f, r.page_attrs(r.shared && dirty)));
             }
         }
         for (at, f, attrs) in todo {
@@ -251,7 +251,7 @@ impl<K: KernelStub> Server<K> {
         let space = self.clients.get(&id).ok_or(Errno::ESRCH)?.space;
         if self
             .mem
-            .reinstall(space, va, f, attrs_for(r, true))
+            .reinstall(space, va, f, r.page_attrs(true))
             .is_err()
         {
             self.mem.release(f);
@@ -281,7 +281,10 @@ impl<K: KernelStub> Server<K> {
         if c.mapped_bytes + grow > c.spec.limits.max_bytes {
             return None;
         }
-        if above.locked && c.spec.uid != 0 && c.locked_bytes + grow > c.spec.limits.max_locked {
+        if above.locked
+            && !crate::permission::unlimited_locking(&c.spec)
+            && c.locked_bytes + grow > c.spec.limits.max_locked
+        {
             return None;
         }
         if above.accounted

@@ -1,10 +1,13 @@
-//! Per-client fd tables: the server's own descriptors for shm objects, banks and devices.
+//! Per-client fd tables (the server's own descriptors for shm objects, files, banks and
+//! devices) and the calls on any fd: `close`, `fstat`.
 
 use crate::frame_alloc::BankId;
+use crate::kernel_stub::KernelStub;
 use crate::object::ObjectId;
 use crate::region::DeviceId;
+use crate::server::Server;
 use alloc::collections::BTreeMap;
-use ipc_proto::Fd;
+use ipc_proto::{ClientId, Errno, Fd, Mode, ObjectKind, PAGE_SIZE, Stat};
 
 /// What an fd refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +96,106 @@ impl FdTable {
     pub fn drain(&mut self, mut f: impl FnMut(FdEntry)) {
         for (_, e) in core::mem::take(&mut self.map) {
             f(e);
+        }
+    }
+}
+
+impl<K: KernelStub> Server<K> {
+    /// `close` of one of the server's fds.
+    pub(crate) fn close(&mut self, id: ClientId, fd: Fd) -> Result<(), Errno> {
+        let c = self.clients.get_mut(&id).ok_or(Errno::ESRCH)?;
+        let e = c.fds.remove(fd).ok_or(Errno::EBADF)?;
+        self.drop_fd_entry(e.target, e.writable);
+        Ok(())
+    }
+
+    /// `fstat` of one of the server's fds.
+    pub(crate) fn fstat(&self, id: ClientId, fd: Fd) -> Result<Stat, Errno> {
+        let e = self
+            .clients
+            .get(&id)
+            .ok_or(Errno::ESRCH)?
+            .fds
+            .get(fd)
+            .ok_or(Errno::EBADF)?;
+        let rw = Mode::from_raw(0o600).unwrap_or_default();
+        Ok(match e.target {
+            FdTarget::Shm(obj) => {
+                let o = self.objects.get(&obj).ok_or(Errno::EBADF)?;
+                Stat {
+                    kind: if o.file.is_some() {
+                        ObjectKind::File
+                    } else {
+                        ObjectKind::Shm
+                    },
+                    size: o.size,
+                    mode: o.mode,
+                    uid: o.uid,
+                    gid: o.gid,
+                    ino: obj.0,
+                }
+            }
+            FdTarget::Bank(b) => Stat {
+                kind: ObjectKind::Bank,
+                size: self.mem.frames.bank_total(b) * PAGE_SIZE,
+                mode: rw,
+                uid: 0,
+                gid: 0,
+                ino: u64::from(b.0),
+            },
+            FdTarget::Device(d) => Stat {
+                kind: ObjectKind::Device,
+                size: self
+                    .cfg
+                    .devices
+                    .get(d.0 as usize)
+                    .map_or(0, |d| d.frames.count * PAGE_SIZE),
+                mode: rw,
+                uid: 0,
+                gid: 0,
+                ino: u64::from(d.0),
+            },
+        })
+    }
+
+    /// `EMFILE` at the client's fd limit, `ENFILE` at the system's.
+    pub(crate) fn check_fd_room(&self, id: ClientId) -> Result<(), Errno> {
+        let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
+        if c.fds.len() >= c.spec.limits.max_fds as usize {
+            return Err(Errno::EMFILE);
+        }
+        self.accounting.room_for(1)
+    }
+
+    /// Opens `entry` in `id`'s table (room checked first), counting the object's
+    /// references.
+    pub(crate) fn open_fd(&mut self, id: ClientId, entry: FdEntry) -> Fd {
+        if let FdTarget::Shm(obj) = entry.target
+            && let Some(o) = self.objects.get_mut(&obj)
+        {
+            o.open_fds += 1;
+            if entry.writable {
+                o.writers += 1;
+            }
+        }
+        self.accounting.opened(1);
+        match self.clients.get_mut(&id) {
+            Some(c) => c.fds.insert(entry),
+            None => Fd(u32::MAX),
+        }
+    }
+
+    /// Forgets one open fd's references.
+    pub(crate) fn drop_fd_entry(&mut self, target: FdTarget, writable: bool) {
+        self.accounting.closed();
+        if let FdTarget::Shm(obj) = target {
+            if let Some(o) = self.objects.get_mut(&obj) {
+                o.open_fds -= 1;
+                if writable {
+                    o.writers -= 1;
+                }
+            }
+            self.destroy_if_orphan(obj);
         }
     }
 }

@@ -45,8 +45,9 @@ impl<F: FnMut(&[u8], &mut [u8]) -> Result<usize, Errno> + Send> Pager for F {
     }
 }
 
-/// The connection to the file server: the pager, once set, and its message buffers (a
-/// request and a reply of a page each), made when it is set and reused.
+/// The connection to the file server: the pager, once set, its message buffers (a
+/// request and a reply of a page each), made when it is set and reused, and the counts of
+/// its traffic.
 #[derive(Default)]
 pub(crate) struct PagerLink {
     pager: Option<Box<dyn Pager>>,
@@ -54,6 +55,17 @@ pub(crate) struct PagerLink {
     // stack likes, and zeroing two fresh buffers per page-in cost more than the copy.
     request: Box<[u8]>,
     reply: Box<[u8]>,
+    counters: PagerCounters,
+}
+
+/// The page cache's eviction state.
+#[derive(Default)]
+pub(crate) struct Eviction {
+    /// Where the next eviction starts looking: just past the last page evicted.
+    hand: (ObjectId, u64),
+    /// The range an `mlock`/`mlockall` is populating before it marks it locked:
+    /// eviction spares it as if it were locked already.
+    pub pinning: Option<(ClientId, u64, u64)>,
 }
 
 impl PagerLink {
@@ -97,7 +109,7 @@ impl<K: KernelStub> Server<K> {
     /// Replacing a pager while files are open would strand their objects, so it is refused
     /// (`EBUSY`) then.
     pub fn set_pager(&mut self, pager: Box<dyn Pager>) -> Result<(), Errno> {
-        if !self.files.is_empty() {
+        if self.objects.has_files() {
             return Err(Errno::EBUSY);
         }
         self.pager.connect(pager);
@@ -106,7 +118,7 @@ impl<K: KernelStub> Server<K> {
 
     /// The pager traffic so far.
     pub fn pager_counters(&self) -> PagerCounters {
-        self.pager_counters
+        self.pager.counters
     }
 
     /// `FileOpen`: looks the path up at the pager with the caller's identity and opens
@@ -117,7 +129,7 @@ impl<K: KernelStub> Server<K> {
         path: &FilePath,
         oflag: OFlags,
     ) -> Result<Fd, Errno> {
-        let write = crate::shm::access_mode(oflag)?;
+        let write = crate::permission::access_mode(oflag)?;
         // Files are created at the file server, not through the memory server.
         if oflag.intersects(OFlags::CREAT | OFlags::EXCL) {
             return Err(Errno::EINVAL);
@@ -145,20 +157,17 @@ impl<K: KernelStub> Server<K> {
         else {
             return Err(Errno::EIO);
         };
-        let obj = match self.files.get(&object) {
-            Some(&obj) => obj,
+        let obj = match self.objects.by_file(&object) {
+            Some(obj) => obj,
             None => {
                 let mode = Mode::from_raw(mode & 0o7777).unwrap_or_default();
-                let obj = self.new_object(None, mode, owner, group, BankId::DEFAULT);
-                if let Some(o) = self.objects.get_mut(&obj) {
-                    o.size = size;
-                    o.file = Some(FileInfo {
-                        key: object,
-                        dirty: Default::default(),
-                    });
-                }
-                self.files.insert(object, obj);
-                obj
+                let mut o = MemObject::new(None, mode, owner, group, BankId::DEFAULT);
+                o.size = size;
+                o.file = Some(FileInfo {
+                    key: object,
+                    dirty: Default::default(),
+                });
+                self.objects.insert(o)
             }
         };
         let busy = self
@@ -227,7 +236,7 @@ impl<K: KernelStub> Server<K> {
                 let f = self.mem.frames.alloc(bank).ok_or(Errno::ENOMEM)?;
                 // Straight from the reply buffer into the frame: the only copy here.
                 self.mem.stub.fill_frame(f, data.as_slice());
-                self.pager_counters.page_ins += 1;
+                self.pager.counters.page_ins += 1;
                 f
             }
         };
@@ -339,6 +348,7 @@ impl<K: KernelStub> Server<K> {
                 let va = r.start + (at - offset);
                 r.locked
                     || self
+                        .eviction
                         .pinning
                         .is_some_and(|(p, s, e)| p == id && (s..e).contains(&va))
             })
@@ -353,12 +363,12 @@ impl<K: KernelStub> Server<K> {
     /// evictions rotate through the cache. Always taking the lowest page instead would
     /// evict the start of the oldest file at every fault, however hot it is.
     pub(crate) fn evict_one(&mut self) -> bool {
-        let (hand_obj, hand_idx) = self.evict_hand;
-        let from_hand = self.objects.range(hand_obj..).flat_map(|(&obj, o)| {
+        let (hand_obj, hand_idx) = self.eviction.hand;
+        let from_hand = self.objects.range(hand_obj..).flat_map(|(obj, o)| {
             let start = if obj == hand_obj { hand_idx } else { 0 };
             cached_file_pages(obj, o, start..u64::MAX)
         });
-        let before_hand = self.objects.range(..=hand_obj).flat_map(|(&obj, o)| {
+        let before_hand = self.objects.range(..=hand_obj).flat_map(|(obj, o)| {
             let end = if obj == hand_obj { hand_idx } else { u64::MAX };
             cached_file_pages(obj, o, 0..end)
         });
@@ -391,8 +401,8 @@ impl<K: KernelStub> Server<K> {
             self.mem.stub.unmap(space, va, 1);
         }
         self.mem.release(f);
-        self.pager_counters.evictions += 1;
-        self.evict_hand = (obj, idx + 1);
+        self.pager.counters.evictions += 1;
+        self.eviction.hand = (obj, idx + 1);
         true
     }
 
@@ -409,7 +419,7 @@ impl<K: KernelStub> Server<K> {
             data,
         }) {
             Ok(PagerReply::Done) => {
-                self.pager_counters.page_outs += 1;
+                self.pager.counters.page_outs += 1;
                 Ok(())
             }
             _ => Err(Errno::EIO),
@@ -424,7 +434,6 @@ impl<K: KernelStub> Server<K> {
         let Some(file) = o.file.as_ref() else {
             return;
         };
-        self.files.remove(&file.key);
         for &idx in &file.dirty {
             if let Some(&f) = o.pages.get(&idx) {
                 let _ = self.page_out(file.key, f, o.size, idx);

@@ -85,7 +85,7 @@ impl<K: KernelStub> Server<K> {
                 }
                 match r.backing {
                     RegionBacking::Object { obj, offset } => {
-                        if !self.objects.contains_key(&obj) || offset % PAGE_SIZE != 0 {
+                        if !self.objects.contains(&obj) || offset % PAGE_SIZE != 0 {
                             return Err(format!("{id:?}: region of a dead object {r:?}"));
                         }
                         let e = objs.entry(obj).or_default();
@@ -120,7 +120,7 @@ impl<K: KernelStub> Server<K> {
             if c.regions.len() > lim.max_regions as usize
                 || mapped > lim.max_bytes
                 || c.fds.len() > lim.max_fds as usize
-                || (c.spec.uid != 0 && locked > lim.max_locked)
+                || (!crate::permission::unlimited_locking(&c.spec) && locked > lim.max_locked)
             {
                 return Err(format!("{id:?}: over a limit"));
             }
@@ -155,7 +155,7 @@ impl<K: KernelStub> Server<K> {
                 }
             }
         }
-        for (&obj, o) in &self.objects {
+        for (obj, o) in self.objects.iter() {
             let want = objs.remove(&obj).unwrap_or_default();
             if (o.mapped_pages, o.denywrite_pages, o.open_fds, o.writers)
                 != (want.mapped, want.deny, want.fds, want.writers)
@@ -172,21 +172,13 @@ impl<K: KernelStub> Server<K> {
             if o.pages.keys().any(|&i| i >= o.size.div_ceil(PAGE_SIZE)) {
                 return Err(format!("object {obj:?}: page beyond its size"));
             }
-            if let Some(n) = &o.name
-                && self.names.get(n) != Some(&obj)
-            {
-                return Err(format!("object {obj:?}: name table disagrees"));
-            }
             if o.anonymous {
                 open_files += 1;
             }
-            if let Some(file) = &o.file {
-                if self.files.get(&file.key) != Some(&obj) || o.name.is_some() {
-                    return Err(format!("file object {obj:?}: file table disagrees"));
-                }
-                if let Some(i) = file.dirty.iter().find(|i| !o.pages.contains_key(i)) {
-                    return Err(format!("file object {obj:?}: dirty page {i} not resident"));
-                }
+            if let Some(file) = &o.file
+                && let Some(i) = file.dirty.iter().find(|i| !o.pages.contains_key(i))
+            {
+                return Err(format!("file object {obj:?}: dirty page {i} not resident"));
             }
             for &f in o.pages.values() {
                 *refs.entry(f).or_default() += 1;
@@ -195,16 +187,11 @@ impl<K: KernelStub> Server<K> {
         if !objs.is_empty() {
             return Err(String::from("regions or fds refer to a missing object"));
         }
-        if self.names.len() != self.objects.values().filter(|o| o.name.is_some()).count() {
-            return Err(String::from("name table has stale entries"));
-        }
-        if self.files.len() != self.objects.values().filter(|o| o.file.is_some()).count() {
-            return Err(String::from("file table has stale entries"));
-        }
-        if open_files != self.open_files {
+        self.objects.check_indexes()?;
+        if open_files != self.accounting.open_files() {
             return Err(format!(
                 "open files {} (real {open_files})",
-                self.open_files
+                self.accounting.open_files()
             ));
         }
         for &f in &self.mem.lent {
@@ -258,7 +245,7 @@ impl<K: KernelStub> Server<K> {
     /// One installed entry against the region map.
     fn check_pte(
         &self,
-        c: &crate::server::Client<K::Space>,
+        c: &crate::client_state::ClientState<K::Space>,
         va: u64,
         f: Frame,
         a: crate::kernel_stub::PageAttrs,

@@ -21,17 +21,24 @@
 
 extern crate alloc;
 
+mod accounting;
+mod client_state;
 mod clone;
 pub mod config;
+mod devices;
 mod fault;
 pub mod fd;
 mod file;
 pub mod frame_alloc;
+mod introspect;
 mod invariants;
 pub mod kernel_stub;
+mod lock;
 pub mod mem;
+mod mmap;
 pub mod object;
 pub mod page_map;
+mod permission;
 pub mod region;
 pub mod region_map;
 mod server;

@@ -1,15 +1,21 @@
-//! Memory objects: the shared-memory objects of `shm_open` and the hidden objects behind
-//! `MAP_SHARED|MAP_ANONYMOUS`. An object holds its pages; every mapping of it sees them.
+//! Memory objects: the shared-memory objects of `shm_open`, the hidden objects behind
+//! `MAP_SHARED|MAP_ANONYMOUS`, and files' page caches. An object holds its pages; every
+//! mapping of it sees them. The [`ObjectTable`] holds every object with its two indexes,
+//! shm names and pager keys.
 
 use crate::frame_alloc::BankId;
-use crate::kernel_stub::Frame;
+use crate::kernel_stub::{Frame, KernelStub};
+use crate::permission::Owner;
+use crate::server::Server;
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
 use alloc::string::String;
+use core::ops::RangeBounds;
 use ipc_proto::Mode;
 use ipc_proto::pager::ObjectKey;
 
 /// Identity of a memory object; also reported as its inode number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectId(pub u64);
 
 /// A memory object. It lives while it has a name, an open fd or a mapped page.
@@ -78,59 +84,197 @@ impl MemObject {
         self.name.is_none() && self.open_fds == 0 && self.mapped_pages == 0
     }
 
-    /// Whether a client `uid`/`gid` has the access `want` (bits of `r=4, w=2`), by the
-    /// owner/group/other mode bits; uid 0 always has it.
-    pub fn permits(&self, uid: u32, gid: u32, want: u32) -> bool {
-        if uid == 0 {
-            return true;
+    /// Its owner and mode bits, for the permission rules.
+    pub(crate) fn owner(&self) -> Owner {
+        Owner {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
         }
-        let bits = self.mode.bits();
-        let class = if uid == self.uid {
-            (bits >> 6) & 7
-        } else if gid == self.gid {
-            (bits >> 3) & 7
-        } else {
-            bits & 7
-        };
-        class & want == want
     }
 }
 
-/// Access bits for [`MemObject::permits`].
-pub const MAY_READ: u32 = 4;
-/// Access bits for [`MemObject::permits`].
-pub const MAY_WRITE: u32 = 2;
+/// Every memory object, by id, with the indexes that find one by shm name or by the key
+/// its pager gave the file. The indexes change only with the table, so they always
+/// agree with the objects' own `name` and `file`.
+pub(crate) struct ObjectTable {
+    objects: BTreeMap<ObjectId, MemObject>,
+    names: BTreeMap<String, ObjectId>,
+    files: BTreeMap<ObjectKey, ObjectId>,
+    next: u64,
+}
+
+impl ObjectTable {
+    /// An empty table; ids start at 1.
+    pub fn new() -> ObjectTable {
+        ObjectTable {
+            objects: BTreeMap::new(),
+            names: BTreeMap::new(),
+            files: BTreeMap::new(),
+            next: 1,
+        }
+    }
+
+    /// Adds `o`, indexing its name and file key; returns its new id.
+    pub fn insert(&mut self, o: MemObject) -> ObjectId {
+        let id = ObjectId(self.next);
+        self.next += 1;
+        if let Some(n) = &o.name {
+            self.names.insert(n.clone(), id);
+        }
+        if let Some(f) = &o.file {
+            self.files.insert(f.key, id);
+        }
+        self.objects.insert(id, o);
+        id
+    }
+
+    /// Removes object `id` and its index entries.
+    pub fn remove(&mut self, id: &ObjectId) -> Option<MemObject> {
+        let o = self.objects.remove(id)?;
+        if let Some(n) = &o.name {
+            self.names.remove(n);
+        }
+        if let Some(f) = &o.file {
+            self.files.remove(&f.key);
+        }
+        Some(o)
+    }
+
+    /// Object `id`.
+    pub fn get(&self, id: &ObjectId) -> Option<&MemObject> {
+        self.objects.get(id)
+    }
+
+    /// Object `id`, mutably. Its name and file key are the table's: change them only
+    /// through [`unlink`](Self::unlink).
+    pub fn get_mut(&mut self, id: &ObjectId) -> Option<&mut MemObject> {
+        self.objects.get_mut(id)
+    }
+
+    /// Whether object `id` exists.
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.objects.contains_key(id)
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Every object, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (ObjectId, &MemObject)> + '_ {
+        self.objects.iter().map(|(&id, o)| (id, o))
+    }
+
+    /// The objects with ids in `range`, in order.
+    pub fn range(
+        &self,
+        range: impl RangeBounds<ObjectId>,
+    ) -> impl Iterator<Item = (ObjectId, &MemObject)> + '_ {
+        self.objects.range(range).map(|(&id, o)| (id, o))
+    }
+
+    /// The object named `name`.
+    pub fn by_name(&self, name: &str) -> Option<ObjectId> {
+        self.names.get(name).copied()
+    }
+
+    /// How many objects have a name.
+    pub fn named(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Removes `name` (`shm_unlink`); the object, if any, lives on unnamed.
+    pub fn unlink(&mut self, name: &str) -> Option<ObjectId> {
+        let id = self.names.remove(name)?;
+        if let Some(o) = self.objects.get_mut(&id) {
+            o.name = None;
+        }
+        Some(id)
+    }
+
+    /// The object caching the file the pager calls `key`.
+    pub fn by_file(&self, key: &ObjectKey) -> Option<ObjectId> {
+        self.files.get(key).copied()
+    }
+
+    /// Whether any file object exists.
+    pub fn has_files(&self) -> bool {
+        !self.files.is_empty()
+    }
+
+    /// Checks that the indexes agree with the objects.
+    pub fn check_indexes(&self) -> Result<(), String> {
+        for (&id, o) in &self.objects {
+            if let Some(n) = &o.name
+                && self.names.get(n) != Some(&id)
+            {
+                return Err(format!("object {id:?}: name table disagrees"));
+            }
+            if let Some(f) = &o.file
+                && (self.files.get(&f.key) != Some(&id) || o.name.is_some())
+            {
+                return Err(format!("file object {id:?}: file table disagrees"));
+            }
+        }
+        if self.names.len() != self.objects.values().filter(|o| o.name.is_some()).count() {
+            return Err(String::from("name table has stale entries"));
+        }
+        if self.files.len() != self.objects.values().filter(|o| o.file.is_some()).count() {
+            return Err(String::from("file table has stale entries"));
+        }
+        Ok(())
+    }
+}
+
+impl<K: KernelStub> Server<K> {
+    /// Frees an object nobody refers to any more: a file's dirty pages go back to its
+    /// pager first.
+    pub(crate) fn destroy_if_orphan(&mut self, obj: ObjectId) {
+        if !self.objects.get(&obj).is_some_and(MemObject::is_orphan) {
+            return;
+        }
+        let Some(o) = self.objects.remove(&obj) else {
+            return;
+        };
+        if o.anonymous {
+            self.accounting.closed();
+        }
+        self.release_file(&o);
+        for (_, f) in o.pages {
+            self.mem.release(f);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn mode_bits_by_owner_group_other() {
-        let o = MemObject::new(
-            None,
-            Mode::from_raw(0o640).unwrap(),
-            10,
-            20,
+    fn named(name: &str) -> MemObject {
+        MemObject::new(
+            Some(String::from(name)),
+            Mode::default(),
+            0,
+            0,
             BankId::DEFAULT,
-        );
-        assert!(o.permits(10, 99, MAY_READ | MAY_WRITE));
-        assert!(o.permits(11, 20, MAY_READ));
-        assert!(!o.permits(11, 20, MAY_WRITE));
-        assert!(!o.permits(11, 21, MAY_READ));
-        assert!(o.permits(0, 0, MAY_READ | MAY_WRITE));
+        )
     }
 
     #[test]
-    fn owner_class_wins_even_when_group_would_allow() {
-        let o = MemObject::new(
-            None,
-            Mode::from_raw(0o070).unwrap(),
-            10,
-            20,
-            BankId::DEFAULT,
-        );
-        assert!(!o.permits(10, 20, MAY_READ));
-        assert!(o.permits(11, 20, MAY_READ));
+    fn indexes_follow_insert_unlink_and_remove() {
+        let mut t = ObjectTable::new();
+        let a = t.insert(named("a"));
+        let b = t.insert(named("b"));
+        assert_ne!(a, b);
+        assert_eq!(t.by_name("a"), Some(a));
+        assert_eq!(t.unlink("a"), Some(a));
+        assert_eq!(t.by_name("a"), None);
+        assert!(t.get(&a).is_some_and(|o| o.name.is_none()));
+        assert_eq!(t.named(), 1);
+        assert!(t.remove(&b).is_some());
+        assert_eq!(t.by_name("b"), None);
+        assert_eq!(t.check_indexes(), Ok(()));
     }
 }

@@ -1,6 +1,7 @@
 //! A [`Region`]: one contiguous mapping of an address space, and what backs it.
 
 use crate::frame_alloc::BankId;
+use crate::kernel_stub::PageAttrs;
 use crate::object::ObjectId;
 use ipc_proto::{Backing, CacheMode, PAGE_SIZE, Prot, RegionInfo};
 
@@ -92,6 +93,17 @@ impl Region {
         match self.backing {
             RegionBacking::Anon { bank } => bank,
             _ => BankId::DEFAULT,
+        }
+    }
+
+    /// The page-table attributes of one of its pages; `writable_ok` says whether this
+    /// page may be written without a copy (a shared mapping, or a private page owned
+    /// exclusively).
+    pub fn page_attrs(&self, writable_ok: bool) -> PageAttrs {
+        PageAttrs {
+            writable: writable_ok && self.prot.contains(Prot::WRITE),
+            executable: self.prot.contains(Prot::EXEC),
+            cache: self.cache,
         }
     }
 

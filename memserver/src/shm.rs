@@ -1,16 +1,16 @@
-//! The fd calls: `shm_open`, `shm_unlink`, `ftruncate`, `close`, `fstat`, and opening
-//! banks and devices.
+//! Shared-memory objects: `shm_open`, `shm_unlink`, and `ftruncate`, which sets the size
+//! of any object (a file's goes to its pager first).
 
 use crate::fd::{FdEntry, FdTarget};
 use crate::frame_alloc::BankId;
 use crate::kernel_stub::KernelStub;
-use crate::object::{MAY_WRITE, ObjectId};
-use crate::region::{DeviceId, RegionBacking};
+use crate::object::{MemObject, ObjectId};
+use crate::permission::{self, Want};
+use crate::region::RegionBacking;
 use crate::server::Server;
-use crate::vm::may_for;
 use alloc::string::String;
 use alloc::vec::Vec;
-use ipc_proto::{ClientId, Errno, Fd, Mode, OFlags, ObjName, ObjectKind, PAGE_SIZE, ShmName, Stat};
+use ipc_proto::{ClientId, Errno, Fd, Mode, OFlags, PAGE_SIZE, ShmName};
 
 impl<K: KernelStub> Server<K> {
     /// `shm_open`.
@@ -21,21 +21,18 @@ impl<K: KernelStub> Server<K> {
         oflag: OFlags,
         mode: Mode,
     ) -> Result<Fd, Errno> {
-        let write = access_mode(oflag)?;
+        let write = permission::access_mode(oflag)?;
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
         let (uid, gid) = (c.spec.uid, c.spec.gid);
         self.check_fd_room(id)?;
-        let obj = match self.names.get(name.component()).copied() {
+        let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
+        let obj = match self.objects.by_name(name.component()) {
             Some(obj) => {
                 if oflag.contains(OFlags::CREAT | OFlags::EXCL) {
                     return Err(Errno::EEXIST);
                 }
                 let o = self.objects.get(&obj).ok_or(Errno::ENOENT)?;
-                let mut want = may_for(write);
-                if oflag.contains(OFlags::TRUNC) {
-                    want |= MAY_WRITE;
-                }
-                if !o.permits(uid, gid, want) {
+                if !permission::permits(o.owner(), &c.spec, Want::for_open(write, oflag)) {
                     return Err(Errno::EACCES);
                 }
                 // open(2) for writing while mapped MAP_DENYWRITE (seed 004).
@@ -51,11 +48,12 @@ impl<K: KernelStub> Server<K> {
                 if !oflag.contains(OFlags::CREAT) {
                     return Err(Errno::ENOENT);
                 }
-                if self.names.len() >= self.cfg.max_shm_objects as usize {
+                if self.objects.named() >= self.cfg.max_shm_objects as usize {
                     return Err(Errno::ENOSPC);
                 }
                 let name = Some(String::from(name.component()));
-                self.new_object(name, mode, uid, gid, BankId::DEFAULT)
+                self.objects
+                    .insert(MemObject::new(name, mode, uid, gid, BankId::DEFAULT))
             }
         };
         Ok(self.open_fd(
@@ -69,15 +67,16 @@ impl<K: KernelStub> Server<K> {
 
     /// `shm_unlink`: the name goes now, the object when its last fd and mapping go.
     pub(crate) fn shm_unlink(&mut self, id: ClientId, name: &ShmName) -> Result<(), Errno> {
-        let uid = self.clients.get(&id).ok_or(Errno::ESRCH)?.spec.uid;
-        let obj = *self.names.get(name.component()).ok_or(Errno::ENOENT)?;
-        let o = self.objects.get_mut(&obj).ok_or(Errno::ENOENT)?;
-        // /dev/shm is a sticky directory: only the owner (or root) may unlink.
-        if uid != 0 && uid != o.uid {
+        let spec = self.clients.get(&id).ok_or(Errno::ESRCH)?.spec;
+        let obj = self
+            .objects
+            .by_name(name.component())
+            .ok_or(Errno::ENOENT)?;
+        let o = self.objects.get(&obj).ok_or(Errno::ENOENT)?;
+        if !permission::may_unlink(&spec, o.uid) {
             return Err(Errno::EACCES);
         }
-        o.name = None;
-        self.names.remove(name.component());
+        self.objects.unlink(name.component());
         self.destroy_if_orphan(obj);
         Ok(())
     }
@@ -161,153 +160,5 @@ impl<K: KernelStub> Server<K> {
         for f in gone {
             self.mem.release(f);
         }
-    }
-
-    /// `close` of one of the server's fds.
-    pub(crate) fn close(&mut self, id: ClientId, fd: Fd) -> Result<(), Errno> {
-        let c = self.clients.get_mut(&id).ok_or(Errno::ESRCH)?;
-        let e = c.fds.remove(fd).ok_or(Errno::EBADF)?;
-        self.drop_fd_entry(e.target, e.writable);
-        Ok(())
-    }
-
-    /// `fstat` of one of the server's fds.
-    pub(crate) fn fstat(&self, id: ClientId, fd: Fd) -> Result<Stat, Errno> {
-        let e = self
-            .clients
-            .get(&id)
-            .ok_or(Errno::ESRCH)?
-            .fds
-            .get(fd)
-            .ok_or(Errno::EBADF)?;
-        let rw = Mode::from_raw(0o600).unwrap_or_default();
-        Ok(match e.target {
-            FdTarget::Shm(obj) => {
-                let o = self.objects.get(&obj).ok_or(Errno::EBADF)?;
-                Stat {
-                    kind: if o.file.is_some() {
-                        ObjectKind::File
-                    } else {
-                        ObjectKind::Shm
-                    },
-                    size: o.size,
-                    mode: o.mode,
-                    uid: o.uid,
-                    gid: o.gid,
-                    ino: obj.0,
-                }
-            }
-            FdTarget::Bank(b) => Stat {
-                kind: ObjectKind::Bank,
-                size: self.mem.frames.bank_total(b) * PAGE_SIZE,
-                mode: rw,
-                uid: 0,
-                gid: 0,
-                ino: u64::from(b.0),
-            },
-            FdTarget::Device(d) => Stat {
-                kind: ObjectKind::Device,
-                size: self
-                    .cfg
-                    .devices
-                    .get(d.0 as usize)
-                    .map_or(0, |d| d.frames.count * PAGE_SIZE),
-                mode: rw,
-                uid: 0,
-                gid: 0,
-                ino: u64::from(d.0),
-            },
-        })
-    }
-
-    /// Opens a memory bank (seed 000) for anonymous mappings from its pool.
-    pub(crate) fn open_bank(&mut self, id: ClientId, name: &ObjName) -> Result<Fd, Errno> {
-        let b = self
-            .mem
-            .frames
-            .bank_by_name(name.as_str())
-            .ok_or(Errno::ENOENT)?;
-        let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
-        if c.spec.banks & (1u32 << (b.0 % 32)) == 0 || b.0 >= 32 {
-            return Err(Errno::EACCES);
-        }
-        self.check_fd_room(id)?;
-        Ok(self.open_fd(
-            id,
-            FdEntry {
-                target: FdTarget::Bank(b),
-                writable: true,
-            },
-        ))
-    }
-
-    /// Opens a device window (seed 002).
-    pub(crate) fn open_device(
-        &mut self,
-        id: ClientId,
-        name: &ObjName,
-        oflag: OFlags,
-    ) -> Result<Fd, Errno> {
-        let write = access_mode(oflag)?;
-        if !(oflag - OFlags::ACCMODE - OFlags::CLOEXEC).is_empty() {
-            return Err(Errno::EINVAL);
-        }
-        let d = self
-            .cfg
-            .devices
-            .iter()
-            .position(|d| d.name == name.as_str())
-            .ok_or(Errno::ENOENT)?;
-        let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
-        if d >= 32 || c.spec.devices & (1u32 << d) == 0 {
-            return Err(Errno::EACCES);
-        }
-        self.check_fd_room(id)?;
-        let target = FdTarget::Device(DeviceId(d as u8));
-        Ok(self.open_fd(
-            id,
-            FdEntry {
-                target,
-                writable: write,
-            },
-        ))
-    }
-
-    /// `EMFILE` at the client's fd limit, `ENFILE` at the system's.
-    pub(crate) fn check_fd_room(&self, id: ClientId) -> Result<(), Errno> {
-        let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
-        if c.fds.len() >= c.spec.limits.max_fds as usize {
-            return Err(Errno::EMFILE);
-        }
-        if self.open_files >= self.cfg.max_open_files {
-            return Err(Errno::ENFILE);
-        }
-        Ok(())
-    }
-
-    pub(crate) fn open_fd(&mut self, id: ClientId, entry: FdEntry) -> Fd {
-        if let FdTarget::Shm(obj) = entry.target
-            && let Some(o) = self.objects.get_mut(&obj)
-        {
-            o.open_fds += 1;
-            if entry.writable {
-                o.writers += 1;
-            }
-        }
-        self.open_files += 1;
-        match self.clients.get_mut(&id) {
-            Some(c) => c.fds.insert(entry),
-            None => Fd(u32::MAX),
-        }
-    }
-}
-
-/// `O_RDONLY` (false) or `O_RDWR` (true); `O_WRONLY` and the invalid `3` are `EINVAL`
-/// (POSIX leaves shm_open with them unspecified).
-pub(crate) fn access_mode(oflag: OFlags) -> Result<bool, Errno> {
-    match oflag & OFlags::ACCMODE {
-        m if m == OFlags::RDONLY => Ok(false),
-        m if m == OFlags::RDWR => Ok(true),
-        _ => Err(Errno::EINVAL),
     }
 }
