@@ -6,7 +6,7 @@
 //! turns the response back into a `Result`. Arguments that arrive as C `int`s are
 //! validated by [`c_args`] exactly as the server would, so a C caller gets the same errno.
 #![no_std]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod c_args;

@@ -9,6 +9,7 @@
 //! In-process ([`inproc`]) the whole system is simulated; under QEMU and hosted, the same
 //! cases drive real tasks and processes.
 #![no_std]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 extern crate alloc;

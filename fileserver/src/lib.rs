@@ -8,7 +8,7 @@
 //! with [`RamFs::handle_message`], the same encoded bytes everywhere. Bad input (a
 //! malformed message, an unknown object, a corrupt archive) is an errno, never a panic.
 #![no_std]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 extern crate alloc;

@@ -112,10 +112,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             6 => {
-                if let Ok(cap) = cap {
-                    if s.donate_table_frame(cap).is_ok() {
-                        donated += 1;
-                    }
+                if let Ok(cap) = cap
+                    && s.donate_table_frame(cap).is_ok()
+                {
+                    donated += 1;
                 }
             }
             7 => {

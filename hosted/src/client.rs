@@ -336,7 +336,7 @@ fn apply(op: Op) {
                 .is_some_and(|e| e <= hi)
     };
     let memfd = borrowed(MEMFD.load(Ordering::Acquire));
-    // SAFETY (all three): the range lies in the window, which the runtime reserved and
+    // SAFETY: for all three operations, the range lies in the window, which the runtime reserved and
     // alone maps into; the program reaches it only through pointers the server gave it,
     // and changing what they map is exactly what the server decided.
     unsafe {

@@ -11,7 +11,7 @@
 //! variant: the reference for other implementations of the protocol. The [`pager`]
 //! module is the second protocol, between the memory server and file servers.
 #![no_std]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod codec;

@@ -16,7 +16,7 @@
 //! the Mach / L4Re sense) connected with [`Server::set_pager`]: their objects are a page
 //! cache of the file, written back when dirty (`file.rs`).
 #![no_std]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 extern crate alloc;

@@ -180,7 +180,7 @@ fn ptr(addr: u64) -> *mut c_void {
 
 /// Applies `op` to this process, with real syscalls.
 fn linux(op: Op) -> Result<u64, Errno> {
-    // SAFETY (all calls below): every address lies in the window, which this test owns
+    // SAFETY: for all calls below, every address lies in the window, which this test owns
     // and which nothing in Rust ever points into; the mappings made there are never read
     // or written through a reference, so changing or removing them invalidates nothing.
     unsafe {

@@ -131,7 +131,7 @@ pub fn init() {
     for (i, &v) in VECTORS.iter().enumerate() {
         // SAFETY: reading the table of stub addresses the assembly above defines.
         let addr = VirtAddr::new(unsafe { isr_table[i] });
-        // SAFETY (each arm): the address is one of the stubs above, which save every
+        // SAFETY: in each arm, the address is one of the stubs above, which save every
         // register, call `trap_handler` and return with `iretq` after dropping the vector
         // and error code, as an exception handler must.
         unsafe {

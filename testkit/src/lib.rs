@@ -9,6 +9,7 @@
 //! arbitrary byte strings as multi-client programs against a machine, checking every
 //! invariant after every step: the engine of the server fuzzer and the soak tests.
 #![no_std]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 extern crate alloc;

@@ -76,6 +76,7 @@ struct Kernel;
 
 // SAFETY: `Kernel` is private to this module, and this module grants only the frames of
 // the configuration it simulates, which is what the trait asks of a trusted kernel.
+#[allow(unsafe_code)]
 unsafe impl KernelCapability for Kernel {}
 
 fn phys_frame(number: u64) -> Option<PhysFrame> {

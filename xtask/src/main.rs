@@ -2,6 +2,8 @@
 //!
 //! Each command lives in its own module; `main` only dispatches.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod conformance;
 mod fuzz;

@@ -78,8 +78,9 @@ fn main() {
         }
         "own-handler" => {
             extern "C" fn caught(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-                // SAFETY: the kernel's siginfo for this fault; _exit is async-signal-safe.
+                // SAFETY: the kernel's siginfo for this fault, valid during the handler.
                 let addr = unsafe { (*info).si_addr() } as u64;
+                // SAFETY: _exit is async-signal-safe and ends the process at once.
                 unsafe { libc::_exit(if addr < 4096 { 43 } else { 42 }) };
             }
             // SAFETY: installing a plain SA_SIGINFO handler for SIGSEGV.

@@ -136,11 +136,11 @@ pub fn fork() -> Result<u64, Errno> {
 /// Answers the last message with `reply` and waits for the next one in `buf`; the
 /// length the kernel wrote there.
 pub fn receive(reply: &[u8], buf: &mut [u8]) -> usize {
+    let (reply_at, reply_len) = (reply.as_ptr() as u64, reply.len() as u64);
+    let (buf_at, cap) = (buf.as_mut_ptr() as u64, buf.len() as u64);
     // SAFETY: both buffers are valid for their lengths; the kernel writes at most
     // `buf.len()` bytes into `buf` and resumes the task after the call, with every
     // callee-saved register restored by the wrapper from the task's own stack.
-    let (reply_at, reply_len) = (reply.as_ptr() as u64, reply.len() as u64);
-    let (buf_at, cap) = (buf.as_mut_ptr() as u64, buf.len() as u64);
     unsafe { ms_switch(reply_at, reply_len, buf_at, cap, nr::RECEIVE) as usize }
 }
 
