@@ -100,7 +100,10 @@ impl<K: KernelStub> Server<K> {
 
         match r.backing {
             RegionBacking::Anon { bank } => {
-                let f = self.mem.alloc_zeroed(bank).ok_or(Errno::ENOMEM)?;
+                let f = self
+                    .mem
+                    .alloc_zeroed(bank, r.frame_use())
+                    .ok_or(Errno::ENOMEM)?;
                 self.install_private(id, va, f, r.page_attrs(true))?;
                 Ok(None)
             }
@@ -140,8 +143,8 @@ impl<K: KernelStub> Server<K> {
                         src => src,
                     };
                     let f = match src {
-                        Some(src) => self.mem.alloc_copy(r.charge_bank(), src),
-                        None => self.mem.alloc_zeroed(r.charge_bank()),
+                        Some(src) => self.mem.alloc_copy(r.charge_bank(), r.frame_use(), src),
+                        None => self.mem.alloc_zeroed(r.charge_bank(), r.frame_use()),
                     }
                     .ok_or(Errno::ENOMEM)?;
                     if installed.is_some() {
@@ -246,7 +249,7 @@ impl<K: KernelStub> Server<K> {
     ) -> Result<(), Errno> {
         let f = self
             .mem
-            .alloc_copy(r.charge_bank(), shared)
+            .alloc_copy(r.charge_bank(), r.frame_use(), shared)
             .ok_or(Errno::ENOMEM)?;
         let space = self.clients.get(&id).ok_or(Errno::ESRCH)?.space;
         if self

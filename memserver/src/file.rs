@@ -12,7 +12,7 @@
 //! (a clean one first; a dirty one after writing it back) rather than failing.
 
 use crate::fd::{FdEntry, FdTarget};
-use crate::frame_alloc::BankId;
+use crate::frame_alloc::{BankId, FrameUse};
 use crate::kernel_stub::{Frame, KernelStub, PageAttrs};
 use crate::object::{FileInfo, MemObject, ObjectId};
 use crate::region::RegionBacking;
@@ -224,7 +224,10 @@ impl<K: KernelStub> Server<K> {
         }
         let bank = o.bank;
         let f = match o.file.as_ref().map(|f| f.key) {
-            None => self.mem.alloc_zeroed(bank).ok_or(Errno::ENOMEM)?,
+            None => self
+                .mem
+                .alloc_zeroed(bank, FrameUse::Uncommitted)
+                .ok_or(Errno::ENOMEM)?,
             Some(key) => {
                 let data = match self.pager.call(&PagerRequest::PageIn {
                     object: key,
@@ -233,7 +236,11 @@ impl<K: KernelStub> Server<K> {
                     PagerReply::Data(d) => d,
                     _ => return Err(Errno::EIO),
                 };
-                let f = self.mem.frames.alloc(bank).ok_or(Errno::ENOMEM)?;
+                let f = self
+                    .mem
+                    .frames
+                    .alloc(bank, FrameUse::Cache)
+                    .ok_or(Errno::ENOMEM)?;
                 // Straight from the reply buffer into the frame: the only copy here.
                 self.mem.stub.fill_frame(f, data.as_slice());
                 self.pager.counters.page_ins += 1;

@@ -3,6 +3,13 @@
 //! Each bank keeps a free stack (O(1) allocate and free); every frame the server owns has
 //! a reference count, so a frame shared by several mappings or copy-on-write holders
 //! returns to its bank exactly when its last holder lets go.
+//!
+//! Commit accounting is strict: a charge (`mmap` of private writable memory) is a promise
+//! that every page of it will find a frame, so the allocator keeps the frames charged but
+//! not yet allocated (the *reserve*) for charged pages alone. Memory nobody charged for
+//! (`MAP_NORESERVE` pages, shm pages) is refused once only the reserve is left, as Linux's
+//! strict overcommit refuses a tmpfs page; the file cache may use it only as far as it can
+//! be evicted again, and a charge counts cached pages as available for that reason.
 
 use crate::config::{BankConfig, FrameRange};
 use crate::kernel_stub::Frame;
@@ -18,18 +25,59 @@ impl BankId {
     pub const DEFAULT: BankId = BankId(0);
 }
 
+/// What a frame is allocated for, which decides whether the reserve may be touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameUse {
+    /// A page of a charged (accounted) mapping: may take any free frame, and backs one
+    /// charged page while it lives.
+    Committed,
+    /// Memory nobody charged for (`MAP_NORESERVE`, shm pages): never from the reserve.
+    Uncommitted,
+    /// A file page in the page cache: never from the reserve either, and counted as
+    /// reclaimable (eviction can give it back).
+    Cache,
+    /// A page-table frame lent to the stub: any free frame (as Linux, page tables are
+    /// not commit-accounted).
+    Table,
+}
+
+/// A frame's use as the allocator remembers it until the frame is free again.
+const TAG_NONE: u8 = 0;
+const TAG_COMMITTED: u8 = 1;
+const TAG_CACHE: u8 = 2;
+
 struct Bank {
     name: String,
     free: Vec<Frame>,
     total: u64,
+    /// Pages charged.
     committed: u64,
+    /// Allocated frames backing charged pages (tagged committed).
+    backed: u64,
+    /// Allocated page-cache frames (tagged cache).
+    cache: u64,
 }
 
-/// Reference counts of one contiguous range of frames.
+impl Bank {
+    /// Charged pages with no frame yet: what must stay free for them.
+    fn reserve(&self) -> u64 {
+        self.committed.saturating_sub(self.backed)
+    }
+
+    /// Whether `committed` pages in all could be charged: no more than the bank, and no
+    /// more unbacked pages than frames free or reclaimable from the cache.
+    fn could_commit(&self, committed: u64) -> bool {
+        committed <= self.total
+            && committed.saturating_sub(self.backed) <= self.free.len() as u64 + self.cache
+    }
+}
+
+/// Reference counts (and use tags) of one contiguous range of frames.
 struct RefRange {
     range: FrameRange,
     bank: BankId,
     refs: Vec<u32>,
+    tags: Vec<u8>,
 }
 
 /// All the RAM the server owns.
@@ -56,6 +104,7 @@ impl FrameAllocator {
                     range: *r,
                     bank: id,
                     refs: alloc::vec![0; r.count as usize],
+                    tags: alloc::vec![TAG_NONE; r.count as usize],
                 });
             }
             let total = free.len() as u64;
@@ -64,6 +113,8 @@ impl FrameAllocator {
                 free,
                 total,
                 committed: 0,
+                backed: 0,
+                cache: 0,
             });
         }
         out.ranges.sort_by_key(|r| r.range.start);
@@ -88,12 +139,36 @@ impl FrameAllocator {
         self.banks.get(b.0 as usize).map_or(0, |b| b.total)
     }
 
-    /// Takes a free frame from bank `b` with reference count 1 (contents not zeroed).
-    pub fn alloc(&mut self, b: BankId) -> Option<Frame> {
-        let frame = self.banks.get_mut(b.0 as usize)?.free.pop()?;
-        let slot = self.slot_mut(frame).expect("free frames belong to a range");
-        debug_assert_eq!(*slot, 0);
-        *slot = 1;
+    /// Takes a free frame from bank `b` for `use_` with reference count 1 (contents not
+    /// zeroed); `None` when the bank is empty, or when only its reserve is left and the
+    /// frame is not for a charged page or a page table.
+    pub fn alloc(&mut self, b: BankId, use_: FrameUse) -> Option<Frame> {
+        let bank = self.banks.get_mut(b.0 as usize)?;
+        let free = bank.free.len() as u64;
+        let from_reserve_ok = matches!(use_, FrameUse::Committed | FrameUse::Table);
+        if free == 0 || (!from_reserve_ok && free <= bank.reserve()) {
+            return None;
+        }
+        let frame = bank.free.pop()?;
+        let tag = match use_ {
+            FrameUse::Committed if bank.backed < bank.committed => {
+                bank.backed += 1;
+                TAG_COMMITTED
+            }
+            FrameUse::Cache => {
+                bank.cache += 1;
+                TAG_CACHE
+            }
+            _ => TAG_NONE,
+        };
+        let i = self
+            .range_index(frame)
+            .expect("free frames belong to a range");
+        let r = &mut self.ranges[i];
+        let k = (frame.0 - r.range.start) as usize;
+        debug_assert_eq!(r.refs[k], 0);
+        r.refs[k] = 1;
+        r.tags[k] = tag;
         Some(frame)
     }
 
@@ -117,8 +192,14 @@ impl FrameAllocator {
         if *slot > 0 {
             return false;
         }
-        let bank = r.bank;
-        self.banks[bank.0 as usize].free.push(f);
+        let tag = core::mem::replace(&mut r.tags[(f.0 - r.range.start) as usize], TAG_NONE);
+        let bank = &mut self.banks[r.bank.0 as usize];
+        match tag {
+            TAG_COMMITTED => bank.backed = bank.backed.saturating_sub(1),
+            TAG_CACHE => bank.cache = bank.cache.saturating_sub(1),
+            _ => {}
+        }
+        bank.free.push(f);
         true
     }
 
@@ -146,13 +227,14 @@ impl FrameAllocator {
     }
 
     /// Reserves `pages` of bank `b`'s capacity for a mapping (strict commit accounting):
-    /// false if that would commit more than the bank holds.
+    /// false if that would commit more than the bank holds, or more than its free and
+    /// reclaimable frames can back.
     pub fn charge(&mut self, b: BankId, pages: u64) -> bool {
         let Some(bank) = self.banks.get_mut(b.0 as usize) else {
             return false;
         };
         match bank.committed.checked_add(pages) {
-            Some(n) if n <= bank.total => {
+            Some(n) if bank.could_commit(n) => {
                 bank.committed = n;
                 true
             }
@@ -168,7 +250,7 @@ impl FrameAllocator {
         bank.committed
             .saturating_sub(refund)
             .checked_add(pages)
-            .is_some_and(|n| n <= bank.total)
+            .is_some_and(|n| bank.could_commit(n))
     }
 
     /// Returns capacity reserved with [`charge`](Self::charge).
@@ -182,6 +264,35 @@ impl FrameAllocator {
     /// Pages committed in bank `b`.
     pub fn committed(&self, b: BankId) -> u64 {
         self.banks.get(b.0 as usize).map_or(0, |b| b.committed)
+    }
+
+    /// Checks the reserve's counters against the frames' tags: frames backing charged
+    /// pages and cached frames, per bank.
+    pub fn check_tags(&self) -> Result<(), String> {
+        let mut counts = alloc::vec![(0u64, 0u64); self.banks.len()];
+        for r in &self.ranges {
+            for (&n, &t) in r.refs.iter().zip(&r.tags) {
+                if n == 0 && t != TAG_NONE {
+                    return Err(String::from("a free frame keeps a use tag"));
+                }
+                let c = &mut counts[r.bank.0 as usize];
+                match t {
+                    TAG_COMMITTED => c.0 += 1,
+                    TAG_CACHE => c.1 += 1,
+                    _ => {}
+                }
+            }
+        }
+        for (b, (bank, &(backed, cache))) in self.banks.iter().zip(&counts).enumerate() {
+            if (bank.backed, bank.cache) != (backed, cache) {
+                return Err(alloc::format!(
+                    "bank {b}: backed/cache {:?}, tags say {:?}",
+                    (bank.backed, bank.cache),
+                    (backed, cache)
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every allocated frame with its reference count, for invariant checks.
@@ -241,19 +352,19 @@ mod tests {
     fn allocates_only_from_the_asked_bank_until_empty() {
         let mut a = two_banks();
         let dma = a.bank_by_name("dma").unwrap();
-        let f1 = a.alloc(dma).unwrap();
-        let f2 = a.alloc(dma).unwrap();
+        let f1 = a.alloc(dma, FrameUse::Uncommitted).unwrap();
+        let f2 = a.alloc(dma, FrameUse::Uncommitted).unwrap();
         assert!(f1.0 < 3 && f2.0 < 3 && f1 != f2);
-        assert_eq!(a.alloc(dma), None);
+        assert_eq!(a.alloc(dma, FrameUse::Uncommitted), None);
         assert_eq!(a.free_frames(), 6);
         assert!(a.decref(f1));
-        assert_eq!(a.alloc(dma), Some(f1));
+        assert_eq!(a.alloc(dma, FrameUse::Uncommitted), Some(f1));
     }
 
     #[test]
     fn refcounts_free_on_last_holder() {
         let mut a = two_banks();
-        let f = a.alloc(BankId::DEFAULT).unwrap();
+        let f = a.alloc(BankId::DEFAULT, FrameUse::Uncommitted).unwrap();
         a.incref(f);
         assert_eq!(a.refcount(f), 2);
         assert!(!a.decref(f));
@@ -281,5 +392,45 @@ mod tests {
         a.uncharge(BankId::DEFAULT, 6);
         assert_eq!(a.committed(BankId::DEFAULT), 0);
         assert!(!a.charge(BankId(9), 1));
+    }
+
+    #[test]
+    fn the_reserve_is_for_charged_pages_only() {
+        let mut a = two_banks();
+        let d = BankId::DEFAULT;
+        assert!(a.charge(d, 4));
+        // Two frames beyond the charge: uncommitted memory may have them, no more.
+        let u1 = a.alloc(d, FrameUse::Uncommitted).unwrap();
+        let _u2 = a.alloc(d, FrameUse::Uncommitted).unwrap();
+        assert_eq!(a.alloc(d, FrameUse::Uncommitted), None);
+        assert_eq!(a.alloc(d, FrameUse::Cache), None);
+        // Every charged page still finds its frame.
+        for _ in 0..4 {
+            assert!(a.alloc(d, FrameUse::Committed).is_some());
+        }
+        assert_eq!(a.alloc(d, FrameUse::Committed), None);
+        assert_eq!(a.check_tags(), Ok(()));
+        // Freeing uncommitted memory makes room for uncommitted memory again.
+        assert!(a.decref(u1));
+        assert!(a.alloc(d, FrameUse::Uncommitted).is_some());
+        assert_eq!(a.check_tags(), Ok(()));
+    }
+
+    #[test]
+    fn a_charge_must_fit_in_what_is_free_or_reclaimable() {
+        let mut a = two_banks();
+        let d = BankId::DEFAULT;
+        let held: Vec<Frame> = (0..4)
+            .map(|_| a.alloc(d, FrameUse::Uncommitted).unwrap())
+            .collect();
+        let cached = a.alloc(d, FrameUse::Cache).unwrap();
+        // One frame free and one cached (evictable): two pages may be charged, not three.
+        assert!(!a.can_charge(d, 3, 0));
+        assert!(a.charge(d, 2));
+        assert!(!a.charge(d, 1));
+        assert!(a.decref(cached));
+        assert!(a.decref(held[0]));
+        assert!(a.charge(d, 1));
+        assert_eq!(a.check_tags(), Ok(()));
     }
 }

@@ -213,6 +213,7 @@ impl<K: KernelStub> Server<K> {
             if let Some((f, n)) = refs.iter().next() {
                 return Err(format!("frame {f:?} held {n} times but free"));
             }
+            self.mem.frames.check_tags()?;
         } else {
             // Every held frame has the count its holders say; with the free count, that
             // leaves no frame allocated without a holder.
@@ -363,7 +364,9 @@ mod tests {
     #[test]
     fn both_checks_catch_a_frame_allocated_without_a_holder() {
         let (mut s, _) = server();
-        s.mem.alloc_zeroed(BankId::DEFAULT).expect("a free frame");
+        s.mem
+            .alloc_zeroed(BankId::DEFAULT, crate::frame_alloc::FrameUse::Uncommitted)
+            .expect("a free frame");
         assert!(s.check_invariants().is_err());
         assert!(s.check_after_request().is_err());
     }

@@ -1,7 +1,7 @@
 //! [`Mem`]: the frame allocator and the kernel stub together, with the few operations
 //! every part of the server needs (allocate a zeroed frame, install a page, free).
 
-use crate::frame_alloc::{BankId, FrameAllocator};
+use crate::frame_alloc::{BankId, FrameAllocator, FrameUse};
 use crate::kernel_stub::{Frame, KernelStub, PageAttrs, StubError};
 use alloc::collections::BTreeSet;
 
@@ -16,16 +16,16 @@ pub struct Mem<K> {
 }
 
 impl<K: KernelStub> Mem<K> {
-    /// A frame from bank `b`, zeroed, reference count 1.
-    pub fn alloc_zeroed(&mut self, b: BankId) -> Option<Frame> {
-        let f = self.frames.alloc(b)?;
+    /// A frame from bank `b` for `use_`, zeroed, reference count 1.
+    pub fn alloc_zeroed(&mut self, b: BankId, use_: FrameUse) -> Option<Frame> {
+        let f = self.frames.alloc(b, use_)?;
         self.stub.zero_frame(f);
         Some(f)
     }
 
-    /// A frame from bank `b` holding a copy of `src`, reference count 1.
-    pub fn alloc_copy(&mut self, b: BankId, src: Frame) -> Option<Frame> {
-        let f = self.frames.alloc(b)?;
+    /// A frame from bank `b` for `use_` holding a copy of `src`, reference count 1.
+    pub fn alloc_copy(&mut self, b: BankId, use_: FrameUse, src: Frame) -> Option<Frame> {
+        let f = self.frames.alloc(b, use_)?;
         self.stub.copy_frame(src, f);
         Some(f)
     }
@@ -55,7 +55,7 @@ impl<K: KernelStub> Mem<K> {
     /// Lends the stub one zeroed frame of the default bank for page tables.
     pub fn lend_table_frame(&mut self) -> Result<(), StubError> {
         let f = self
-            .alloc_zeroed(BankId::DEFAULT)
+            .alloc_zeroed(BankId::DEFAULT, FrameUse::Table)
             .ok_or(StubError::OutOfTableFrames)?;
         match self.stub.donate_table_frame(f) {
             Ok(()) => {

@@ -107,6 +107,16 @@ impl Region {
         }
     }
 
+    /// What a private page of it is allocated as: a charged page if the region is
+    /// accounted (its frame may come from the reserve), else uncommitted memory.
+    pub fn frame_use(&self) -> crate::frame_alloc::FrameUse {
+        if self.accounted {
+            crate::frame_alloc::FrameUse::Committed
+        } else {
+            crate::frame_alloc::FrameUse::Uncommitted
+        }
+    }
+
     /// Whether private copies of its pages are charged (private, writable, reserved).
     pub fn wants_commit(&self) -> bool {
         !self.shared && !self.noreserve && self.prot.contains(Prot::WRITE)

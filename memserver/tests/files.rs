@@ -551,7 +551,8 @@ fn mlock_under_pressure_keeps_every_page_it_made_resident() {
 fn a_fault_that_cannot_fit_ends_with_sigbus_not_a_loop() {
     // Fill memory with private copies, then a private write to a file page needs two
     // frames (the page in, its copy) with one free: the only evictable page is the one
-    // just paged in.
+    // just paged in. Both mappings are MAP_NORESERVE: a charged one would keep its
+    // frames in reserve, and the filler could not take them.
     let mut r = Rig::new(24, 8);
     let c = r.client();
     let fd = r.open(c, "/big", OFlags::RDONLY).unwrap();
@@ -566,7 +567,17 @@ fn a_fault_that_cannot_fit_ends_with_sigbus_not_a_loop() {
     let Ok(Reply::Mapped { addr: heap }) = r.call(c, anon) else {
         panic!("mmap");
     };
-    let file = r.map(c, fd, 8 * P, RW, false).unwrap();
+    let private_file = Request::Mmap(MmapArgs {
+        addr: 0,
+        len: 8 * P,
+        prot: RW,
+        flags: MapFlags::PRIVATE | MapFlags::NORESERVE,
+        fd: Some(fd),
+        offset: 0,
+    });
+    let Ok(Reply::Mapped { addr: file }) = r.call(c, private_file) else {
+        panic!("mmap of the file");
+    };
     let mut i = 0;
     while r.m.server.stats().free_frames > 1 {
         r.m.write(c, heap + i * P, 1).unwrap();

@@ -12,6 +12,7 @@ cases![
     limit_on_open_files_is_enfile,
     limit_of_one_client_does_not_bind_another,
     limit_memory_taken_by_one_client_returns_when_it_exits,
+    limit_noreserve_pressure_never_takes_a_committed_frame,
 ];
 
 fn limit_on_regions_is_enomem(h: &mut dyn Harness) -> Outcome {
@@ -169,5 +170,40 @@ fn limit_memory_taken_by_one_client_returns_when_it_exits(h: &mut dyn Harness) -
     client(&mut *other)
         .mmap(0, frames * P, RW, PA | MapFlags::POPULATE, Some(fo), 0)
         .ctx("whole bank after the hog exits")?;
+    Ok(())
+}
+
+fn limit_noreserve_pressure_never_takes_a_committed_frame(h: &mut dyn Harness) -> Outcome {
+    // The small bank: each case here has it to itself, and it is small enough to fill
+    // page by page on every transport.
+    let f = h.facts();
+    let (bank, frames) = f.small_bank.clone();
+    let promised = frames / 2;
+    let mut owner = proc(h)?;
+    let fd = client(&mut *owner).open_bank(&bank).ctx("open")?;
+    let a = client(&mut *owner)
+        .mmap(0, promised * P, RW, PA, Some(fd), 0)
+        .ctx("a committed mapping of half the bank, untouched")?;
+    let mut hog = proc(h)?;
+    let fh = client(&mut *hog).open_bank(&bank).ctx("open")?;
+    let b = client(&mut *hog)
+        .mmap(0, 2 * frames * P, RW, PA | MapFlags::NORESERVE, Some(fh), 0)
+        .ctx("MAP_NORESERVE over twice the bank")?;
+    let mut taken = 0;
+    while taken < 2 * frames && hog.write(b + taken * P, 1).is_ok() {
+        taken += 1;
+    }
+    ensure!(
+        taken <= frames - promised,
+        "MAP_NORESERVE faults took {taken} frames of {frames}, {promised} of them committed"
+    );
+    ensure!(taken > 0, "MAP_NORESERVE took no frame at all");
+    // Strict accounting: every committed page finds its frame.
+    for i in 0..promised {
+        ensure!(
+            owner.write(a + i * P, 1).is_ok(),
+            "committed page {i} of {promised} could not be backed"
+        );
+    }
     Ok(())
 }
