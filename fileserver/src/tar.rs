@@ -42,7 +42,7 @@ pub(crate) fn files(image: &[u8]) -> Result<Vec<TarFile<'_>>, Errno> {
     }
 }
 
-/// One entry for [`write`]: a regular file (`kind` `b'0'`) or a directory (`b'5'`).
+/// One entry for [`write()`]: a regular file (`kind` `b'0'`) or a directory (`b'5'`).
 pub struct Entry<'a> {
     /// The path in the archive (at most 99 bytes: no prefix field is written).
     pub name: &'a str,

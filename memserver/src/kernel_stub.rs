@@ -1,10 +1,11 @@
 //! The server's only way to touch hardware: the [`KernelStub`] trait.
 //!
 //! The memory server decides everything; the stub installs, changes and removes the
-//! page-table entries it is told to, and zeroes or copies frames the server owns. The
-//! in-process implementation drives the real `kernel-stub` crate over simulated RAM
-//! ([`crate::inproc`]); the microkernel implements it with syscalls; the hosted runtime
-//! with `mmap(MAP_FIXED)` in the client.
+//! page-table entries it is told to, and zeroes or copies frames the server owns.
+//! [`StubDriver`](crate::StubDriver) implements it with the real `kernel-stub` crate (over
+//! simulated RAM in tests, over the direct map in the microkernel); the microkernel's
+//! server task implements it with system calls, the hosted runtime with the host
+//! kernel's mappings in the client.
 
 use core::fmt::Debug;
 pub use ipc_proto::CacheMode;

@@ -1,6 +1,6 @@
 //! Memory objects: the shared-memory objects of `shm_open`, the hidden objects behind
 //! `MAP_SHARED|MAP_ANONYMOUS`, and files' page caches. An object holds its pages; every
-//! mapping of it sees them. The [`ObjectTable`] holds every object with its two indexes,
+//! mapping of it sees them. The server's object table holds every object with its two indexes,
 //! shm names and pager keys.
 
 use crate::frame_alloc::BankId;

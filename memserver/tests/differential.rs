@@ -6,7 +6,7 @@
 //! compared page by page (region boundaries may differ: Linux keeps a VMA split where
 //! its internal flags differ, we merge on what a user can see).
 //!
-//! Deliberate differences, handled here and listed in the README:
+//! Deliberate differences, handled here and listed in docs/reliability.md:
 //! - `mprotect` over a hole: both answer `ENOMEM`, but Linux has already changed the
 //!   pages before the hole; we change nothing. After such a call the test puts Linux's
 //!   pages back to our protections and goes on.

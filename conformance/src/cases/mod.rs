@@ -50,7 +50,7 @@ pub fn all() -> Vec<Case> {
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }
 
-/// The cases that need [`Process::fork`](crate::harness::Process::fork) (address-space
+/// The cases that need [`Process::fork`] (address-space
 /// clone), for transports that provide it.
 pub fn fork_cases() -> Vec<Case> {
     fork::CASES.to_vec()
