@@ -20,4 +20,4 @@ pub mod inproc;
 pub mod runner;
 
 pub use harness::{Facts, Harness, MemoryAccess, Process};
-pub use runner::{Case, Fail, Outcome, Summary, run};
+pub use runner::{Case, Fail, Need, Outcome, Summary, Verdict, run};

@@ -1,6 +1,6 @@
 //! Running cases: each in a clean state, each followed by the invariant and leak checks.
 
-use crate::harness::Harness;
+use crate::harness::{Facts, Harness};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -9,8 +9,42 @@ use alloc::vec::Vec;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fail(pub String);
 
-/// A case's result.
+/// A case body's result.
 pub type Outcome = Result<(), Fail>;
+
+/// What the runner reports of one case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The case ran and everything it and the after-case checks asserted held.
+    Passed,
+    /// Something asserted did not hold: why.
+    Failed(String),
+    /// The transport cannot run the case: why. Never counted as passed.
+    Skipped(&'static str),
+}
+
+/// What a transport must offer for a case to run at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Room for mappings below 2 GiB (`MAP_32BIT`).
+    LowWindow,
+}
+
+impl Need {
+    /// Whether the server under test, as `facts` describe it, offers this.
+    pub fn met(self, facts: &Facts) -> bool {
+        match self {
+            Need::LowWindow => facts.mmap_min < 1 << 31,
+        }
+    }
+
+    /// The skip reason when it does not.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Need::LowWindow => "the window starts above 2 GiB: nothing can be placed for MAP_32BIT",
+        }
+    }
+}
 
 /// One conformance case.
 #[derive(Clone, Copy)]
@@ -20,6 +54,8 @@ pub struct Case {
     /// The case body. It must drop every process it starts and unlink every shm name it
     /// creates; the runner checks.
     pub run: fn(&mut dyn Harness) -> Outcome,
+    /// What the transport must offer; without it the case is skipped, with the reason.
+    pub needs: Option<Need>,
 }
 
 /// Totals of a run.
@@ -29,14 +65,31 @@ pub struct Summary {
     pub passed: u32,
     /// Cases that failed.
     pub failed: u32,
+    /// Cases the transport could not run.
+    pub skipped: u32,
     /// Name and reason of each failure.
     pub failures: Vec<(&'static str, String)>,
 }
 
 impl Summary {
-    /// The line every runner prints: `N passed, N failed`.
+    /// The line every runner prints: `N passed, N failed, N skipped`.
     pub fn line(&self) -> String {
-        format!("{} passed, {} failed", self.passed, self.failed)
+        format!(
+            "{} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        )
+    }
+
+    /// Counts one case's verdict.
+    pub fn count(&mut self, name: &'static str, verdict: &Verdict) {
+        match verdict {
+            Verdict::Passed => self.passed += 1,
+            Verdict::Skipped(_) => self.skipped += 1,
+            Verdict::Failed(why) => {
+                self.failed += 1;
+                self.failures.push((name, why.clone()));
+            }
+        }
     }
 }
 
@@ -45,23 +98,23 @@ pub fn run(
     h: &mut dyn Harness,
     cases: &[Case],
     filter: &str,
-    report: &mut dyn FnMut(&'static str, &Outcome),
+    report: &mut dyn FnMut(&'static str, &Verdict),
 ) -> Summary {
     let mut sum = Summary::default();
+    let facts = h.facts();
     for case in cases.iter().filter(|c| c.name.contains(filter)) {
-        let before = h.stats();
-        let mut outcome = (case.run)(h);
-        if outcome.is_ok() {
-            outcome = after_case(h, &before);
-        }
-        report(case.name, &outcome);
-        match outcome {
-            Ok(()) => sum.passed += 1,
-            Err(Fail(why)) => {
-                sum.failed += 1;
-                sum.failures.push((case.name, why));
+        let verdict = match case.needs {
+            Some(need) if !need.met(&facts) => Verdict::Skipped(need.reason()),
+            _ => {
+                let before = h.stats();
+                match (case.run)(h).and_then(|()| after_case(h, &before)) {
+                    Ok(()) => Verdict::Passed,
+                    Err(Fail(why)) => Verdict::Failed(why),
+                }
             }
-        }
+        };
+        report(case.name, &verdict);
+        sum.count(case.name, &verdict);
     }
     sum
 }
@@ -81,8 +134,8 @@ fn after_case(h: &mut dyn Harness, before: &ipc_proto::ServerStats) -> Outcome {
     if h.facts().exclusive {
         if after.clients != before.clients {
             return Err(Fail(format!(
-                "{} clients left running",
-                after.clients - before.clients
+                "clients {} before, {} after",
+                before.clients, after.clients
             )));
         }
         if after.shm_objects != before.shm_objects {

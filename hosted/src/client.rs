@@ -158,6 +158,21 @@ impl HostedClient {
         ipc_proto::decode_response(&out[..n])?.map(|_| ())
     }
 
+    /// Waits until the server has reclaimed every client of process `pid` (whose
+    /// connection ended or is ending): what a harness does before it counts frames.
+    /// Only a process of the server's own user may (`EPERM`); `EBUSY` when the process
+    /// is still served after ten seconds.
+    pub fn await_exit(&mut self, pid: u32) -> Result<(), Errno> {
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let n = exchange(
+            self.sock.as_fd(),
+            crate::wire::KIND_AWAIT_EXIT,
+            &pid.to_le_bytes(),
+            &mut out,
+        )?;
+        ipc_proto::decode_response(&out[..n])?.map(|_| ())
+    }
+
     /// Ends the client: the server reclaims everything before this returns.
     pub fn exit(self) -> Result<(), Errno> {
         let mut out = [0u8; MAX_RESPONSE_LEN];

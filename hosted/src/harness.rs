@@ -6,9 +6,16 @@
 //! `[0][len: u16][response]`, or `[1][errno: u16]` when the transport failed), `R`/`W`/`X`
 //! a read, write or fetch at an address (answered `[0][byte]` or `[1][signal]`: the
 //! access really happens, in the agent, through the pages the server installed there),
-//! `S` a `ClientSpec` to run with (answered `[0]` or `[1][errno]`), `Q` exit (the server
-//! reclaims everything, then the agent answers `[0]` and ends).
+//! `S` a `ClientSpec` to run with (answered `[0]` or `[1][errno]`), `A` a `u32` pid whose
+//! clients the server must have reclaimed before the answer (`[0]` or `[1][errno]`), `Q`
+//! exit (the server reclaims everything, then the agent answers `[0]` and ends).
+//!
+//! An agent that died (a case made it take a fatal signal) cannot say `Q`: its pid goes
+//! on the harness's list of exits to await, and the harness asks the server, through its
+//! own agent, to confirm each before it reads counters. Every agent process is killed
+//! when its handle is dropped, on every path, panics included.
 
+use crate::child::ChildGuard;
 use crate::client::{HostedClient, probe_exec, probe_read, probe_write};
 use crate::wire::Setup;
 use client_lib::Transport;
@@ -16,9 +23,11 @@ use conformance::harness::{Facts, Harness, MemoryAccess, Process};
 use ipc_proto::{
     ClientSpec, Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Reply, Request, ServerStats, Signal,
 };
+use std::cell::RefCell;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::rc::Rc;
 
 fn read_msg(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<u8> {
     let mut head = [0u8; 3];
@@ -102,6 +111,21 @@ pub fn agent_main() {
                     }
                 }
             }
+            b'A' => {
+                let pid = u32::from_le_bytes(
+                    buf.get(..4)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or([0; 4]),
+                );
+                match client.await_exit(pid) {
+                    Ok(()) => vec![0],
+                    Err(e) => {
+                        let mut v = vec![1u8];
+                        v.extend_from_slice(&(e as u16).to_le_bytes());
+                        v
+                    }
+                }
+            }
             b'F' => {
                 let r = postcard::from_bytes::<ClientSpec>(&buf)
                     .map_err(|_| Errno::EINVAL)
@@ -132,12 +156,16 @@ pub fn agent_main() {
     }
 }
 
+/// Pids of agents that died without saying `Q`, whose exits the server must confirm.
+type Deaths = Rc<RefCell<Vec<u32>>>;
+
 /// One agent process: a client of the hosted server.
 pub struct AgentProcess {
     msclient: PathBuf,
     socket: PathBuf,
     setup: Setup,
-    child: Child,
+    deaths: Deaths,
+    child: ChildGuard,
     to: BufWriter<ChildStdin>,
     from: BufReader<ChildStdout>,
     buf: Vec<u8>,
@@ -146,25 +174,27 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts `msclient agent` against the server at `socket`.
     pub fn start(msclient: &PathBuf, socket: &PathBuf) -> io::Result<AgentProcess> {
-        Self::start_with(msclient, socket, None)
+        Self::start_with(msclient, socket, None, Deaths::default())
     }
 
-    /// Starts an agent, as the clone `adopt` names if given.
+    /// Starts an agent, as the clone `adopt` names if given; its death, if it dies,
+    /// goes on `deaths`.
     fn start_with(
         msclient: &PathBuf,
         socket: &PathBuf,
         adopt: Option<u64>,
+        deaths: Deaths,
     ) -> io::Result<AgentProcess> {
         let mut cmd = Command::new(msclient);
         if let Some(secret) = adopt {
             cmd.env("MEMSERVER_ADOPT", format!("{secret:x}"));
         }
-        let mut child = cmd
-            .arg("agent")
-            .env("MEMSERVER_SOCKET", socket)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
+        let mut child = ChildGuard::spawn(
+            cmd.arg("agent")
+                .env("MEMSERVER_SOCKET", socket)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )?;
         let to = BufWriter::new(child.stdin.take().ok_or(io::ErrorKind::BrokenPipe)?);
         let mut from = BufReader::new(child.stdout.take().ok_or(io::ErrorKind::BrokenPipe)?);
         let mut buf = Vec::new();
@@ -177,6 +207,7 @@ impl AgentProcess {
             msclient: msclient.clone(),
             socket: socket.clone(),
             setup: Setup::decode(&setup),
+            deaths,
             child,
             to,
             from,
@@ -267,18 +298,41 @@ impl Process for AgentProcess {
             }
             _ => return Err(Errno::EPROTO),
         };
-        let child = Self::start_with(&self.msclient, &self.socket, Some(secret))
-            .map_err(|_| Errno::EAGAIN)?;
+        let child = Self::start_with(
+            &self.msclient,
+            &self.socket,
+            Some(secret),
+            Rc::clone(&self.deaths),
+        )
+        .map_err(|_| Errno::EAGAIN)?;
         Ok(Box::new(child))
+    }
+}
+
+impl AgentProcess {
+    /// Asks the server, through this agent, to confirm that process `pid` is gone.
+    fn await_exit(&mut self, pid: u32) -> Result<(), String> {
+        match self.ask(b'A', &pid.to_le_bytes()) {
+            Ok(&[0]) => Ok(()),
+            Ok(&[1, a, b]) => Err(format!(
+                "the server did not confirm the exit of agent {pid}: {:?}",
+                Errno::from_raw(u16::from_le_bytes([a, b]))
+            )),
+            other => Err(format!("await exit of agent {pid}: {other:?}")),
+        }
     }
 }
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
-        // `Q` returns once the server has reclaimed everything.
-        let _ = self.ask(b'Q', &[]);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // `Q` returns once the server has reclaimed everything; an agent that cannot
+        // answer it is dead or dying, and the server must confirm its exit later.
+        let said_goodbye = matches!(self.ask(b'Q', &[]), Ok(&[0]));
+        let pid = self.child.id();
+        self.child.stop();
+        if !said_goodbye {
+            self.deaths.borrow_mut().push(pid);
+        }
     }
 }
 
@@ -307,6 +361,17 @@ impl HostedHarness {
     }
 }
 
+impl HostedHarness {
+    /// Waits until the server confirms the exit of every agent that died.
+    fn settle(&mut self) -> Result<(), String> {
+        let dead: Vec<u32> = self.own.deaths.borrow_mut().drain(..).collect();
+        for pid in dead {
+            self.own.await_exit(pid)?;
+        }
+        Ok(())
+    }
+}
+
 impl Harness for HostedHarness {
     fn name(&self) -> &str {
         "hosted"
@@ -331,12 +396,21 @@ impl Harness for HostedHarness {
     }
 
     fn spawn(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
-        let mut p = AgentProcess::start(&self.msclient, &self.socket).map_err(|_| Errno::EAGAIN)?;
+        let mut p = AgentProcess::start_with(
+            &self.msclient,
+            &self.socket,
+            None,
+            Rc::clone(&self.own.deaths),
+        )
+        .map_err(|_| Errno::EAGAIN)?;
         p.set_spec(&spec)?;
         Ok(Box::new(p))
     }
 
     fn stats(&mut self) -> ServerStats {
+        if let Err(e) = self.settle() {
+            eprintln!("hosted harness: {e}");
+        }
         let mut c = client_lib::Client::new(&mut self.own);
         c.stats().unwrap_or(ServerStats {
             total_frames: 0,
@@ -349,6 +423,7 @@ impl Harness for HostedHarness {
     }
 
     fn check(&mut self) -> Result<(), String> {
+        self.settle()?;
         // memserverd runs with MEMSERVER_SELF_CHECK: it checks every invariant after
         // every request and counts violations.
         match client_lib::Client::new(&mut self.own).call(&Request::Stats) {

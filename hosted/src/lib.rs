@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod c_abi;
+pub mod child;
 pub mod client;
 pub mod harness;
 pub mod ring;

@@ -29,6 +29,11 @@ pub const KIND_FORK: u8 = 4;
 /// A `u64 LE` secret follows: this new connection becomes the clone made with it
 /// (first message only, same user). Answered with an empty `Done` or an errno.
 pub const KIND_ADOPT: u8 = 5;
+/// A `u32 LE` process id follows: answer once no connection of that process is left
+/// and everything its clients held is reclaimed (or `EBUSY` after ten seconds).
+/// Only the server's own user (or root) may ask: a test harness waits with it for what
+/// it is about to check, instead of sleeping.
+pub const KIND_AWAIT_EXIT: u8 = 6;
 /// Bytes of one encoded [`Op`].
 pub const OP_LEN: usize = 26;
 

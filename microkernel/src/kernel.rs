@@ -253,11 +253,18 @@ extern "C" fn kmain(start_info: u64) -> ! {
     let (mut reported, mut failed_apps) = (0, 0);
     for (&(mode, _), code) in apps.iter().zip(&codes) {
         match (mode, *code) {
-            // A conformance app's report: bit 32, then its passed and failed counts.
-            (CONFORMANCE, Some(code)) if code >> 32 == 1 => {
-                summary.passed += u32::from((code >> 16) as u16);
-                summary.failed += u32::from(code as u16);
-                reported += u32::from((code >> 16) as u16) + u32::from(code as u16);
+            // A conformance app's report: bit 32, then its skipped (bits 40..56), passed
+            // (16..32) and failed (0..16) counts.
+            (CONFORMANCE, Some(code)) if (code >> 32) & 0xff == 1 => {
+                let (skipped, passed, failed) = (
+                    u32::from((code >> 40) as u16),
+                    u32::from((code >> 16) as u16),
+                    u32::from(code as u16),
+                );
+                summary.passed += passed;
+                summary.failed += failed;
+                summary.skipped += skipped;
+                reported += passed + failed + skipped;
             }
             (DEMO | FILE_DEMO, Some(0)) => summary.passed += 1,
             (_, outcome) => {

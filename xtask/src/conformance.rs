@@ -2,8 +2,10 @@
 //! suite in-process (default) or against `memserverd` with every client a process of
 //! its own (`--hosted`), and print `N passed, N failed`.
 
+use conformance::Verdict;
 use conformance::harness::Harness;
 use conformance::inproc::InProc;
+use memserver_hosted::child::ChildGuard;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -42,10 +44,11 @@ fn report(
     verbose: bool,
 ) -> Result<(), String> {
     println!("conformance ({name}): {} cases", cases.len());
-    let sum = conformance::run(h, cases, filter, &mut |name, outcome| match outcome {
-        Ok(()) if verbose => println!("ok   {name}"),
-        Ok(()) => {}
-        Err(e) => println!("FAIL {name}: {}", e.0),
+    let sum = conformance::run(h, cases, filter, &mut |name, verdict| match verdict {
+        Verdict::Passed if verbose => println!("ok   {name}"),
+        Verdict::Passed => {}
+        Verdict::Skipped(why) => println!("skip {name}: {why}"),
+        Verdict::Failed(why) => println!("FAIL {name}: {why}"),
     });
     println!("{}", sum.line());
     if sum.failed == 0 {
@@ -72,15 +75,17 @@ fn run_hosted(filter: &str, verbose: bool) -> Result<(), String> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&socket);
-    let mut daemon = Command::new(bin.join("memserverd"))
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--mem", "64M"])
-        .env("MEMSERVER_SELF_CHECK", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start memserverd: {e}"))?;
+    // Killed on every way out of this function, panics included.
+    let daemon = ChildGuard::spawn(
+        Command::new(bin.join("memserverd"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--mem", "64M"])
+            .env("MEMSERVER_SELF_CHECK", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null()),
+    )
+    .map_err(|e| format!("cannot start memserverd: {e}"))?;
     for _ in 0..500 {
         if socket.exists() {
             break;
@@ -99,8 +104,7 @@ fn run_hosted(filter: &str, verbose: bool) -> Result<(), String> {
                     verbose,
                 )
             });
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     let _ = std::fs::remove_file(&socket);
     result
 }

@@ -65,13 +65,29 @@ pub fn everything() -> Vec<Case> {
 
 /// A module's `CASES` table from its case functions: each case is named after its
 /// function, which says the behaviour it checks.
+/// A case that needs something of the transport is written `name if Need`.
 macro_rules! cases {
-    ($($f:ident),* $(,)?) => {
+    ($($f:ident $(if $need:ident)?),* $(,)?) => {
         /// The cases of this module.
-        pub const CASES: &[Case] = &[$(Case { name: stringify!($f), run: $f }),*];
+        pub const CASES: &[Case] = &[$(Case {
+            name: stringify!($f),
+            run: $f,
+            needs: $crate::cases::need!($($need)?),
+        }),*];
     };
 }
 pub(crate) use cases;
+
+/// `None`, or the named [`Need`](crate::runner::Need).
+macro_rules! need {
+    () => {
+        None
+    };
+    ($need:ident) => {
+        Some($crate::runner::Need::$need)
+    };
+}
+pub(crate) use need;
 
 /// One page.
 pub const P: u64 = PAGE_SIZE;

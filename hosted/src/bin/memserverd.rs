@@ -13,7 +13,8 @@ use ipc_proto::{Access, ClientId, ClientSpec, MAX_REQUEST_LEN, MAX_RESPONSE_LEN,
 use memserver::{Config, Sender, Server, StandardLayout};
 use memserver_hosted::ring::{OPS_CAP, RING_SIZE, Ring};
 use memserver_hosted::wire::{
-    self, KIND_ADOPT, KIND_EXIT, KIND_FAULT, KIND_FORK, KIND_REQUEST, KIND_SPEC, Setup,
+    self, KIND_ADOPT, KIND_AWAIT_EXIT, KIND_EXIT, KIND_FAULT, KIND_FORK, KIND_REQUEST, KIND_SPEC,
+    Setup,
 };
 use memserver_hosted::{HostedStub, stub::MemView};
 use rustix::fd::AsFd;
@@ -22,7 +23,7 @@ use std::mem::MaybeUninit;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The clients' window: 16 TiB well away from where Linux places a program's mappings.
@@ -111,7 +112,23 @@ fn ring_doorbells(st: &mut State, requester: ClientId) {
     }
 }
 
-type Shared = Arc<Mutex<State>>;
+/// The server's state and the condition "a connection ended and its clients are
+/// reclaimed", which [`KIND_AWAIT_EXIT`] waits for.
+struct Shared {
+    state: Mutex<State>,
+    exited: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether a connection of process `pid` is still being served.
+fn has_process(st: &State, pid: i32) -> bool {
+    st.doorbells.values().any(|&(_, p)| p == pid)
+}
 
 fn parse_size(s: &str) -> Option<u64> {
     let (n, mul) = match s.as_bytes().last()? {
@@ -201,14 +218,17 @@ fn serve(path: &str, mem: u64, tar: Option<&str>) -> io::Result<()> {
     server
         .set_pager(Box::new(files.into_pager()))
         .map_err(|e| io::Error::other(format!("pager: {e}")))?;
-    let state: Shared = Arc::new(Mutex::new(State {
-        server,
-        memfd,
-        setup,
-        doorbells: Default::default(),
-        forks: Default::default(),
-        next_client: 0,
-    }));
+    let state = Arc::new(Shared {
+        state: Mutex::new(State {
+            server,
+            memfd,
+            setup,
+            doorbells: Default::default(),
+            forks: Default::default(),
+            next_client: 0,
+        }),
+        exited: Condvar::new(),
+    });
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(sig, on_term as *const () as libc::sighandler_t) };
@@ -221,7 +241,7 @@ fn serve(path: &str, mem: u64, tar: Option<&str>) -> io::Result<()> {
         match listener.accept() {
             Ok((stream, _)) => {
                 stream.set_nonblocking(false)?;
-                let id = state.lock().unwrap_or_else(|e| e.into_inner()).new_id();
+                let id = state.lock().new_id();
                 let state = Arc::clone(&state);
                 std::thread::spawn(move || connection(state, stream, id));
             }
@@ -231,11 +251,7 @@ fn serve(path: &str, mem: u64, tar: Option<&str>) -> io::Result<()> {
             Err(e) => log::warn!("accept: {e}"),
         }
     }
-    let s = state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .server
-        .stats();
+    let s = state.lock().server.stats();
     log::info!(
         "shutting down: {} of {} frames free, {} clients, {} shm objects",
         s.free_frames,
@@ -252,7 +268,7 @@ fn serve(path: &str, mem: u64, tar: Option<&str>) -> io::Result<()> {
 }
 
 /// Serves one client until its connection ends, then reclaims everything it held.
-fn connection(state: Shared, mut stream: UnixStream, mut id: ClientId) {
+fn connection(shared: Arc<Shared>, mut stream: UnixStream, mut id: ClientId) {
     let Ok(cred) = rustix::net::sockopt::socket_peercred(&stream) else {
         log::warn!("client {}: no peer credentials", id.0);
         return;
@@ -270,7 +286,7 @@ fn connection(state: Shared, mut stream: UnixStream, mut id: ClientId) {
         return;
     };
     {
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = shared.lock();
         let started = st
             .server
             .handle(Sender::Kernel, &Request::ClientStarted { client: id, spec });
@@ -314,7 +330,7 @@ fn connection(state: Shared, mut stream: UnixStream, mut id: ClientId) {
             break;
         };
         last = seq;
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = shared.lock();
         let was_fresh = fresh;
         fresh = false;
         let n = match (kind, len) {
@@ -389,6 +405,20 @@ fn connection(state: Shared, mut stream: UnixStream, mut id: ClientId) {
                 };
                 ipc_proto::encode_response(&resp, &mut out).unwrap_or(0)
             }
+            (KIND_AWAIT_EXIT, 4) if trusted => {
+                let pid = u32::from_le_bytes(buf[..4].try_into().unwrap_or([0; 4])) as i32;
+                let (guard, waited) = shared
+                    .exited
+                    .wait_timeout_while(st, Duration::from_secs(10), |st| has_process(st, pid))
+                    .unwrap_or_else(|e| e.into_inner());
+                st = guard;
+                let resp = if waited.timed_out() {
+                    Err(ipc_proto::Errno::EBUSY)
+                } else {
+                    Ok(ipc_proto::Reply::Done)
+                };
+                ipc_proto::encode_response(&resp, &mut out).unwrap_or(0)
+            }
             (KIND_EXIT, 0) => {
                 exiting = true;
                 let resp = st
@@ -448,14 +478,15 @@ fn connection(state: Shared, mut stream: UnixStream, mut id: ClientId) {
     }
     if exiting {
         unmap_channel(ring, &stream, watcher);
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = shared.lock();
         st.doorbells.remove(&id);
         abandon_forks(&mut st, id);
+        shared.exited.notify_all();
         log::info!("client {} exited", id.0);
         return;
     }
     unmap_channel(ring, &stream, watcher);
-    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut st = shared.lock();
     st.doorbells.remove(&id);
     abandon_forks(&mut st, id);
     let _ = st
@@ -463,6 +494,7 @@ fn connection(state: Shared, mut stream: UnixStream, mut id: ClientId) {
         .handle(Sender::Kernel, &Request::ClientExited { client: id });
     // Writing its dirty file pages back write-protected them in the other clients too.
     ring_doorbells(&mut st, id);
+    shared.exited.notify_all();
     let s = st.server.stats();
     log::info!(
         "client {} gone: {} of {} frames free",

@@ -21,6 +21,7 @@ mod app {
     use alloc::format;
     use alloc::string::String;
     use client_lib::{Client, Transport};
+    use conformance::Verdict;
     use conformance::harness::{Facts, Harness, MemoryAccess, Process};
     use core::fmt::Write as _;
     use ipc_proto::{ClientSpec, Errno, MapFlags, Prot, ServerStats, Signal};
@@ -83,9 +84,15 @@ mod app {
         );
         // The other apps get a turn after every case (never during one: the runner's
         // leak checks count on the case running alone).
-        let summary = conformance::runner::run(&mut h, &cases, "", &mut |name, outcome| {
-            if let Err(f) = outcome {
-                let _ = writeln!(Console, "FAIL {name}: {}", f.0);
+        let summary = conformance::runner::run(&mut h, &cases, "", &mut |name, verdict| {
+            match verdict {
+                Verdict::Failed(why) => {
+                    let _ = writeln!(Console, "FAIL {name}: {why}");
+                }
+                Verdict::Skipped(why) => {
+                    let _ = writeln!(Console, "skip {name}: {why}");
+                }
+                Verdict::Passed => {}
             }
             sys::yield_now();
         });
@@ -99,9 +106,13 @@ mod app {
                 let _ = writeln!(Console, "FAIL {what}");
             }
         }
-        let _ = writeln!(Console, "app {k} of {n}: {passed} passed, {failed} failed");
+        let skipped = summary.skipped;
+        let _ = writeln!(
+            Console,
+            "app {k} of {n}: {passed} passed, {failed} failed, {skipped} skipped"
+        );
         // Bit 32 says the totals are the app's report, not a death.
-        sys::exit(1 << 32 | u64::from(passed) << 16 | u64::from(failed))
+        sys::exit(u64::from(skipped) << 40 | 1 << 32 | u64::from(passed) << 16 | u64::from(failed))
     }
 
     /// Demo mode: draws a gradient into the framebuffer (the `fb0` device window, mapped
