@@ -7,7 +7,7 @@
 //! the process's own: `ms_close`, `ms_ftruncate` and `ms_fstat` pass any other fd to
 //! libc.
 
-use crate::client::HostedClient;
+use crate::runtime::HostedClient;
 use client_lib::{Client, c_args};
 use ipc_proto::{Errno, Fd, ObjectKind};
 use libc::{c_char, c_int, c_void, mode_t, off_t, size_t};

@@ -3,13 +3,13 @@
 //! with `mmap(MAP_FIXED)` and forwards real page faults; `ms_*` is the C ABI.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod c_abi;
 pub mod child;
-pub mod client;
-pub mod harness;
+pub mod hosted_stub;
 pub mod ring;
-pub mod stub;
+pub mod runtime;
 pub mod wire;
 
-pub use client::HostedClient;
-pub use stub::HostedStub;
+pub use hosted_stub::HostedStub;
+pub use runtime::HostedClient;

@@ -92,18 +92,17 @@ fn run_hosted(filter: &str, verbose: bool) -> Result<(), String> {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let result =
-        memserver_hosted::harness::HostedHarness::new(bin.join("msclient"), socket.clone())
-            .map_err(|e| format!("cannot start the harness's client: {e}"))
-            .and_then(|mut h| {
-                report(
-                    "hosted",
-                    &mut h,
-                    &conformance::cases::everything(),
-                    filter,
-                    verbose,
-                )
-            });
+    let result = memserver_hosted::agent::HostedHarness::new(bin.join("msclient"), socket.clone())
+        .map_err(|e| format!("cannot start the harness's client: {e}"))
+        .and_then(|mut h| {
+            report(
+                "hosted",
+                &mut h,
+                &conformance::cases::everything(),
+                filter,
+                verbose,
+            )
+        });
     drop(daemon);
     let _ = std::fs::remove_file(&socket);
     result

@@ -16,7 +16,7 @@ use memserver_hosted::wire::{
     self, KIND_ADOPT, KIND_AWAIT_EXIT, KIND_EXIT, KIND_FAULT, KIND_FORK, KIND_REQUEST, KIND_SPEC,
     Setup,
 };
-use memserver_hosted::{HostedStub, stub::MemView};
+use memserver_hosted::{HostedStub, hosted_stub::MemView};
 use rustix::fd::AsFd;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
@@ -94,7 +94,7 @@ fn ring_doorbells(st: &mut State, requester: ClientId) {
         for op in &ops {
             msg.extend_from_slice(&op.encode());
         }
-        let sig = memserver_hosted::client::doorbell_signal();
+        let sig = memserver_hosted::runtime::doorbell_signal();
         let mut ack = [0u8; 1];
         let delivered = bell.write_all(&msg).is_ok()
             // SAFETY: signalling the client's own process, whose pid the socket reported.

@@ -159,7 +159,7 @@ fn main() {
             arg(2).parse().unwrap_or(1),
         ),
         "bench" => bench(),
-        "agent" => memserver_hosted::harness::agent_main(),
+        "agent" => memserver_hosted::agent::agent_main(),
         other => {
             eprintln!("msclient: unknown command `{other}`");
             std::process::exit(2);

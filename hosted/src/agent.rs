@@ -16,7 +16,7 @@
 //! when its handle is dropped, on every path, panics included.
 
 use crate::child::ChildGuard;
-use crate::client::{HostedClient, probe_exec, probe_read, probe_write};
+use crate::runtime::{HostedClient, probe_exec, probe_read, probe_write};
 use crate::wire::Setup;
 use client_lib::Transport;
 use conformance::harness::{Facts, Harness, MemoryAccess, Process};
