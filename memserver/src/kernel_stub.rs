@@ -111,6 +111,16 @@ pub trait KernelStub {
     fn donate_table_frame(&mut self, frame: Frame) -> Result<(), StubError>;
     /// Takes back a lent frame the stub no longer uses, if any.
     fn reclaim_table_frame(&mut self) -> Option<Frame>;
+
+    /// The last holder of `frame` let go: it is free. A stub that keeps frame contents
+    /// somewhere of its own (the hosted runtime's per-object memfds) drops them here, so
+    /// no freed byte stays readable. Page-table stubs need nothing.
+    fn frame_freed(&mut self, _frame: Frame) {}
+    /// Memory object `object` (an [`ObjectId`](crate::object::ObjectId) number) now has
+    /// `size` bytes; pages past it are gone.
+    fn object_resized(&mut self, _object: u64, _size: u64) {}
+    /// Memory object `object` is destroyed: no mapping, fd or name refers to it.
+    fn object_destroyed(&mut self, _object: u64) {}
 }
 
 #[cfg(test)]

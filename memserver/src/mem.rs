@@ -30,9 +30,11 @@ impl<K: KernelStub> Mem<K> {
         Some(f)
     }
 
-    /// Drops one holder of `f`.
+    /// Drops one holder of `f`, telling the stub when it was the last.
     pub fn release(&mut self, f: Frame) {
-        self.frames.decref(f);
+        if self.frames.decref(f) {
+            self.stub.frame_freed(f);
+        }
     }
 
     /// Installs `frame` at `vaddr`, lending the stub page-table frames as it asks.
@@ -63,7 +65,7 @@ impl<K: KernelStub> Mem<K> {
                 Ok(())
             }
             Err(e) => {
-                self.frames.decref(f);
+                self.release(f);
                 Err(e)
             }
         }
@@ -75,7 +77,7 @@ impl<K: KernelStub> Mem<K> {
             // Only frames we lent come back; anything else is a stub bug we refuse to
             // turn into a double free.
             if self.lent.remove(&f) {
-                self.frames.decref(f);
+                self.release(f);
             }
         }
     }
@@ -90,5 +92,157 @@ impl<K: KernelStub> Mem<K> {
     ) -> Result<(), StubError> {
         self.stub.unmap(space, vaddr, 1);
         self.install(space, vaddr, frame, attrs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The notices a stub that keeps frame contents of its own relies on: every frame
+    //! whose last holder lets go is reported freed exactly once, and objects report
+    //! their size changes and their end.
+    use crate::KernelStub;
+    use crate::config::{Config, FrameRange};
+    use crate::server::{Sender, Server};
+    use crate::test_stub::TestStub;
+    use ipc_proto::{
+        Access, ClientId, ClientSpec, Fd, MapFlags, MmapArgs, OFlags, Prot, Reply, Request, ShmName,
+    };
+
+    const P: u64 = 4096;
+    const C: ClientId = ClientId(1);
+
+    fn server() -> Server<TestStub> {
+        let cfg = Config::with_ram(alloc::vec![FrameRange {
+            start: 100,
+            count: 64
+        }]);
+        let mut s = Server::new(cfg, TestStub::default());
+        let started = Request::ClientStarted {
+            client: C,
+            spec: ClientSpec::DEFAULT,
+        };
+        assert_eq!(s.handle(Sender::Kernel, &started), Ok(Reply::Done));
+        s
+    }
+
+    fn map(s: &mut Server<TestStub>, flags: MapFlags, fd: Option<Fd>, pages: u64) -> u64 {
+        let args = MmapArgs {
+            addr: 0,
+            len: pages * P,
+            prot: Prot::READ | Prot::WRITE,
+            flags,
+            fd,
+            offset: 0,
+        };
+        match s.handle(Sender::Client(C), &Request::Mmap(args)) {
+            Ok(Reply::Mapped { addr }) => addr,
+            other => panic!("mmap: {other:?}"),
+        }
+    }
+
+    fn touch(s: &mut Server<TestStub>, addr: u64, pages: u64) {
+        for i in 0..pages {
+            let fault = Request::PageFault {
+                client: C,
+                addr: addr + i * P,
+                access: Access::Write,
+            };
+            assert_eq!(s.handle(Sender::Kernel, &fault), Ok(Reply::FaultResolved));
+        }
+    }
+
+    fn sorted(mut v: alloc::vec::Vec<crate::Frame>) -> alloc::vec::Vec<crate::Frame> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn munmap_reports_each_private_frame_freed_once() {
+        let mut s = server();
+        let a = map(&mut s, MapFlags::PRIVATE | MapFlags::ANONYMOUS, None, 3);
+        touch(&mut s, a, 3);
+        let space = s.space_of(C).expect("space");
+        let mut held: alloc::vec::Vec<_> = (0..3)
+            .map(|i| s.stub().query(space, a + i * P).expect("installed").0)
+            .collect();
+        held.sort();
+        assert!(s.stub().freed.is_empty());
+        let unmap = Request::Munmap {
+            addr: a,
+            len: 3 * P,
+        };
+        assert_eq!(s.handle(Sender::Client(C), &unmap), Ok(Reply::Done));
+        assert_eq!(sorted(s.stub().freed.clone()), held);
+    }
+
+    #[test]
+    fn a_frame_shared_by_two_mappings_is_freed_only_by_the_last() {
+        let mut s = server();
+        let name = ShmName::new("/notice").expect("name");
+        let open = Request::ShmOpen {
+            name: name.clone(),
+            oflag: OFlags::CREAT | OFlags::RDWR,
+            mode: ipc_proto::Mode::from_raw(0o600).expect("mode"),
+        };
+        let Ok(Reply::Fd(fd)) = s.handle(Sender::Client(C), &open) else {
+            panic!("shm_open");
+        };
+        let trunc = Request::Ftruncate { fd, len: 2 * P };
+        assert_eq!(s.handle(Sender::Client(C), &trunc), Ok(Reply::Done));
+        let (a, b) = (
+            map(&mut s, MapFlags::SHARED, Some(fd), 2),
+            map(&mut s, MapFlags::SHARED, Some(fd), 2),
+        );
+        touch(&mut s, a, 2);
+        touch(&mut s, b, 2);
+        let unmap_a = Request::Munmap {
+            addr: a,
+            len: 2 * P,
+        };
+        assert_eq!(s.handle(Sender::Client(C), &unmap_a), Ok(Reply::Done));
+        assert!(
+            s.stub().freed.is_empty(),
+            "the object still holds its pages"
+        );
+        // Shrinking frees the page past the new end and says so, with the new size.
+        let shrink = Request::Ftruncate { fd, len: P };
+        assert_eq!(s.handle(Sender::Client(C), &shrink), Ok(Reply::Done));
+        assert_eq!(s.stub().freed.len(), 1);
+        assert_eq!(s.stub().resized.last().map(|r| r.1), Some(P));
+        let object = s.stub().resized[0].0;
+        for r in [
+            Request::Munmap {
+                addr: b,
+                len: 2 * P,
+            },
+            Request::Close { fd },
+            Request::ShmUnlink { name },
+        ] {
+            assert_eq!(s.handle(Sender::Client(C), &r), Ok(Reply::Done));
+        }
+        assert_eq!(
+            s.stub().freed.len(),
+            2,
+            "the last page freed with the object"
+        );
+        assert_eq!(s.stub().destroyed, alloc::vec![object]);
+    }
+
+    #[test]
+    fn a_client_exit_frees_everything_it_alone_held() {
+        let mut s = server();
+        let a = map(&mut s, MapFlags::PRIVATE | MapFlags::ANONYMOUS, None, 4);
+        touch(&mut s, a, 4);
+        let free_before = s.stats().free_frames;
+        let exited = Request::ClientExited { client: C };
+        assert_eq!(s.handle(Sender::Kernel, &exited), Ok(Reply::Done));
+        let returned = s.stats().free_frames - free_before;
+        // Every frame that went back to the allocator was reported: data frames and the
+        // stub's own are the same count here (the test stub lends no table frames).
+        assert_eq!(s.stub().freed.len() as u64, returned);
+        let mut f = s.stub().freed.clone();
+        f.sort();
+        f.dedup();
+        assert_eq!(f.len() as u64, returned, "a frame reported twice");
     }
 }

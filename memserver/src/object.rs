@@ -245,6 +245,7 @@ impl<K: KernelStub> Server<K> {
         for (_, f) in o.pages {
             self.mem.release(f);
         }
+        self.mem.stub.object_destroyed(obj.0);
     }
 }
 

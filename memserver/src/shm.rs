@@ -117,6 +117,7 @@ impl<K: KernelStub> Server<K> {
         };
         let old = o.size;
         o.size = len;
+        self.mem.stub.object_resized(obj.0, len);
         if len >= old {
             return;
         }
@@ -153,7 +154,7 @@ impl<K: KernelStub> Server<K> {
                 self.mem.stub.unmap(c.space, s, (e - s) / PAGE_SIZE);
                 while let Some((&va, &f)) = c.anon.range(s..e).next() {
                     c.anon.remove(&va);
-                    self.mem.frames.decref(f);
+                    self.mem.release(f);
                 }
             }
         }

@@ -5,10 +5,17 @@
 use crate::kernel_stub::{Frame, KernelStub, PageAttrs, StubError};
 use crate::page_map::{PageMap, Spaces};
 
-/// Page tables without contents or table frames.
+/// Page tables without contents or table frames; it records what the server tells a
+/// stub about frames and objects, for the tests of those notices.
 #[derive(Default)]
 pub(crate) struct TestStub {
     spaces: Spaces<PageMap>,
+    /// Every `frame_freed`, in order.
+    pub freed: alloc::vec::Vec<Frame>,
+    /// Every `object_resized` (object, size), in order.
+    pub resized: alloc::vec::Vec<(u64, u64)>,
+    /// Every `object_destroyed`, in order.
+    pub destroyed: alloc::vec::Vec<u64>,
 }
 
 impl KernelStub for TestStub {
@@ -53,6 +60,18 @@ impl KernelStub for TestStub {
         for (va, fr, a) in self.spaces.get(space).into_iter().flat_map(PageMap::iter) {
             f(va, fr, a);
         }
+    }
+
+    fn frame_freed(&mut self, frame: Frame) {
+        self.freed.push(frame);
+    }
+
+    fn object_resized(&mut self, object: u64, size: u64) {
+        self.resized.push((object, size));
+    }
+
+    fn object_destroyed(&mut self, object: u64) {
+        self.destroyed.push(object);
     }
 
     fn zero_frame(&mut self, _: Frame) {}

@@ -65,7 +65,7 @@ impl<K: KernelStub> Server<K> {
         // Private pages of the range.
         while let Some((&va, &f)) = c.anon.range(start..end).next() {
             c.anon.remove(&va);
-            self.mem.frames.decref(f);
+            self.mem.release(f);
         }
         for (obj, pages) in flush {
             // A failing pager keeps the pages dirty; the object's release retries.
