@@ -9,6 +9,7 @@ pub mod child;
 pub mod hosted_stub;
 pub mod ring;
 pub mod runtime;
+pub mod uffd;
 pub mod wire;
 
 pub use hosted_stub::HostedStub;
