@@ -64,6 +64,8 @@ pub struct Region {
     pub inherit: bool,
     /// `MAP_DENYWRITE`: its object may not be opened for writing.
     pub denywrite: bool,
+    /// `MADV_DONTFORK`: an address-space clone leaves it out of the child.
+    pub dontfork: bool,
 }
 
 impl Region {
@@ -164,6 +166,7 @@ impl Region {
             && self.cache == next.cache
             && self.inherit == next.inherit
             && self.denywrite == next.denywrite
+            && self.dontfork == next.dontfork
             && next.backing == self.backing_at(next.start)
     }
 
@@ -210,6 +213,7 @@ mod tests {
             cache: CacheMode::WriteBack,
             inherit: false,
             denywrite: false,
+            dontfork: false,
         }
     }
 

@@ -340,6 +340,7 @@ mod tests {
             cache: CacheMode::WriteBack,
             inherit: false,
             denywrite: false,
+            dontfork: false,
         }
     }
 

@@ -1,0 +1,143 @@
+//! `madvise` (Linux): drop pages (`MADV_DONTNEED`, `MADV_FREE`), page them in
+//! (`MADV_WILLNEED`), mark ranges to leave out of a clone (`MADV_DONTFORK`/`DOFORK`), and
+//! accept the access-pattern hints.
+//!
+//! As every call here, it checks the whole range before it changes anything: a hole is
+//! `ENOMEM` with nothing done (Linux advises the mapped parts before it reports the
+//! hole).
+
+use crate::kernel_stub::KernelStub;
+use crate::region::RegionBacking;
+use crate::region_map::page_round_up;
+use crate::server::Server;
+use alloc::vec::Vec;
+use ipc_proto::{Access, Advice, ClientId, Errno, PAGE_SIZE};
+
+const PAGE_MASK: u64 = PAGE_SIZE - 1;
+
+impl<K: KernelStub> Server<K> {
+    /// `madvise`.
+    pub(crate) fn madvise(
+        &mut self,
+        id: ClientId,
+        addr: u64,
+        len: u64,
+        advice: Advice,
+    ) -> Result<(), Errno> {
+        if addr & PAGE_MASK != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        // Linux: a length that wraps is EINVAL.
+        let end = page_round_up(len)
+            .and_then(|l| addr.checked_add(l))
+            .ok_or(Errno::EINVAL)?;
+        let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
+        if !c.regions.is_fully_mapped(addr, end) {
+            return Err(Errno::ENOMEM);
+        }
+        match advice {
+            Advice::Normal | Advice::Random | Advice::Sequential => Ok(()),
+            Advice::DontNeed | Advice::Free => {
+                for r in c.regions.overlapping(addr, end) {
+                    // Linux: locked pages and device windows (VM_PFNMAP) cannot be
+                    // dropped; MADV_FREE is for private anonymous memory only.
+                    let anon = matches!(r.backing, RegionBacking::Anon { .. });
+                    let device = matches!(r.backing, RegionBacking::Device { .. });
+                    if r.locked || device || (advice == Advice::Free && (r.shared || !anon)) {
+                        return Err(Errno::EINVAL);
+                    }
+                }
+                self.drop_pages(id, addr, end);
+                Ok(())
+            }
+            Advice::WillNeed => {
+                self.page_in(id, addr, end);
+                Ok(())
+            }
+            Advice::DontFork | Advice::DoFork => {
+                let dontfork = advice == Advice::DontFork;
+                if c.regions
+                    .overlapping(addr, end)
+                    .all(|r| r.dontfork == dontfork)
+                {
+                    return Ok(());
+                }
+                if c.regions.len() + c.regions.splits(addr, end)
+                    > c.spec.limits.max_regions as usize
+                {
+                    return Err(Errno::ENOMEM);
+                }
+                let c = self.clients.get_mut(&id).ok_or(Errno::ESRCH)?;
+                c.regions.update_range(addr, end, |r| r.dontfork = dontfork);
+                Ok(())
+            }
+        }
+    }
+
+    /// `MADV_DONTNEED` (and `MADV_FREE`, which may free at once): removes every
+    /// installed entry of `[start, end)` and frees the client's private pages there, so
+    /// private anonymous memory reads as zero and the rest re-reads its object (or the
+    /// file) at the next fault. Shared pages stay in their object.
+    fn drop_pages(&mut self, id: ClientId, start: u64, end: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let objects = c
+            .regions
+            .overlapping(start, end)
+            .any(|r| !matches!(r.backing, RegionBacking::Anon { .. }));
+        let private: Vec<u64> = c.anon.range(start..end).map(|(&va, _)| va).collect();
+        // As in release_range: anonymous memory with no private page has nothing
+        // installed.
+        if objects || !private.is_empty() {
+            self.mem
+                .stub
+                .unmap(c.space, start, (end - start) / PAGE_SIZE);
+        }
+        for va in private {
+            if let Some(f) = c.anon.remove(&va) {
+                self.mem.frames.decref(f);
+            }
+        }
+    }
+
+    /// `MADV_WILLNEED`: pages in and installs (for reading) the object pages of the
+    /// range's object mappings, up to each object's end. Anonymous memory has nothing to
+    /// page in (as Linux, which only reads swap back). Best effort: memory running out
+    /// stops it quietly.
+    fn page_in(&mut self, id: ClientId, start: u64, end: u64) {
+        let Some(c) = self.clients.get(&id) else {
+            return;
+        };
+        let spans: Vec<(u64, u64)> = c
+            .regions
+            .overlapping(start, end)
+            .filter(|r| !r.prot.is_empty())
+            .filter_map(|r| match r.backing {
+                RegionBacking::Object { obj, offset } => {
+                    let size = self.objects.get(&obj)?.size;
+                    let s = r.start.max(start);
+                    // The first address past the object's last page.
+                    let obj_end =
+                        (r.start + size.div_ceil(PAGE_SIZE) * PAGE_SIZE).saturating_sub(offset);
+                    let e = r.end.min(end).min(obj_end);
+                    (s < e).then_some((s, e))
+                }
+                _ => None,
+            })
+            .collect();
+        for (s, e) in spans {
+            let mut va = s;
+            while va < e {
+                match self.resolve_evicting(id, va, Access::Read) {
+                    Ok(None) => va += PAGE_SIZE,
+                    // Past the end, or memory ran out: nothing more to do here.
+                    _ => break,
+                }
+            }
+        }
+    }
+}
