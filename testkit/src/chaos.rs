@@ -12,8 +12,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use ipc_proto::{
-    Access, ClientId, ClientSpec, Fd, Limits, MapFlags, MlockallFlags, MmapArgs, Mode, MsyncFlags,
-    OFlags, ObjName, PAGE_SIZE, Prot, Request, ShmName,
+    Access, Advice, ClientId, ClientSpec, Fd, Limits, MapFlags, MlockallFlags, MmapArgs, Mode,
+    MremapFlags, MsyncFlags, OFlags, ObjName, PAGE_SIZE, Prot, Request, ShmName,
 };
 use memserver::{Config, Pager, PagerCounters, Sender, StandardLayout};
 
@@ -288,7 +288,7 @@ fn request(input: &mut Input<'_>, op: u8) -> Request {
         0 => Fd(u32::from(input.u8())),
         n => Fd(2 + u32::from(n % 4)),
     };
-    match op % 19 {
+    match op % 21 {
         0..=2 => {
             let flags = match input.u8() % 6 {
                 0 => MapFlags::from_bits_truncate(input.u32()),
@@ -372,6 +372,18 @@ fn request(input: &mut Input<'_>, op: u8) -> Request {
                 name: ObjName::new("fb0").expect("valid name"),
                 oflag: OFlags::from_bits_truncate(u32::from(input.u8() % 4)),
             },
+        },
+        18 => Request::Mremap {
+            old_addr: input.addr(),
+            old_len: input.len(),
+            new_len: input.len(),
+            flags: MremapFlags::from_bits_truncate(u32::from(input.u8())),
+            new_addr: input.addr(),
+        },
+        19 => Request::Madvise {
+            addr: input.addr(),
+            len: input.len(),
+            advice: Advice::ALL[usize::from(input.u8()) % Advice::ALL.len()],
         },
         _ => Request::Regions {
             after: input.addr(),
