@@ -1,13 +1,14 @@
 //! `madvise` (Linux): drop pages (`MADV_DONTNEED`, `MADV_FREE`), page them in
 //! (`MADV_WILLNEED`), mark ranges to leave out of a clone (`MADV_DONTFORK`/`DOFORK`), and
-//! accept the access-pattern hints.
+//! record the access-pattern hints (which change nothing else, but split mappings where
+//! Linux's split, so `mremap`'s one-mapping rule agrees with Linux's).
 //!
 //! As every call here, it checks the whole range before it changes anything: a hole is
 //! `ENOMEM` with nothing done (Linux advises the mapped parts before it reports the
 //! hole).
 
 use crate::kernel_stub::KernelStub;
-use crate::region::RegionBacking;
+use crate::region::{AccessPattern, Region, RegionBacking};
 use crate::region_map::page_round_up;
 use crate::server::Server;
 use alloc::vec::Vec;
@@ -35,21 +36,23 @@ impl<K: KernelStub> Server<K> {
             .and_then(|l| addr.checked_add(l))
             .ok_or(Errno::EINVAL)?;
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
+        if matches!(advice, Advice::DontNeed | Advice::Free) {
+            for r in c.regions.overlapping(addr, end) {
+                // Linux: locked pages and device windows (VM_PFNMAP) cannot be dropped;
+                // MADV_FREE is for private anonymous memory only. Linux reports this
+                // before a hole's ENOMEM (found by the differential test).
+                let anon = matches!(r.backing, RegionBacking::Anon { .. });
+                let device = matches!(r.backing, RegionBacking::Device { .. });
+                if r.locked || device || (advice == Advice::Free && (r.shared || !anon)) {
+                    return Err(Errno::EINVAL);
+                }
+            }
+        }
         if !c.regions.is_fully_mapped(addr, end) {
             return Err(Errno::ENOMEM);
         }
         match advice {
-            Advice::Normal | Advice::Random | Advice::Sequential => Ok(()),
             Advice::DontNeed | Advice::Free => {
-                for r in c.regions.overlapping(addr, end) {
-                    // Linux: locked pages and device windows (VM_PFNMAP) cannot be
-                    // dropped; MADV_FREE is for private anonymous memory only.
-                    let anon = matches!(r.backing, RegionBacking::Anon { .. });
-                    let device = matches!(r.backing, RegionBacking::Device { .. });
-                    if r.locked || device || (advice == Advice::Free && (r.shared || !anon)) {
-                        return Err(Errno::EINVAL);
-                    }
-                }
                 self.drop_pages(id, addr, end);
                 Ok(())
             }
@@ -57,24 +60,40 @@ impl<K: KernelStub> Server<K> {
                 self.page_in(id, addr, end);
                 Ok(())
             }
-            Advice::DontFork | Advice::DoFork => {
-                let dontfork = advice == Advice::DontFork;
-                if c.regions
-                    .overlapping(addr, end)
-                    .all(|r| r.dontfork == dontfork)
-                {
-                    return Ok(());
-                }
-                if c.regions.len() + c.regions.splits(addr, end)
-                    > c.spec.limits.max_regions as usize
-                {
-                    return Err(Errno::ENOMEM);
-                }
-                let c = self.clients.get_mut(&id).ok_or(Errno::ESRCH)?;
-                c.regions.update_range(addr, end, |r| r.dontfork = dontfork);
-                Ok(())
+            Advice::Normal => self.set_attr(id, addr, end, |r| r.access = AccessPattern::Normal),
+            Advice::Random => self.set_attr(id, addr, end, |r| r.access = AccessPattern::Random),
+            Advice::Sequential => {
+                self.set_attr(id, addr, end, |r| r.access = AccessPattern::Sequential)
             }
+            Advice::DontFork => self.set_attr(id, addr, end, |r| r.dontfork = true),
+            Advice::DoFork => self.set_attr(id, addr, end, |r| r.dontfork = false),
         }
+    }
+
+    /// Applies `set` to every region piece of `[start, end)` (mapped without a hole),
+    /// splitting at the ends: `ENOMEM` when the splits would pass the region limit, as
+    /// Linux's `max_map_count`. Nothing changes when `set` changes nothing.
+    fn set_attr(
+        &mut self,
+        id: ClientId,
+        start: u64,
+        end: u64,
+        set: impl Fn(&mut Region),
+    ) -> Result<(), Errno> {
+        let c = self.clients.get_mut(&id).ok_or(Errno::ESRCH)?;
+        let changes = c.regions.overlapping(start, end).any(|r| {
+            let mut n = *r;
+            set(&mut n);
+            n != *r
+        });
+        if !changes {
+            return Ok(());
+        }
+        if c.regions.len() + c.regions.splits(start, end) > c.spec.limits.max_regions as usize {
+            return Err(Errno::ENOMEM);
+        }
+        c.regions.update_range(start, end, set);
+        Ok(())
     }
 
     /// `MADV_DONTNEED` (and `MADV_FREE`, which may free at once): removes every

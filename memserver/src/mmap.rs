@@ -182,6 +182,7 @@ impl<K: KernelStub> Server<K> {
             inherit: f.contains(MapFlags::INHERIT),
             denywrite: f.contains(MapFlags::DENYWRITE) && matches!(res.backing, Backing::Object(_)),
             dontfork: false,
+            access: crate::region::AccessPattern::Normal,
         };
         // Commit: the new region's charge must fit once the replaced range's is refunded.
         if region.wants_commit() {

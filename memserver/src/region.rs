@@ -34,6 +34,19 @@ pub enum RegionBacking {
     },
 }
 
+/// The access pattern `madvise` declared for a region (Linux keeps it as VMA flags, so
+/// a range with another pattern is another mapping, as it is here).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessPattern {
+    /// `MADV_NORMAL` (the default).
+    #[default]
+    Normal,
+    /// `MADV_RANDOM`.
+    Random,
+    /// `MADV_SEQUENTIAL`.
+    Sequential,
+}
+
 /// One mapping: `[start, end)`, page-aligned, non-empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Region {
@@ -66,6 +79,8 @@ pub struct Region {
     pub denywrite: bool,
     /// `MADV_DONTFORK`: an address-space clone leaves it out of the child.
     pub dontfork: bool,
+    /// `MADV_RANDOM`/`MADV_SEQUENTIAL`: a hint, kept so mappings split where Linux's do.
+    pub access: AccessPattern,
 }
 
 impl Region {
@@ -167,6 +182,7 @@ impl Region {
             && self.inherit == next.inherit
             && self.denywrite == next.denywrite
             && self.dontfork == next.dontfork
+            && self.access == next.access
             && next.backing == self.backing_at(next.start)
     }
 
@@ -214,6 +230,7 @@ mod tests {
             inherit: false,
             denywrite: false,
             dontfork: false,
+            access: AccessPattern::Normal,
         }
     }
 

@@ -341,6 +341,7 @@ mod tests {
             inherit: false,
             denywrite: false,
             dontfork: false,
+            access: crate::region::AccessPattern::Normal,
         }
     }
 

@@ -172,6 +172,15 @@ impl<K: KernelStub> Server<K> {
                 to: old_end,
             });
         }
+        // Linux unmaps a fixed destination first: a duplicate whose destination covers
+        // its own source finds nothing left to duplicate.
+        if let Some(dest) = v.fixed
+            && v.old_len == 0
+            && dest <= v.old_addr
+            && v.old_addr < dest + v.new_len
+        {
+            return Err(Errno::EFAULT);
+        }
         let move_len = v.old_len.min(v.new_len);
         // Linux: what moves or grows must lie inside one mapping.
         if v.old_addr + move_len > r.end {

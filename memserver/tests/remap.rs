@@ -509,3 +509,33 @@ proptest! {
         check(&sys);
     }
 }
+
+#[test]
+fn found_by_the_differential_test() {
+    let sys = system(256);
+    let mut c = spawn(&sys, ClientSpec::DEFAULT);
+    let sa = MapFlags::SHARED | MapFlags::ANONYMOUS | MapFlags::FIXED;
+    let a = c.mmap(BASE, P, RW, sa, None, 0).unwrap();
+    // A fixed duplicate whose destination covers its own source: Linux unmaps the
+    // destination first and finds nothing to duplicate.
+    let fx = MAYMOVE | MremapFlags::FIXED;
+    assert_eq!(c.mremap(a, 0, 2 * P, fx, a), Err(Errno::EFAULT));
+    assert_eq!(c.regions().count(), 1);
+    // mlock over pages past the object's end (a grown shared mapping) is ENOMEM, and
+    // locks nothing; mlockall ignores them, as Linux.
+    assert_eq!(c.mremap(a, P, 2 * P, e(), 0), Ok(a));
+    assert_eq!(c.mlock(a, 2 * P), Err(Errno::ENOMEM));
+    assert!(!c.page_info(a).unwrap().locked);
+    assert_eq!(c.mlockall(MlockallFlags::CURRENT), Ok(()));
+    c.munlockall().unwrap();
+    // Access-pattern hints split mappings where Linux's split, so mremap's one-mapping
+    // rule agrees: growing across the split is EFAULT.
+    let b = fixed(&mut c, BASE + 32 * P, 4);
+    c.madvise(b + 2 * P, 2 * P, Advice::Random).unwrap();
+    assert_eq!(c.regions().count(), 3);
+    assert_eq!(c.mremap(b, 4 * P, 6 * P, MAYMOVE, 0), Err(Errno::EFAULT));
+    c.madvise(b, 4 * P, Advice::Normal).unwrap();
+    assert_eq!(c.regions().count(), 2);
+    assert!(c.mremap(b, 4 * P, 6 * P, MAYMOVE, 0).is_ok());
+    check(&sys);
+}
