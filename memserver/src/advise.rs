@@ -160,3 +160,79 @@ impl<K: KernelStub> Server<K> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::KernelStub;
+    use crate::config::{Config, FrameRange};
+    use crate::server::{Sender, Server};
+    use crate::test_stub::TestStub;
+    use ipc_proto::{
+        Access, Advice, ClientId, ClientSpec, Errno, MapFlags, MmapArgs, PAGE_SIZE, Prot, Reply,
+        Request,
+    };
+
+    const P: u64 = PAGE_SIZE;
+
+    /// A server with one client holding `pages` touched private pages at the returned
+    /// address.
+    fn touched(pages: u64) -> (Server<TestStub>, ClientId, u64) {
+        let cfg = Config::with_ram(alloc::vec![FrameRange {
+            start: 100,
+            count: 64
+        }]);
+        let mut s = Server::new(cfg, TestStub::default());
+        s.set_self_check(true);
+        let c = ClientId(1);
+        let spec = ClientSpec::DEFAULT;
+        let started = Request::ClientStarted { client: c, spec };
+        assert_eq!(s.handle(Sender::Kernel, &started), Ok(Reply::Done));
+        let args = MmapArgs {
+            addr: 0,
+            len: pages * P,
+            prot: Prot::READ | Prot::WRITE,
+            flags: MapFlags::PRIVATE | MapFlags::ANONYMOUS,
+            fd: None,
+            offset: 0,
+        };
+        let Ok(Reply::Mapped { addr }) = s.handle(Sender::Client(c), &Request::Mmap(args)) else {
+            panic!("mmap failed");
+        };
+        for i in 0..pages {
+            let addr = addr + i * P;
+            let fault = Request::PageFault {
+                client: c,
+                addr,
+                access: Access::Write,
+            };
+            assert_eq!(s.handle(Sender::Kernel, &fault), Ok(Reply::FaultResolved));
+        }
+        (s, c, addr)
+    }
+
+    #[test]
+    fn dontneed_frees_the_private_frames_and_their_entries() {
+        let (mut s, c, a) = touched(3);
+        let free = s.stats().free_frames;
+        assert_eq!(s.madvise(c, a + P, 2 * P, Advice::DontNeed), Ok(()));
+        assert_eq!(s.stats().free_frames, free + 2);
+        let space = s.space_of(c).unwrap();
+        assert!(s.stub().query(space, a).is_some());
+        assert!(s.stub().query(space, a + P).is_none());
+        assert!(s.stub().query(space, a + 2 * P).is_none());
+        assert_eq!(s.clients[&c].anon.len(), 1);
+        assert_eq!(s.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn a_hole_or_a_locked_page_changes_nothing() {
+        let (mut s, c, a) = touched(2);
+        assert_eq!(s.madvise(c, a, 3 * P, Advice::DontNeed), Err(Errno::ENOMEM));
+        assert_eq!(s.mlock(c, a, P, true), Ok(()));
+        assert_eq!(s.madvise(c, a, 2 * P, Advice::DontNeed), Err(Errno::EINVAL));
+        assert_eq!(s.clients[&c].anon.len(), 2);
+        assert_eq!(s.madvise(c, a, 2 * P, Advice::DontFork), Ok(()));
+        assert!(s.clients[&c].regions.iter().all(|r| r.dontfork));
+        assert_eq!(s.check_invariants(), Ok(()));
+    }
+}

@@ -532,3 +532,50 @@ fn usage<S>(c: &crate::client_state::ClientState<S>, start: u64, end: u64) -> Us
         locked,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, FrameRange};
+    use crate::server::Server;
+    use crate::test_stub::TestStub;
+    use ipc_proto::{Errno, MremapFlags, PAGE_SIZE};
+
+    const P: u64 = PAGE_SIZE;
+
+    fn server() -> Server<TestStub> {
+        let cfg = Config::with_ram(alloc::vec![FrameRange {
+            start: 100,
+            count: 64
+        }]);
+        Server::new(cfg, TestStub::default())
+    }
+
+    #[test]
+    fn arguments_are_checked_in_linuxs_order() {
+        let s = server();
+        let (lo, hi) = (s.cfg.mmap_min, s.cfg.mmap_max);
+        let v = |old, ol, nl, f, new| s.validate_mremap(old, ol, nl, f, new).map(|_| ());
+        let mm = MremapFlags::MAYMOVE;
+        let fx = MremapFlags::FIXED;
+        let du = MremapFlags::DONTUNMAP;
+        // FIXED and DONTUNMAP need MAYMOVE, before anything else is looked at.
+        assert_eq!(v(lo + 1, 0, 0, fx, 0), Err(Errno::EINVAL));
+        assert_eq!(v(lo, P, P, du, 0), Err(Errno::EINVAL));
+        assert_eq!(v(lo + 1, P, P, mm, 0), Err(Errno::EINVAL));
+        assert_eq!(v(lo, P, 0, mm, 0), Err(Errno::EINVAL));
+        assert_eq!(v(lo, P, u64::MAX, mm, 0), Err(Errno::EINVAL));
+        assert_eq!(v(lo, P, 2 * P, mm | du, 0), Err(Errno::EINVAL));
+        assert_eq!(v(lo, P, hi - lo + P, mm, 0), Err(Errno::EINVAL));
+        assert_eq!(v(hi, P, P, mm, 0), Err(Errno::EINVAL));
+        // Fixed destinations: aligned, inside, not overlapping, not below the floor.
+        assert_eq!(v(lo, P, P, mm | fx, lo + 8 * P + 1), Err(Errno::EINVAL));
+        assert_eq!(v(lo, P, P, mm | fx, hi), Err(Errno::EINVAL));
+        assert_eq!(v(lo + P, 2 * P, 2 * P, mm | fx, lo), Err(Errno::EINVAL));
+        assert_eq!(v(lo, P, P, mm | fx, lo - P), Err(Errno::EPERM));
+        assert_eq!(v(lo, P, P, mm | fx, lo + 8 * P), Ok(()));
+        // Lengths are rounded up; old_len 0 is allowed here (a shared duplicate).
+        let ok = s.validate_mremap(lo, 1, P + 1, mm, 0).unwrap();
+        assert_eq!((ok.old_len, ok.new_len, ok.fixed), (P, 2 * P, None));
+        assert_eq!(v(lo, 0, P, mm, 0), Ok(()));
+    }
+}
