@@ -385,6 +385,8 @@ enum Op {
         dest: u64,
     },
     DontNeed(u64, u64),
+    /// Fork a child that keeps what the parent has now, untouched to the end.
+    Fork,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -402,6 +404,7 @@ fn op() -> impl Strategy<Value = Op> {
             }
         ),
         (0u64..32, 1u64..6).prop_map(|(p, n)| Op::DontNeed(p, n)),
+        Just(Op::Fork),
     ]
 }
 
@@ -441,14 +444,16 @@ fn apply_remap(m: &mut Model, old: u64, old_len: u64, new_len: u64, at: u64, don
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Random maps, writes, mremaps and MADV_DONTNEED against a model of the bytes: every
-    /// page the model knows reads back its value, every page it does not know is
-    /// unmapped, and the server's invariants hold after every request.
+    /// Random maps, writes, mremaps, MADV_DONTNEED and forks against a model of the bytes:
+    /// every page the model knows reads back its value, every page it does not know is
+    /// unmapped, every child reads what the parent had when it forked, and the server's
+    /// invariants hold after every request.
     #[test]
     fn mremap_and_madvise_agree_with_a_model(ops in proptest::collection::vec(op(), 1..40)) {
         let sys = system(512);
         let mut c = spawn(&sys, ClientSpec::DEFAULT);
         let mut m = Model::new();
+        let mut children: Vec<(ClientId, Model)> = Vec::new();
         let at = |p: u64| BASE + p * P;
         for op in ops {
             match op {
@@ -483,6 +488,13 @@ proptest! {
                         ),
                     }
                 }
+                Op::Fork => {
+                    if children.len() < 3 {
+                        let pid = c.transport().id;
+                        let child = sys.borrow_mut().fork(pid, ClientSpec::DEFAULT).unwrap();
+                        children.push((child, m.clone()));
+                    }
+                }
                 Op::DontNeed(p, n) => {
                     let all_mapped = (0..n).all(|i| m.contains_key(&at(p + i)));
                     match c.madvise(at(p), n * P, Advice::DontNeed) {
@@ -506,6 +518,13 @@ proptest! {
         }
         let mapped: u64 = c.regions().map(|r| { let r = r.unwrap(); r.end - r.start }).sum();
         prop_assert_eq!(mapped, m.len() as u64 * P);
+        // Children forked along the way see what the parent had then: moves, drops and
+        // writes in the parent never reached their copy-on-write pages.
+        for (child, cm) in &children {
+            for (&va, &v) in cm {
+                prop_assert_eq!(sys.borrow_mut().read(*child, va), Ok(v), "child page {:#x}", va);
+            }
+        }
         check(&sys);
     }
 }
