@@ -305,8 +305,21 @@ pub fn largest_request() -> Request {
     }
 }
 
-/// The longest message without a name: an `mmap` with every field at its maximum.
+/// The longest message without a name: an `mremap` with every field at its maximum (one
+/// byte longer than the same `mmap`, which has a one-byte `Option` where `mremap` has a
+/// ten-byte address).
 pub fn largest_unnamed_request() -> Request {
+    Request::Mremap {
+        old_addr: u64::MAX,
+        old_len: u64::MAX,
+        new_len: u64::MAX,
+        flags: MremapFlags::all(),
+        new_addr: u64::MAX,
+    }
+}
+
+/// The longest `mmap` there is: every field at its maximum.
+pub fn largest_mmap_request() -> Request {
     Request::Mmap(MmapArgs {
         addr: u64::MAX,
         len: u64::MAX,
