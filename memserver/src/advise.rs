@@ -139,9 +139,12 @@ impl<K: KernelStub> Server<K> {
                 RegionBacking::Object { obj, offset } => {
                     let size = self.objects.get(&obj)?.size;
                     let s = r.start.max(start);
-                    // The first address past the object's last page.
-                    let obj_end =
-                        (r.start + size.div_ceil(PAGE_SIZE) * PAGE_SIZE).saturating_sub(offset);
+                    // The first address past the object's last page (saturating: a
+                    // file's size comes from the pager, not trusted to be small).
+                    let obj_end = r
+                        .start
+                        .saturating_add(size.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE))
+                        .saturating_sub(offset);
                     let e = r.end.min(end).min(obj_end);
                     (s < e).then_some((s, e))
                 }
