@@ -1,7 +1,10 @@
 //! Validation of C-style arguments (`int` flags, `-1` fds, signed offsets) into the
 //! protocol's typed values, with the errnos a libc would give.
 
-use ipc_proto::{Errno, Fd, MapFlags, MlockallFlags, MmapArgs, Mode, MsyncFlags, OFlags, Prot};
+use ipc_proto::{
+    Advice, Errno, Fd, MapFlags, MlockallFlags, MmapArgs, Mode, MremapFlags, MsyncFlags, OFlags,
+    Prot,
+};
 
 /// The arguments of C `mmap(addr, len, prot, flags, fd, off)` as protocol values.
 ///
@@ -49,6 +52,18 @@ pub fn msync_flags(flags: i32) -> Result<MsyncFlags, Errno> {
 /// `flags` of `mlockall`.
 pub fn mlockall_flags(flags: i32) -> Result<MlockallFlags, Errno> {
     MlockallFlags::from_raw(flags as u32)
+}
+
+/// `flags` of `mremap`.
+pub fn mremap_flags(flags: i32) -> Result<MremapFlags, Errno> {
+    MremapFlags::from_raw(flags as u32)
+}
+
+/// `advice` of `madvise`: unknown advice is `EINVAL`, as Linux answers.
+pub fn advice(advice: i32) -> Result<Advice, Errno> {
+    u32::try_from(advice)
+        .map_err(|_| Errno::EINVAL)
+        .and_then(Advice::from_raw)
 }
 
 /// `oflag` of `shm_open`.

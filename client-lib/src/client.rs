@@ -3,9 +3,10 @@
 use crate::c_args;
 use crate::transport::Transport;
 use ipc_proto::{
-    Errno, Fd, FilePath, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MapFlags, MlockallFlags, MmapArgs,
-    MsyncFlags, OFlags, ObjName, PROTOCOL_MAJOR, PROTOCOL_MINOR, PageInfo, Prot, RegionInfo, Reply,
-    Request, Response, ServerInfo, ServerStats, ShmName, Stat, decode_response, encode_request,
+    Advice, Errno, Fd, FilePath, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MapFlags, MlockallFlags,
+    MmapArgs, MremapFlags, MsyncFlags, OFlags, ObjName, PROTOCOL_MAJOR, PROTOCOL_MINOR, PageInfo,
+    Prot, RegionInfo, Reply, Request, Response, ServerInfo, ServerStats, ShmName, Stat,
+    decode_response, encode_request,
 };
 
 /// A connection to the memory server over transport `T`.
@@ -125,11 +126,58 @@ impl<T: Transport> Client<T> {
         self.done(&Request::Munlockall)
     }
 
+    /// `mremap(old_addr, old_len, new_len, flags, new_addr)`: the mapping's address
+    /// afterwards (`new_addr` counts only with `MREMAP_FIXED`).
+    pub fn mremap(
+        &mut self,
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: MremapFlags,
+        new_addr: u64,
+    ) -> Result<u64, Errno> {
+        let req = Request::Mremap {
+            old_addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+        };
+        match self.call(&req)? {
+            Reply::Mapped { addr } => Ok(addr),
+            _ => Err(Errno::EPROTO),
+        }
+    }
+
+    /// `mremap` with a C `int` for the flags (unknown bits are `EINVAL`).
+    pub fn mremap_c(
+        &mut self,
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: i32,
+        new_addr: u64,
+    ) -> Result<u64, Errno> {
+        let flags = c_args::mremap_flags(flags)?;
+        self.mremap(old_addr, old_len, new_len, flags, new_addr)
+    }
+
+    /// `madvise(addr, len, advice)`.
+    pub fn madvise(&mut self, addr: u64, len: u64, advice: Advice) -> Result<(), Errno> {
+        self.done(&Request::Madvise { addr, len, advice })
+    }
+
+    /// `madvise` with a C `int` advice (unknown advice is `EINVAL`, as Linux).
+    pub fn madvise_c(&mut self, addr: u64, len: u64, advice: i32) -> Result<(), Errno> {
+        let advice = c_args::advice(advice)?;
+        self.madvise(addr, len, advice)
+    }
+
     /// `shm_open(name, oflag, mode)`.
     ///
-    /// The name is checked here as glibc does: longer than `NAME_MAX` after its `/` is
-    /// `ENAMETOOLONG`, any other rule broken `EINVAL`. Mode bits beyond `0o7777` are
-    /// ignored.
+    /// The name is checked here as glibc does: leading slashes optional (`"x"` and
+    /// `"/x"` are one object), longer than `NAME_MAX` after them is `ENAMETOOLONG`, any
+    /// other rule broken `EINVAL`. Mode bits beyond `0o7777` are ignored.
     pub fn shm_open(&mut self, name: &str, oflag: OFlags, mode: u32) -> Result<Fd, Errno> {
         let name = ShmName::new(name)?;
         let mode = c_args::mode(mode);
@@ -280,6 +328,36 @@ mod tests {
     }
 
     #[test]
+    fn mremap_and_madvise_send_their_arguments() {
+        let mut c = Client::new(Fake(|req| match req {
+            Request::Mremap {
+                old_addr: 0x1000_0000,
+                old_len: 4096,
+                new_len: 8192,
+                flags,
+                new_addr: 0,
+            } if flags == MremapFlags::MAYMOVE => Ok(Reply::Mapped { addr: 0x2000_0000 }),
+            Request::Madvise {
+                advice: Advice::DontNeed,
+                ..
+            } => Ok(Reply::Done),
+            _ => Err(Errno::EINVAL),
+        }));
+        assert_eq!(
+            c.mremap(0x1000_0000, 4096, 8192, MremapFlags::MAYMOVE, 0),
+            Ok(0x2000_0000)
+        );
+        assert_eq!(c.mremap_c(0x1000_0000, 4096, 8192, 1, 0), Ok(0x2000_0000));
+        assert_eq!(
+            c.mremap_c(0x1000_0000, 4096, 8192, 8, 0),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(c.madvise_c(0x1000_0000, 4096, 4), Ok(()));
+        assert_eq!(c.madvise_c(0x1000_0000, 4096, 3), Err(Errno::EINVAL));
+        assert_eq!(c.madvise_c(0x1000_0000, 4096, 77), Err(Errno::EINVAL));
+    }
+
+    #[test]
     fn wrong_reply_kind_is_eproto() {
         let mut c = Client::new(Fake(|_| Ok(Reply::Done)));
         assert_eq!(c.fstat(Fd(3)), Err(Errno::EPROTO));
@@ -300,13 +378,13 @@ mod tests {
             c.shm_open(long, OFlags::RDWR, 0o600),
             Err(Errno::ENAMETOOLONG)
         );
-        assert_eq!(
-            c.shm_open("noslash", OFlags::RDWR, 0o600),
-            Err(Errno::EINVAL)
-        );
+        assert_eq!(c.shm_open("a/b", OFlags::RDWR, 0o600), Err(Errno::EINVAL));
+        assert_eq!(c.shm_open("..", OFlags::RDWR, 0o600), Err(Errno::EINVAL));
         assert_eq!(c.shm_open("/ok", OFlags::RDWR, 0o600), Ok(Fd(0)));
+        // glibc: the leading slash is optional.
+        assert_eq!(c.shm_open("noslash", OFlags::RDWR, 0o600), Ok(Fd(0)));
         let _ = c;
-        assert_eq!(sent, 1);
+        assert_eq!(sent, 2);
     }
 
     #[test]

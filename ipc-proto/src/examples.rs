@@ -1,7 +1,7 @@
 //! Named example messages: the golden vectors, `cargo xtask wire-sizes` and the
 //! benchmarks all use these, so they describe the same bytes.
 
-use crate::flags::{MapFlags, MlockallFlags, Mode, MsyncFlags, OFlags, Prot};
+use crate::flags::{Advice, MapFlags, MlockallFlags, Mode, MremapFlags, MsyncFlags, OFlags, Prot};
 use crate::limits::{NAME_MAX, PAGE_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 use crate::message::{
     Access, Backing, CacheMode, ClientId, ClientSpec, Fd, MmapArgs, ObjectKind, PageInfo,
@@ -133,8 +133,9 @@ pub fn requests() -> [(&'static str, Request); 19] {
     ]
 }
 
-/// Requests beyond the first array: the kernel's exit notice and the introspection calls.
-pub fn more_requests() -> [(&'static str, Request); 6] {
+/// Requests beyond the first array: the kernel's exit notice, the introspection calls,
+/// and the requests of protocol 1.3 (`mremap`, `madvise`).
+pub fn more_requests() -> [(&'static str, Request); 8] {
     [
         (
             "client_started",
@@ -169,6 +170,24 @@ pub fn more_requests() -> [(&'static str, Request); 6] {
             Request::FileOpen {
                 path: FilePath::new("/etc/motd").expect("valid path"),
                 oflag: OFlags::RDONLY,
+            },
+        ),
+        (
+            "mremap_maymove",
+            Request::Mremap {
+                old_addr: 0x7f00_0000_0000,
+                old_len: PAGE_SIZE,
+                new_len: 4 * PAGE_SIZE,
+                flags: MremapFlags::MAYMOVE,
+                new_addr: 0,
+            },
+        ),
+        (
+            "madvise_dontneed",
+            Request::Madvise {
+                addr: 0x7f00_0000_0000,
+                len: 2 * PAGE_SIZE,
+                advice: Advice::DontNeed,
             },
         ),
     ]
@@ -286,8 +305,21 @@ pub fn largest_request() -> Request {
     }
 }
 
-/// The longest message without a name: an `mmap` with every field at its maximum.
+/// The longest message without a name: an `mremap` with every field at its maximum (one
+/// byte longer than the same `mmap`, which has a one-byte `Option` where `mremap` has a
+/// ten-byte address).
 pub fn largest_unnamed_request() -> Request {
+    Request::Mremap {
+        old_addr: u64::MAX,
+        old_len: u64::MAX,
+        new_len: u64::MAX,
+        flags: MremapFlags::all(),
+        new_addr: u64::MAX,
+    }
+}
+
+/// The longest `mmap` there is: every field at its maximum.
+pub fn largest_mmap_request() -> Request {
     Request::Mmap(MmapArgs {
         addr: u64::MAX,
         len: u64::MAX,

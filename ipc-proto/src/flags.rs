@@ -109,6 +109,105 @@ bitflags! {
 }
 
 bitflags! {
+    /// `mremap` flags (`MREMAP_*`, since protocol 1.3).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct MremapFlags: u32 {
+        /// The mapping may move if it cannot be resized where it is.
+        const MAYMOVE = 0x1;
+        /// With `MAYMOVE`: move to `new_addr`, replacing whatever is there.
+        const FIXED = 0x2;
+        /// With `MAYMOVE` and equal lengths: move the pages, leave the old range mapped
+        /// (and empty).
+        const DONTUNMAP = 0x4;
+    }
+}
+
+/// `madvise` advice (`MADV_*`, Linux x86_64 values; since protocol 1.3). A value not
+/// listed here does not decode (`EINVAL`, as Linux answers unknown advice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Advice {
+    /// No special treatment (0).
+    Normal,
+    /// Expect random access (1): accepted, a hint only.
+    Random,
+    /// Expect sequential access (2): accepted, a hint only.
+    Sequential,
+    /// Expect access soon (3): page the range in.
+    WillNeed,
+    /// Do not expect access soon (4): drop the pages; private anonymous memory reads as
+    /// zero afterwards, shared and file mappings re-read their object.
+    DontNeed,
+    /// The pages may be freed (8): private anonymous memory only.
+    Free,
+    /// Do not give the range to a child at address-space clone (10).
+    DontFork,
+    /// Undo `DontFork` (11).
+    DoFork,
+}
+
+impl Advice {
+    /// Every advice the protocol knows.
+    pub const ALL: [Advice; 8] = [
+        Advice::Normal,
+        Advice::Random,
+        Advice::Sequential,
+        Advice::WillNeed,
+        Advice::DontNeed,
+        Advice::Free,
+        Advice::DontFork,
+        Advice::DoFork,
+    ];
+
+    /// The Linux `MADV_*` number.
+    pub const fn raw(self) -> u32 {
+        match self {
+            Advice::Normal => 0,
+            Advice::Random => 1,
+            Advice::Sequential => 2,
+            Advice::WillNeed => 3,
+            Advice::DontNeed => 4,
+            Advice::Free => 8,
+            Advice::DontFork => 10,
+            Advice::DoFork => 11,
+        }
+    }
+
+    /// Validates a raw C value: unknown advice is `EINVAL`.
+    pub const fn from_raw(raw: u32) -> Result<Advice, Errno> {
+        Ok(match raw {
+            0 => Advice::Normal,
+            1 => Advice::Random,
+            2 => Advice::Sequential,
+            3 => Advice::WillNeed,
+            4 => Advice::DontNeed,
+            8 => Advice::Free,
+            10 => Advice::DontFork,
+            11 => Advice::DoFork,
+            _ => return Err(Errno::EINVAL),
+        })
+    }
+}
+
+impl Serialize for Advice {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.raw())
+    }
+}
+
+impl<'de> Deserialize<'de> for Advice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = u32::deserialize(d)?;
+        Advice::from_raw(raw).map_err(|_| serde::de::Error::custom("unknown advice"))
+    }
+}
+
+impl postcard::experimental::max_size::MaxSize for Advice {
+    // Every advice number fits in one varint byte; a u32's bound keeps it honest if
+    // larger ones are added.
+    const POSTCARD_MAX_SIZE: usize = varint_len(u32::MAX as u64);
+}
+
+bitflags! {
     /// Open flags (`O_*`) accepted by `shm_open` and the bank/device opens.
     ///
     /// `O_RDONLY` is zero: a set without `WRONLY`/`RDWR` opens read-only.
@@ -191,7 +290,14 @@ macro_rules! validated_bits {
     )*};
 }
 
-validated_bits!(Prot, MapFlags, MsyncFlags, MlockallFlags, OFlags);
+validated_bits!(
+    Prot,
+    MapFlags,
+    MsyncFlags,
+    MlockallFlags,
+    MremapFlags,
+    OFlags
+);
 
 impl Serialize for Mode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -243,6 +349,23 @@ mod tests {
         assert_eq!(OFlags::CLOEXEC.bits(), 0x80000);
         assert_eq!(MsyncFlags::SYNC.bits(), 4);
         assert_eq!(MlockallFlags::FUTURE.bits(), 2);
+        assert_eq!(MremapFlags::MAYMOVE.bits(), 1);
+        assert_eq!(MremapFlags::FIXED.bits(), 2);
+        assert_eq!(MremapFlags::DONTUNMAP.bits(), 4);
+    }
+
+    #[test]
+    fn advice_numbers_round_trip_and_unknown_is_einval() {
+        for a in Advice::ALL {
+            assert_eq!(Advice::from_raw(a.raw()), Ok(a));
+        }
+        assert_eq!(Advice::DontNeed.raw(), 4);
+        assert_eq!(Advice::Free.raw(), 8);
+        // MADV_REMOVE (9), MADV_HUGEPAGE (14), MADV_COLD (20): not ours.
+        for raw in [5, 6, 7, 9, 12, 14, 20, 100, u32::MAX] {
+            assert_eq!(Advice::from_raw(raw), Err(Errno::EINVAL));
+        }
+        assert_eq!(MremapFlags::from_raw(8), Err(Errno::EINVAL));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use codec::{
     encode_response,
 };
 pub use errno::Errno;
-pub use flags::{MapFlags, MlockallFlags, Mode, MsyncFlags, OFlags, Prot};
+pub use flags::{Advice, MapFlags, MlockallFlags, Mode, MremapFlags, MsyncFlags, OFlags, Prot};
 pub use limits::{NAME_MAX, OBJ_NAME_MAX, PAGE_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 pub use message::{
     Access, Backing, CacheMode, ClientId, ClientSpec, Fd, Limits, MmapArgs, ObjectKind, PageInfo,

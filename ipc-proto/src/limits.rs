@@ -4,7 +4,7 @@
 /// A wire change that alters any golden vector bumps it.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Minor protocol version: additions that old peers can ignore.
-pub const PROTOCOL_MINOR: u16 = 2;
+pub const PROTOCOL_MINOR: u16 = 3;
 
 /// The page size every address, length and offset on the wire is measured against.
 pub const PAGE_SIZE: u64 = 4096;

@@ -4,7 +4,7 @@
 //! lists the reply it gets on success, the errnos it can answer, and whether a retry after
 //! a lost reply is safe ("idempotent").
 
-use crate::flags::{MapFlags, MlockallFlags, Mode, MsyncFlags, OFlags, Prot};
+use crate::flags::{Advice, MapFlags, MlockallFlags, Mode, MremapFlags, MsyncFlags, OFlags, Prot};
 use crate::name::{FilePath, ObjName, ShmName};
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
@@ -82,9 +82,11 @@ pub enum Request {
         minor: u16,
     },
     /// `mmap`. Reply: [`Reply::Mapped`]. Errors: `EINVAL` (len 0, unaligned fixed addr or
-    /// offset, neither/both of shared and private, bad flag mix), `EBADF`, `ENODEV`,
-    /// `EACCES` (fd mode, W^X policy), `ENOMEM` (no room, quota, commit limit, length
-    /// overflow), `EEXIST` (`MAP_FIXED_NOREPLACE`), `EOVERFLOW` (offset + len), `ENXIO`
+    /// offset, neither/both of shared and private, bad flag mix), `EBADF` (no fd, or an
+    /// fd that is not open, without `MAP_ANONYMOUS`), `ENODEV`, `EACCES` (fd mode, W^X
+    /// policy), `ENOMEM` (no room, quota, commit limit, a length no address space holds),
+    /// `EEXIST` (`MAP_FIXED_NOREPLACE`), `EOVERFLOW` (an object's offset + len past the
+    /// offset maximum; never for anonymous memory), `ENXIO`
     /// (range beyond a device), `EPERM` (below the mapping floor), `EAGAIN` (lock limit
     /// with `MAP_LOCKED`). Not idempotent without `MAP_FIXED`.
     Mmap(MmapArgs),
@@ -263,13 +265,51 @@ pub enum Request {
         /// `O_RDONLY` or `O_RDWR`, optionally `O_TRUNC`.
         oflag: OFlags,
     },
+    /// `mremap` (Linux). Reply: [`Reply::Mapped`] with the mapping's (possibly new)
+    /// address. Shrinking unmaps the tail; growing extends in place when the space
+    /// after is free, else moves with `MREMAP_MAYMOVE` (the same frames reinstalled at the
+    /// new address, never copied; shared and file pages keep their object); `FIXED` moves
+    /// to `new_addr`, replacing what is there; `DONTUNMAP` leaves the old range mapped
+    /// and empty. Errors: `EINVAL` (unaligned `old_addr` or fixed `new_addr`,
+    /// `new_len` 0 or past the address space, `FIXED`/`DONTUNMAP` without `MAYMOVE`,
+    /// `DONTUNMAP` with different lengths or on a device, overlapping fixed ranges,
+    /// `old_len` 0 of a private mapping), `EFAULT` (the old range is not inside one
+    /// mapping), `ENOMEM` (cannot grow in place without `MAYMOVE`, no room, quota,
+    /// commit limit), `EAGAIN` (lock limit of a locked mapping), `EPERM` (fixed below
+    /// the mapping floor). A failed call changes nothing. Idempotent only for a shrink
+    /// in place (a retried move finds nothing at `old_addr`: `EFAULT`). Since 1.3.
+    Mremap {
+        /// Page-aligned start of the mapping to resize or move.
+        old_addr: u64,
+        /// Its length in bytes (rounded up to pages); 0 duplicates a shared mapping.
+        old_len: u64,
+        /// The new length in bytes (rounded up to pages).
+        new_len: u64,
+        /// `MREMAP_*` flags.
+        flags: MremapFlags,
+        /// The destination with `MREMAP_FIXED`; ignored otherwise.
+        new_addr: u64,
+    },
+    /// `madvise` (Linux). Reply: [`Reply::Done`]. Errors: `EINVAL` (unaligned addr, a
+    /// length that wraps, unknown advice, `DONTNEED`/`FREE` on locked or device pages,
+    /// `FREE` on anything but private anonymous memory), `ENOMEM` (a hole in the range:
+    /// nothing is changed, where Linux advises the mapped parts first). Idempotent.
+    /// Since 1.3.
+    Madvise {
+        /// Page-aligned start.
+        addr: u64,
+        /// Length in bytes, rounded up to pages; 0 succeeds.
+        len: u64,
+        /// The advice.
+        advice: Advice,
+    },
 }
 
 impl Request {
     /// How many request kinds this version knows: variant indexes `0..VARIANTS`. A
     /// higher index decodes as `ENOSYS`. Appending a variant bumps it (checked by the
     /// golden-vector tests).
-    pub const VARIANTS: u32 = 24;
+    pub const VARIANTS: u32 = 26;
 }
 
 /// Per-client limits, the analogues of `RLIMIT_*` and `vm.max_map_count`.

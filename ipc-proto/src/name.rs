@@ -7,24 +7,27 @@ use core::fmt;
 use heapless::String;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A shared-memory object name such as `/ring0`.
+/// A shared-memory object name such as `/ring0` (or `ring0`: the same object).
 ///
-/// POSIX (seed 001) leaves name syntax to the implementation; we follow Linux/glibc: one
-/// leading `/`, then 1..=[`NAME_MAX`] bytes with no further `/` or NUL, and not `.` or
-/// `..`. On the wire only the part after the `/` travels.
+/// POSIX (seed 001) leaves name syntax to the implementation; we follow Linux/glibc:
+/// leading slashes are optional and dropped (`"x"`, `"/x"` and `"//x"` name one object),
+/// then 1..=[`NAME_MAX`] bytes with no further `/` or NUL, and not `.` or `..`. Past
+/// `NAME_MAX` is `ENAMETOOLONG` (glibc says `EINVAL` there; Linux's `open` and POSIX say
+/// `ENAMETOOLONG`). On the wire only the normalised part, without slashes, travels.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ShmName(String<NAME_MAX>);
 
 impl ShmName {
-    /// Validates a name as `shm_open` receives it (with its leading `/`).
+    /// Validates a name as `shm_open` receives it, with or without leading slashes
+    /// (glibc strips every one of them), and normalises it to the part after them.
     ///
     /// Too long is `ENAMETOOLONG`; any other rule broken is `EINVAL`.
     pub fn new(name: &str) -> Result<ShmName, Errno> {
-        let component = name.strip_prefix('/').ok_or(Errno::EINVAL)?;
-        Self::from_component(component)
+        Self::from_component(name.trim_start_matches('/'))
     }
 
-    /// Validates the part after the leading `/`.
+    /// Validates the part after the leading slashes (what travels on the wire: a
+    /// component starting with `/` is an inner slash, `EINVAL`).
     pub fn from_component(component: &str) -> Result<ShmName, Errno> {
         if component.len() > NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
@@ -180,14 +183,24 @@ mod tests {
     use super::*;
     extern crate std;
     use std::string::String as StdString;
+    use std::string::ToString;
 
     #[test]
     fn shm_name_rules() {
         assert_eq!(ShmName::new("/ring").unwrap().component(), "ring");
-        assert_eq!(ShmName::new("ring"), Err(Errno::EINVAL));
+        // glibc: leading slashes are optional, and every spelling is one object.
+        assert_eq!(ShmName::new("ring"), ShmName::new("/ring"));
+        assert_eq!(ShmName::new("//ring"), ShmName::new("/ring"));
+        assert_eq!(ShmName::new("ring").unwrap().to_string(), "/ring");
         assert_eq!(ShmName::new("/"), Err(Errno::EINVAL));
+        assert_eq!(ShmName::new("//"), Err(Errno::EINVAL));
+        assert_eq!(ShmName::new(""), Err(Errno::EINVAL));
         assert_eq!(ShmName::new("/a/b"), Err(Errno::EINVAL));
-        assert_eq!(ShmName::new("//a"), Err(Errno::EINVAL));
+        assert_eq!(ShmName::new("a/b"), Err(Errno::EINVAL));
+        assert_eq!(ShmName::new("a/"), Err(Errno::EINVAL));
+        assert_eq!(ShmName::from_component("/a"), Err(Errno::EINVAL));
+        assert_eq!(ShmName::new("."), Err(Errno::EINVAL));
+        assert_eq!(ShmName::new(".."), Err(Errno::EINVAL));
         assert_eq!(ShmName::new("/."), Err(Errno::EINVAL));
         assert_eq!(ShmName::new("/.."), Err(Errno::EINVAL));
         assert_eq!(ShmName::new("/a\0b"), Err(Errno::EINVAL));
@@ -204,8 +217,12 @@ mod tests {
             .chain(core::iter::repeat_n('x', NAME_MAX))
             .collect();
         assert!(ShmName::new(&max).is_ok());
+        // Slashes in front do not count against NAME_MAX; the name after them does.
+        assert!(ShmName::new(&max[1..]).is_ok());
+        assert!(ShmName::new(&(StdString::from("//") + &max[1..])).is_ok());
         let over = max + "x";
         assert_eq!(ShmName::new(&over), Err(Errno::ENAMETOOLONG));
+        assert_eq!(ShmName::new(&over[1..]), Err(Errno::ENAMETOOLONG));
     }
 
     #[test]

@@ -271,3 +271,24 @@ mod variants {
         }
     }
 }
+
+#[test]
+fn shm_names_with_and_without_slashes_are_the_same_bytes() {
+    // glibc: "x", "/x" and "//x" name one object, so they must be one message.
+    let enc = |name: &str| {
+        let req = Request::ShmUnlink {
+            name: ipc_proto::ShmName::new(name).expect("valid name"),
+        };
+        let mut buf = [0u8; ipc_proto::MAX_REQUEST_LEN];
+        let n = ipc_proto::encode_request(&req, &mut buf).expect("encodes");
+        buf[..n].to_vec()
+    };
+    assert_eq!(enc("x"), enc("/x"));
+    assert_eq!(enc("//x"), enc("/x"));
+    assert_eq!(enc("/x"), [0x0a, 0x01, b'x']);
+    // A slash inside the wire string is an inner slash: refused at decode.
+    assert_eq!(
+        ipc_proto::decode_request(&[0x0a, 0x02, b'/', b'x']),
+        Err(ipc_proto::Errno::EINVAL)
+    );
+}

@@ -170,6 +170,10 @@ fn bounds_are_tight_for_the_largest_messages() {
         bytes.len()
     );
     assert!(enc_req(&examples::largest_unnamed_request()).len() <= 64);
+    assert!(
+        enc_req(&examples::largest_mmap_request()).len()
+            <= enc_req(&examples::largest_unnamed_request()).len()
+    );
     assert!(enc_resp(&examples::largest_response()).len() <= 64);
 }
 

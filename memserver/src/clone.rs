@@ -30,7 +30,10 @@ impl<K: KernelStub> Server<K> {
         }
         let p = self.clients.get(&parent).ok_or(Errno::ESRCH)?;
         let lim = spec.limits;
-        if p.regions.len() > lim.max_regions as usize || p.mapped_bytes > lim.max_bytes {
+        // MADV_DONTFORK: those regions stay out of the child.
+        let inherited = || p.regions.iter().filter(|r| !r.dontfork);
+        let child_bytes: u64 = inherited().map(|r| r.len()).sum();
+        if inherited().count() > lim.max_regions as usize || child_bytes > lim.max_bytes {
             return Err(Errno::ENOMEM);
         }
         if p.fds.len() > lim.max_fds as usize {
@@ -40,9 +43,7 @@ impl<K: KernelStub> Server<K> {
         self.accounting.room_for(fds)?;
         // The child's private writable memory is charged again, as Linux does at fork:
         // either side may end up writing every page.
-        let charges: Vec<_> = p
-            .regions
-            .iter()
+        let charges: Vec<_> = inherited()
             .filter(|r| r.accounted)
             .map(|r| (r.charge_bank(), r.pages()))
             .collect();
@@ -71,7 +72,9 @@ impl<K: KernelStub> Server<K> {
         let mut fds = self.new_fd_table();
         let mut objects_mapped: Vec<(crate::object::ObjectId, u64, bool)> = Vec::new();
         let mut to_protect = Vec::new();
-        for r in p.regions.iter() {
+        let mut anon: BTreeMap<u64, crate::kernel_stub::Frame> = BTreeMap::new();
+        for r in p.regions.iter().filter(|r| !r.dontfork) {
+            anon.extend(p.anon.range(r.start..r.end).map(|(&va, &f)| (va, f)));
             // POSIX: memory locks are not inherited by the child.
             regions.insert(crate::region::Region {
                 locked: false,
@@ -87,8 +90,7 @@ impl<K: KernelStub> Server<K> {
         for (fd, e) in p.fds.iter() {
             fds.insert_at(fd, e);
         }
-        let anon: BTreeMap<u64, crate::kernel_stub::Frame> = p.anon.clone();
-        let (parent_space, mapped_bytes) = (p.space, p.mapped_bytes);
+        let (parent_space, mapped_bytes) = (p.space, child_bytes);
         let entries: Vec<_> = fds.iter().map(|(_, e)| e).collect();
 
         for &f in anon.values() {

@@ -22,6 +22,7 @@
 extern crate alloc;
 
 mod accounting;
+mod advise;
 mod client_state;
 mod clone;
 pub mod config;
@@ -41,6 +42,7 @@ pub mod page_map;
 mod permission;
 pub mod region;
 pub mod region_map;
+mod remap;
 mod server;
 mod shm;
 pub mod stub_driver;

@@ -51,8 +51,9 @@ impl<K: KernelStub> Server<K> {
             {
                 return Err(Errno::ENOMEM);
             }
-            // Pin first: if frames run out, nothing is marked locked.
-            self.populate_pinned(id, start, end)?;
+            // Pin first: if frames run out, nothing is marked locked. Linux: a page
+            // that cannot be faulted in (past an object's end) is ENOMEM.
+            self.populate_pinned(id, start, end, true)?;
         }
         self.set_locked(id, start, end, lock);
         Ok(())
@@ -90,7 +91,8 @@ impl<K: KernelStub> Server<K> {
             }
             if let Some((lo, hi)) = c.mapped_span() {
                 if !onfault {
-                    self.populate_pinned(id, lo, hi)?;
+                    // Linux's mlockall ignores pages that cannot be faulted in.
+                    self.populate_pinned(id, lo, hi, false)?;
                 }
                 self.set_locked(id, lo, hi, true);
             }
@@ -117,17 +119,43 @@ impl<K: KernelStub> Server<K> {
     }
 
     /// [`populate`](Self::populate) for `mlock`: the pages already made resident are not
-    /// evicted to make room for the rest. `EAGAIN` when frames run out.
-    fn populate_pinned(&mut self, id: ClientId, start: u64, end: u64) -> Result<(), Errno> {
+    /// evicted to make room for the rest. `EAGAIN` when frames run out; with `strict`,
+    /// `ENOMEM` for a page that faults (past the end of its object), as Linux's `mlock`.
+    fn populate_pinned(
+        &mut self,
+        id: ClientId,
+        start: u64,
+        end: u64,
+        strict: bool,
+    ) -> Result<(), Errno> {
         self.eviction.pinning = Some((id, start, end));
-        let r = self.populate(id, start, end);
+        let r = self.populate_checked(id, start, end, strict);
         self.eviction.pinning = None;
-        r.map_err(|_| Errno::EAGAIN)
+        r.map_err(|e| {
+            if e == Errno::EFAULT {
+                Errno::ENOMEM
+            } else {
+                Errno::EAGAIN
+            }
+        })
     }
 
     /// Makes every accessible page of the mapped parts of `[start, end)` resident and
-    /// installed, as a fault of the strongest allowed access would.
+    /// installed, as a fault of the strongest allowed access would; best effort past the
+    /// end of an object (`MAP_POPULATE`, `mremap` of a locked mapping).
     pub(crate) fn populate(&mut self, id: ClientId, start: u64, end: u64) -> Result<(), Errno> {
+        self.populate_checked(id, start, end, false)
+    }
+
+    /// [`populate`](Self::populate); with `strict`, a page that raises a signal (past
+    /// the end of its object) is `EFAULT` instead of the end of that region's part.
+    fn populate_checked(
+        &mut self,
+        id: ClientId,
+        start: u64,
+        end: u64,
+        strict: bool,
+    ) -> Result<(), Errno> {
         let mut va = start;
         while va < end {
             let Some(r) = self
@@ -154,6 +182,9 @@ impl<K: KernelStub> Server<K> {
             if let Some(access) = access {
                 while va < stop {
                     if self.resolve_evicting(id, va, access)?.is_some() {
+                        if strict {
+                            return Err(Errno::EFAULT);
+                        }
                         // Past the end of an object: nothing to populate there.
                         break;
                     }

@@ -82,10 +82,6 @@ impl<K: KernelStub> Server<K> {
         if a.offset & PAGE_MASK != 0 {
             return Err(Errno::EINVAL);
         }
-        match a.offset.checked_add(len) {
-            Some(end) if end <= MAX_OFFSET => {}
-            _ => return Err(Errno::EOVERFLOW),
-        }
         let fixed = f.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
         if fixed && a.addr & PAGE_MASK != 0 {
             return Err(Errno::EINVAL);
@@ -110,6 +106,13 @@ impl<K: KernelStub> Server<K> {
             self.place(id, a.addr, v.len, f.contains(MapFlags::BIT32))?
         };
         let end = start + v.len;
+        // Linux (file_mmap_ok, after placement): EOVERFLOW is about an object's offsets
+        // only. Anonymous memory ignores the offset, and a length no address space holds
+        // was ENOMEM at placement already.
+        let object = matches!(res.backing, Backing::Object(_) | Backing::Device(_));
+        if object && a.offset.checked_add(v.len).is_none_or(|e| e > MAX_OFFSET) {
+            return Err(Errno::EOVERFLOW);
+        }
 
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
         let lim = c.spec.limits;
@@ -178,6 +181,8 @@ impl<K: KernelStub> Server<K> {
             cache: res.cache,
             inherit: f.contains(MapFlags::INHERIT),
             denywrite: f.contains(MapFlags::DENYWRITE) && matches!(res.backing, Backing::Object(_)),
+            dontfork: false,
+            access: crate::region::AccessPattern::Normal,
         };
         // Commit: the new region's charge must fit once the replaced range's is refunded.
         if region.wants_commit() {
@@ -364,7 +369,7 @@ impl<K: KernelStub> Server<K> {
     }
 
     /// Commit charged by the regions overlapping `[start, end)`, per bank.
-    fn accounted_in(&self, id: ClientId, start: u64, end: u64) -> Vec<(BankId, u64)> {
+    pub(crate) fn accounted_in(&self, id: ClientId, start: u64, end: u64) -> Vec<(BankId, u64)> {
         let mut out: Vec<(BankId, u64)> = Vec::new();
         let Some(c) = self.clients.get(&id) else {
             return out;

@@ -34,6 +34,19 @@ pub enum RegionBacking {
     },
 }
 
+/// The access pattern `madvise` declared for a region (Linux keeps it as VMA flags, so
+/// a range with another pattern is another mapping, as it is here).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessPattern {
+    /// `MADV_NORMAL` (the default).
+    #[default]
+    Normal,
+    /// `MADV_RANDOM`.
+    Random,
+    /// `MADV_SEQUENTIAL`.
+    Sequential,
+}
+
 /// One mapping: `[start, end)`, page-aligned, non-empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Region {
@@ -64,6 +77,10 @@ pub struct Region {
     pub inherit: bool,
     /// `MAP_DENYWRITE`: its object may not be opened for writing.
     pub denywrite: bool,
+    /// `MADV_DONTFORK`: an address-space clone leaves it out of the child.
+    pub dontfork: bool,
+    /// `MADV_RANDOM`/`MADV_SEQUENTIAL`: a hint, kept so mappings split where Linux's do.
+    pub access: AccessPattern,
 }
 
 impl Region {
@@ -164,6 +181,8 @@ impl Region {
             && self.cache == next.cache
             && self.inherit == next.inherit
             && self.denywrite == next.denywrite
+            && self.dontfork == next.dontfork
+            && self.access == next.access
             && next.backing == self.backing_at(next.start)
     }
 
@@ -210,6 +229,8 @@ mod tests {
             cache: CacheMode::WriteBack,
             inherit: false,
             denywrite: false,
+            dontfork: false,
+            access: AccessPattern::Normal,
         }
     }
 

@@ -340,6 +340,8 @@ mod tests {
             cache: CacheMode::WriteBack,
             inherit: false,
             denywrite: false,
+            dontfork: false,
+            access: crate::region::AccessPattern::Normal,
         }
     }
 

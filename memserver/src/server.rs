@@ -203,6 +203,21 @@ impl<K: KernelStub> Server<K> {
             (Some(id), R::FileOpen { path, oflag }) => {
                 self.file_open(id, path, *oflag).map(Reply::Fd)
             }
+            (
+                Some(id),
+                &R::Mremap {
+                    old_addr,
+                    old_len,
+                    new_len,
+                    flags,
+                    new_addr,
+                },
+            ) => self
+                .mremap(id, old_addr, old_len, new_len, flags, new_addr)
+                .map(|addr| Reply::Mapped { addr }),
+            (Some(id), &R::Madvise { addr, len, advice }) => {
+                done(self.madvise(id, addr, len, advice))
+            }
             (Some(id), &R::Regions { after }) => Ok(Reply::Region(self.region_after(id, after))),
             (Some(id), &R::PageInfo { addr }) => Ok(Reply::PageInfo(self.page_info(id, addr))),
         }

@@ -1,5 +1,6 @@
 //! Differential testing against Linux: random sequences of `mmap` (hint, `MAP_FIXED`,
-//! `MAP_FIXED_NOREPLACE`), `munmap`, `mprotect`, `mlock`/`munlock` and `msync` inside a
+//! `MAP_FIXED_NOREPLACE`), `munmap`, `mprotect`, `mlock`/`munlock`, `msync`, `mremap` (in
+//! place, and `MREMAP_MAYMOVE | MREMAP_FIXED` into the window) and `madvise` inside a
 //! window of address space, applied both to our server (real kernel stub, in-process)
 //! and to this very process through real syscalls. Every return value and errno must
 //! agree, and so must the resulting layout: our `Regions` against `/proc/self/maps`,
@@ -15,11 +16,26 @@
 //!   The test unlocks Linux's pages again where ours are not locked.
 //! - A hint that is not free: Linux looks from its own `mmap_base`, we look inside our
 //!   window; the test only hints at free ranges.
+//! - `mremap` follows mapping boundaries, and Linux keeps mappings apart where nothing a
+//!   user sees differs (anon_vma ancestry after a move): the test skips an `mremap`
+//!   whose range holds a boundary one side has and the other has not.
+//! - Linux 6.17 moves a range of several mappings and gaps when the move is pure
+//!   (`MREMAP_FIXED`, equal lengths); we keep the one-mapping rule (`EFAULT`). The test
+//!   makes such a move unequal, where both refuse it.
+//! - A failed `MREMAP_FIXED`: Linux may have unmapped the destination (and a shrinking
+//!   move's tail) before it fails; we change nothing. The test unmaps ours where
+//!   Linux's pages are gone.
+//! - `madvise` over a hole: both answer `ENOMEM`; Linux has advised the mapped parts
+//!   (dropped pages, split mappings), we change nothing. Contents are not compared, and
+//!   the layouts agree page by page. `MADV_WILLNEED` is left out (Linux: `EBADF` on
+//!   anonymous memory, a page-cache call).
+//!
+//! `DIFF_DEBUG=1` prints both layouts at a divergence.
 //!
 //! This file holds a single test so no other test thread maps memory into the window.
 
 use client_lib::Client;
-use ipc_proto::{ClientSpec, Errno, MapFlags, MsyncFlags, Prot};
+use ipc_proto::{Advice, ClientSpec, Errno, MapFlags, MremapFlags, MsyncFlags, Prot};
 use memserver::{Config, FrameRange};
 use memserver_testkit::Machine;
 use memserver_testkit::RamStub;
@@ -70,6 +86,19 @@ enum Op {
         len: u64,
         flags: MsyncFlags,
     },
+    /// In place (no flags), or `MREMAP_MAYMOVE | MREMAP_FIXED` to a place in the window:
+    /// a free move goes wherever each side finds room, which the layouts cannot compare.
+    Mremap {
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        to: Option<u64>,
+    },
+    Madvise {
+        addr: u64,
+        len: u64,
+        advice: Advice,
+    },
 }
 
 const PROTS: [Prot; 5] = [
@@ -99,7 +128,45 @@ fn range(rng: &mut Rng) -> (u64, u64) {
 fn gen_op(rng: &mut Rng, ours: &mut Client<Proc<RamStub>>) -> Op {
     let prot = PROTS[rng.below(5) as usize];
     let (addr, len) = range(rng);
-    match rng.below(10) {
+    match rng.below(13) {
+        10 | 11 => {
+            let to = (rng.below(2) == 0).then(|| WIN + rng.below(W - 8) * P);
+            // In place, growth stays inside the window (Linux would grow past its end).
+            let room = match to {
+                Some(t) => WIN + W * P - t,
+                None => (WIN + W * P).saturating_sub(addr & !(P - 1)),
+            };
+            let mut new_len = ((1 + rng.below(8)) * P).min(room.max(P));
+            if rng.below(8) == 0 {
+                new_len -= 1;
+            }
+            let old_len = if rng.below(10) == 0 { 0 } else { len };
+            // Linux 6.17 moves a range of several mappings and gaps when the move is
+            // pure (MREMAP_FIXED, equal lengths); we keep the one-mapping rule (EFAULT,
+            // docs/semantics.md). Such a move is made unequal, where both refuse it.
+            let same = old_len.div_ceil(P) == new_len.div_ceil(P);
+            if to.is_some() && same && old_len > 0 && !in_one_region(ours, addr, old_len) {
+                new_len = old_len.div_ceil(P) * P + P;
+            }
+            Op::Mremap {
+                addr,
+                old_len,
+                new_len,
+                to,
+            }
+        }
+        12 => {
+            // MADV_WILLNEED is left out: Linux answers EBADF for anonymous memory.
+            let advice = [
+                Advice::Normal,
+                Advice::Random,
+                Advice::DontNeed,
+                Advice::Free,
+                Advice::DontFork,
+                Advice::DoFork,
+            ][rng.below(6) as usize];
+            Op::Madvise { addr, len, advice }
+        }
         0..=3 => {
             let kind = if rng.below(4) == 0 {
                 MapFlags::SHARED
@@ -142,6 +209,45 @@ fn gen_op(rng: &mut Rng, ours: &mut Client<Proc<RamStub>>) -> Op {
     }
 }
 
+/// Whether Linux's mappings begin and end at the same places as our regions within
+/// `[addr, addr + len]`.
+fn same_boundaries(c: &mut Client<Proc<RamStub>>, addr: u64, len: u64) -> bool {
+    let (lo, hi) = (addr & !(P - 1), addr.saturating_add(len.div_ceil(P) * P));
+    let inside = |a: &u64| lo <= *a && *a <= hi;
+    let mut ours: Vec<u64> = c
+        .regions()
+        .map(|r| r.unwrap())
+        .flat_map(|r| [r.start, r.end])
+        .filter(inside)
+        .collect();
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+    let mut theirs: Vec<u64> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.split_once('-'))
+        .flat_map(|(s, e)| {
+            [
+                u64::from_str_radix(s, 16).unwrap(),
+                u64::from_str_radix(e, 16).unwrap(),
+            ]
+        })
+        .filter(|a| (WIN..=WIN + W * P).contains(a))
+        .filter(inside)
+        .collect();
+    ours.sort_unstable();
+    ours.dedup();
+    theirs.sort_unstable();
+    theirs.dedup();
+    ours == theirs
+}
+
+/// Whether `[addr, addr + len)` lies inside one of our regions.
+fn in_one_region(c: &mut Client<Proc<RamStub>>, addr: u64, len: u64) -> bool {
+    let end = addr.saturating_add(len.div_ceil(P) * P);
+    c.regions()
+        .map(|r| r.unwrap())
+        .any(|r| r.start <= addr && end <= r.end)
+}
+
 fn is_free(c: &mut Client<Proc<RamStub>>, addr: u64, len: u64) -> bool {
     let end = addr + len.div_ceil(P) * P;
     c.regions()
@@ -167,6 +273,22 @@ fn ours(c: &mut Client<Proc<RamStub>>, op: Op) -> Result<u64, Errno> {
         }
         .map(|()| 0),
         Op::Msync { addr, len, flags } => c.msync(addr, len, flags).map(|()| 0),
+        Op::Mremap {
+            addr,
+            old_len,
+            new_len,
+            to,
+        } => match to {
+            Some(to) => c.mremap(
+                addr,
+                old_len,
+                new_len,
+                MremapFlags::MAYMOVE | MremapFlags::FIXED,
+                to,
+            ),
+            None => c.mremap(addr, old_len, new_len, MremapFlags::empty(), 0),
+        },
+        Op::Madvise { addr, len, advice } => c.madvise(addr, len, advice).map(|()| 0),
     }
 }
 
@@ -216,6 +338,40 @@ fn linux(op: Op) -> Result<u64, Errno> {
                 mm::MsyncFlags::from_bits_retain(flags.bits()),
             )
             .map(|()| 0),
+            Op::Mremap {
+                addr,
+                old_len,
+                new_len,
+                to,
+            } => match to {
+                Some(to) => mm::mremap_fixed(
+                    ptr(addr),
+                    old_len as usize,
+                    new_len as usize,
+                    mm::MremapFlags::MAYMOVE,
+                    ptr(to),
+                ),
+                None => mm::mremap(
+                    ptr(addr),
+                    old_len as usize,
+                    new_len as usize,
+                    mm::MremapFlags::empty(),
+                ),
+            }
+            .map(|p| p as u64),
+            Op::Madvise { addr, len, advice } => {
+                let advice = match advice {
+                    Advice::Normal => mm::Advice::Normal,
+                    Advice::Random => mm::Advice::Random,
+                    Advice::Sequential => mm::Advice::Sequential,
+                    Advice::WillNeed => mm::Advice::WillNeed,
+                    Advice::DontNeed => mm::Advice::LinuxDontNeed,
+                    Advice::Free => mm::Advice::LinuxFree,
+                    Advice::DontFork => mm::Advice::LinuxDontFork,
+                    Advice::DoFork => mm::Advice::LinuxDoFork,
+                };
+                mm::madvise(ptr(addr), len as usize, advice).map(|()| 0)
+            }
         }
     }
     .map_err(errno)
@@ -346,14 +502,64 @@ fn random_sequences_agree_with_linux() {
         let mut history = Vec::new();
         for _ in 0..OPS {
             let op = gen_op(&mut rng, &mut c);
+            if let Op::Mremap {
+                addr,
+                old_len,
+                new_len,
+                ..
+            } = op
+                && !same_boundaries(&mut c, addr, old_len.max(new_len))
+            {
+                // Linux keeps mappings apart where users cannot see why (anon_vma
+                // ancestry after a move); mremap's one-mapping rule follows those.
+                continue;
+            }
             history.push(op);
             let (a, b) = (ours(&mut c, op), linux(op));
             ops_run += 1;
             if a != b {
+                if std::env::var_os("DIFF_DEBUG").is_some() {
+                    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+                    for l in maps.lines().filter(|l| l.starts_with("5000")) {
+                        eprintln!("linux {l}");
+                    }
+                    for r in c.regions() {
+                        eprintln!("ours {:?}", r.unwrap());
+                    }
+                }
                 divergences.push(format!(
                     "sequence {seq}: {op:?}: ours {a:?}, Linux {b:?}\n  after {history:?}"
                 ));
                 break;
+            }
+            if let Op::Mremap {
+                addr,
+                old_len,
+                new_len,
+                to: Some(to),
+            } = op
+                && matches!(a, Err(Errno::EFAULT | Errno::ENOMEM | Errno::EAGAIN))
+            {
+                // Linux may unmap a fixed destination (and a shrinking move's tail)
+                // before it finds it cannot move; we change nothing. Where Linux's pages
+                // are gone, unmap ours too.
+                let theirs = linux_layout();
+                let gone = |s: u64, e: u64| {
+                    (s..e)
+                        .step_by(P as usize)
+                        .all(|a| a >= WIN + W * P || theirs[((a - WIN) / P) as usize].is_none())
+                };
+                let new_end = to + new_len.div_ceil(P) * P;
+                if gone(to, new_end) {
+                    c.munmap(to, new_len).unwrap();
+                }
+                let (tail, old_end) = (
+                    addr + new_len.div_ceil(P) * P,
+                    addr + old_len.div_ceil(P) * P,
+                );
+                if addr % P == 0 && tail < old_end && gone(tail, old_end) {
+                    c.munmap(tail, old_end - tail).unwrap();
+                }
             }
             if matches!(op, Op::Mprotect { .. }) && a == Err(Errno::ENOMEM) {
                 resync_protections(&mut c);

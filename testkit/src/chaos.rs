@@ -12,8 +12,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use ipc_proto::{
-    Access, ClientId, ClientSpec, Fd, Limits, MapFlags, MlockallFlags, MmapArgs, Mode, MsyncFlags,
-    OFlags, ObjName, PAGE_SIZE, Prot, Request, ShmName,
+    Access, Advice, ClientId, ClientSpec, Fd, Limits, MapFlags, MlockallFlags, MmapArgs, Mode,
+    MremapFlags, MsyncFlags, OFlags, ObjName, PAGE_SIZE, Prot, Request, ShmName,
 };
 use memserver::{Config, Pager, PagerCounters, Sender, StandardLayout};
 
@@ -128,6 +128,7 @@ pub fn run_with_pager<K: SimulatedCpu>(
             }
             2..=5 => {
                 let req = request(&mut input, op);
+                let req = aim(&mut m, who, req, &mut input);
                 let _ = m.server.handle(Sender::Client(who), &req);
             }
             6 => {
@@ -217,6 +218,7 @@ pub fn run_with_pager<K: SimulatedCpu>(
             }
             _ => {
                 let req = request(&mut input, op);
+                let req = aim(&mut m, who, req, &mut input);
                 let _ = m.server.handle(Sender::Client(who), &req);
             }
         }
@@ -281,6 +283,68 @@ fn spec(input: &mut Input<'_>) -> ClientSpec {
     }
 }
 
+/// Points most `mremap`s and `madvise`s at one of the client's mappings (found with a
+/// `Regions` request), so that they act rather than fail on a hole; other requests pass
+/// through unchanged.
+fn aim<K: SimulatedCpu>(
+    m: &mut Machine<K>,
+    who: ClientId,
+    req: Request,
+    input: &mut Input<'_>,
+) -> Request {
+    let pick = input.u8();
+    if pick.is_multiple_of(4) || !matches!(req, Request::Mremap { .. } | Request::Madvise { .. }) {
+        return req;
+    }
+    let after = WINDOW + u64::from(pick % 64) * PAGE_SIZE;
+    let found = match m
+        .server
+        .handle(Sender::Client(who), &Request::Regions { after })
+    {
+        Ok(ipc_proto::Reply::Region(Some(r))) => r,
+        _ => return req,
+    };
+    // A page inside the mapping, its start more often than not.
+    let pages = (found.end - found.start) / PAGE_SIZE;
+    let at = found.start + u64::from(input.u8() % 2) * (u64::from(pick) % pages) * PAGE_SIZE;
+    match req {
+        Request::Mremap {
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+            ..
+        } => Request::Mremap {
+            old_addr: at,
+            // Often the rest of the mapping, so a move or growth is of one mapping.
+            old_len: if pick & 0x40 == 0 {
+                found.end - at
+            } else {
+                old_len
+            },
+            new_len,
+            flags,
+            new_addr,
+        },
+        Request::Madvise { len, advice, .. } => Request::Madvise {
+            addr: at,
+            len,
+            advice,
+        },
+        other => other,
+    }
+}
+
+/// An address from the input, page-aligned unless `raw` says otherwise (one time in 8).
+fn aligned_mostly(input: &mut Input<'_>, raw: u8) -> u64 {
+    let a = input.addr();
+    if raw.is_multiple_of(8) {
+        a
+    } else {
+        a & !(PAGE_SIZE - 1)
+    }
+}
+
 fn request(input: &mut Input<'_>, op: u8) -> Request {
     let name = || ShmName::new(NAMES[usize::from(op) % 3]).expect("valid name");
     // Mostly the first few fds (a client's opens start at 3), sometimes any number.
@@ -288,7 +352,7 @@ fn request(input: &mut Input<'_>, op: u8) -> Request {
         0 => Fd(u32::from(input.u8())),
         n => Fd(2 + u32::from(n % 4)),
     };
-    match op % 19 {
+    match op % 21 {
         0..=2 => {
             let flags = match input.u8() % 6 {
                 0 => MapFlags::from_bits_truncate(input.u32()),
@@ -373,6 +437,42 @@ fn request(input: &mut Input<'_>, op: u8) -> Request {
                 oflag: OFlags::from_bits_truncate(u32::from(input.u8() % 4)),
             },
         },
+        18 => {
+            // Mostly aligned addresses and valid flag mixes, so that moves, growths and
+            // shrinks really happen; sometimes anything.
+            let raw = input.u8();
+            let old_addr = aligned_mostly(input, raw);
+            let old_len = input.len();
+            let flags_pick = raw % 7;
+            // DONTUNMAP needs equal lengths.
+            let new_len = if raw.is_multiple_of(5) || flags_pick == 3 {
+                old_len
+            } else {
+                input.len()
+            };
+            let flags = match flags_pick {
+                0 => MremapFlags::from_bits_truncate(u32::from(input.u8())),
+                1 => MremapFlags::empty(),
+                2 => MremapFlags::MAYMOVE | MremapFlags::FIXED,
+                3 => MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP,
+                _ => MremapFlags::MAYMOVE,
+            };
+            Request::Mremap {
+                old_addr,
+                old_len,
+                new_len,
+                flags,
+                new_addr: aligned_mostly(input, raw >> 3),
+            }
+        }
+        19 => {
+            let raw = input.u8();
+            Request::Madvise {
+                addr: aligned_mostly(input, raw),
+                len: input.len(),
+                advice: Advice::ALL[usize::from(input.u8()) % Advice::ALL.len()],
+            }
+        }
         _ => Request::Regions {
             after: input.addr(),
         },

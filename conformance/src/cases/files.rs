@@ -29,6 +29,7 @@ cases![
     files_ftruncate_needs_a_writable_fd,
     files_denywrite_mapping_makes_opening_for_write_etxtbsy,
     files_fstat_and_regions_report_a_file,
+    files_mremap_moves_a_file_mapping_with_its_file,
 ];
 
 /// Byte `i` of fixture file `f` as created.
@@ -367,4 +368,36 @@ fn files_fstat_and_regions_report_a_file(h: &mut dyn Harness) -> Outcome {
     let again = open(&mut *p, &TEXT, OFlags::RDONLY).ctx("second open")?;
     ensure_eq!(client(&mut *p).fstat(again).ctx("fstat again")?.ino, st.ino);
     Ok(())
+}
+
+fn files_mremap_moves_a_file_mapping_with_its_file(h: &mut dyn Harness) -> Outcome {
+    use ipc_proto::{Backing, MremapFlags};
+    let mut p = proc(h)?;
+    let fd = open(&mut *p, &TEXT, OFlags::RDONLY).ctx("open")?;
+    let a = hole(&mut *p, 3)?;
+    let a = client(&mut *p)
+        .mmap(
+            a,
+            2 * P,
+            Prot::READ,
+            MapFlags::SHARED | MapFlags::FIXED,
+            Some(fd),
+            P,
+        )
+        .ctx("mmap at offset")?;
+    fixed(&mut *p, a + 2 * P, P, Prot::READ).ctx("neighbour")?;
+    ensure_eq!(peek(&mut *p, a + 5)?, orig(&TEXT, P + 5));
+    let b = client(&mut *p)
+        .mremap(a, 2 * P, 3 * P, MremapFlags::MAYMOVE, 0)
+        .ctx("mremap")?;
+    ensure!(b != a, "a blocked growth stayed in place");
+    ensure_eq!(peek(&mut *p, b + 5)?, orig(&TEXT, P + 5));
+    ensure_eq!(peek(&mut *p, b + P + 9)?, orig(&TEXT, 2 * P + 9));
+    // The file is 10 000 bytes: the grown page is wholly past its end.
+    expect_signal(p.read(b + 2 * P), Signal::Bus, "read past the end")?;
+    let r = region_at(&mut *p, b)?.ok_or("none").ctx("moved region")?;
+    let st = client(&mut *p).fstat(fd).ctx("fstat")?;
+    ensure_eq!(r.backing, Backing::File(st.ino));
+    ensure_eq!(r.offset, P);
+    client(&mut *p).close(fd).ctx("close")
 }

@@ -19,6 +19,7 @@ cases![
     fork_beyond_memory_is_enomem_and_changes_nothing,
     fork_of_untouched_memory_stays_lazy,
     fork_file_mappings_shared_stay_shared_private_are_copied,
+    fork_leaves_out_madv_dontfork_ranges,
 ];
 
 fn fork(p: &mut dyn Process) -> Result<Box<dyn Process>, Fail> {
@@ -261,5 +262,30 @@ fn fork_file_mappings_shared_stay_shared_private_are_copied(h: &mut dyn Harness)
         client(&mut *c).fstat(fd).ctx("fstat in child")?.size,
         FORK.size as u64
     );
+    Ok(())
+}
+
+fn fork_leaves_out_madv_dontfork_ranges(h: &mut dyn Harness) -> Outcome {
+    use ipc_proto::Advice;
+    let mut p = proc(h)?;
+    let a = anon(&mut *p, 3 * P, RW)?;
+    for i in 0..3 {
+        poke(&mut *p, a + i * P, 1 + i as u8)?;
+    }
+    client(&mut *p)
+        .madvise(a + P, P, Advice::DontFork)
+        .ctx("MADV_DONTFORK")?;
+    let mut c = fork(&mut *p)?;
+    ensure_eq!(peek(&mut *c, a)?, 1);
+    expect_signal(c.read(a + P), Signal::Segv, "child read of a DONTFORK page")?;
+    ensure_eq!(peek(&mut *c, a + 2 * P)?, 3);
+    drop(c);
+    // The parent keeps the range; MADV_DOFORK gives it to the next child.
+    ensure_eq!(peek(&mut *p, a + P)?, 2);
+    client(&mut *p)
+        .madvise(a + P, P, Advice::DoFork)
+        .ctx("MADV_DOFORK")?;
+    let mut c = fork(&mut *p)?;
+    ensure_eq!(peek(&mut *c, a + P)?, 2);
     Ok(())
 }

@@ -19,6 +19,8 @@ cases![
     mmap_fixed_unaligned_address_is_einval,
     mmap_without_fd_or_anonymous_is_ebadf,
     mmap_unknown_fd_is_ebadf,
+    mmap_of_a_closed_fd_is_ebadf,
+    mmap_impossible_length_is_enomem_not_eoverflow,
     mmap_prot_none_read_is_sigsegv,
     mmap_read_only_read_is_zero_and_write_is_sigsegv,
     mmap_write_only_is_readable,
@@ -425,4 +427,60 @@ fn mmap_fixed_below_the_floor_is_eperm(h: &mut dyn Harness) -> Outcome {
         "MAP_FIXED below mmap_min",
     )?;
     expect_err(fixed(&mut *p, 0, P, RW), Errno::EPERM, "MAP_FIXED at 0")
+}
+
+fn mmap_of_a_closed_fd_is_ebadf(h: &mut dyn Harness) -> Outcome {
+    let mut p = proc(h)?;
+    let name = h.unique_name("closed-fd");
+    let fd = client(&mut *p)
+        .shm_open(&name, CREATE | ipc_proto::OFlags::EXCL, 0o600)
+        .ctx("shm_open")?;
+    client(&mut *p).ftruncate(fd, P as i64).ctx("ftruncate")?;
+    client(&mut *p).close(fd).ctx("close")?;
+    expect_err(
+        client(&mut *p).mmap(0, P, RW, MapFlags::SHARED, Some(fd), 0),
+        Errno::EBADF,
+        "mmap of a closed fd",
+    )?;
+    expect_err(
+        client(&mut *p).mmap_c(0, P, 3, 0x01, fd.0 as i32, 0),
+        Errno::EBADF,
+        "mmap_c of a closed fd",
+    )?;
+    client(&mut *p).shm_unlink(&name).ctx("shm_unlink")
+}
+
+fn mmap_impossible_length_is_enomem_not_eoverflow(h: &mut dyn Harness) -> Outcome {
+    let mut p = proc(h)?;
+    // Linux and POSIX: no room in the address space is ENOMEM; EOVERFLOW is for an
+    // object's offset + length only, and anonymous memory ignores its offset.
+    for len in [0u64.wrapping_sub(P), u64::MAX, 1 << 62] {
+        expect_err(
+            client(&mut *p).mmap(0, len, RW, PA, None, 0),
+            Errno::ENOMEM,
+            &format!("mmap(NULL, {len:#x})"),
+        )?;
+        expect_err(
+            client(&mut *p).mmap(0, len, RW, PA, None, !(P - 1)),
+            Errno::ENOMEM,
+            &format!("mmap(NULL, {len:#x}) at a huge offset"),
+        )?;
+    }
+    expect_err(
+        client(&mut *p).mmap_c(0, 0u64.wrapping_sub(P), 3, 0x22, -1, 0),
+        Errno::ENOMEM,
+        "mmap_c(NULL, (size_t)-4096)",
+    )?;
+    let (name, fd) = shm(h, &mut *p, "impossible-length", P)?;
+    expect_err(
+        map_shared(&mut *p, fd, 0u64.wrapping_sub(P), RW, 0),
+        Errno::ENOMEM,
+        "shared mapping of (size_t)-4096",
+    )?;
+    let a = client(&mut *p)
+        .mmap(0, P, RW, PA, None, (i64::MAX as u64) & !(P - 1))
+        .ctx("anonymous memory at a huge offset")?;
+    client(&mut *p).munmap(a, P).ctx("munmap")?;
+    client(&mut *p).close(fd).ctx("close")?;
+    client(&mut *p).shm_unlink(&name).ctx("shm_unlink")
 }

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use core::fmt::Debug;
 use ipc_proto::{ClientSpec, Errno, Fd, MapFlags, OFlags, PAGE_SIZE, Prot, RegionInfo, Signal};
 
+mod advise;
 mod banks;
 mod devices;
 mod fault;
@@ -24,6 +25,7 @@ mod munmap;
 mod placement;
 mod protocol;
 mod regions;
+mod remap;
 mod sharing;
 mod shm;
 
@@ -35,6 +37,8 @@ pub fn all() -> Vec<Case> {
         munmap::CASES,
         mprotect::CASES,
         msync::CASES,
+        remap::CASES,
+        advise::CASES,
         fault::CASES,
         regions::CASES,
         shm::CASES,

@@ -12,6 +12,7 @@ cases![
     shm_open_creat_excl_of_an_existing_name_is_eexist,
     shm_open_creat_of_an_existing_name_opens_it,
     shm_open_name_rules_are_einval,
+    shm_names_with_and_without_slashes_are_one_object,
     shm_open_long_name_is_enametoolong,
     shm_open_write_only_is_einval,
     shm_open_records_mode_and_owner,
@@ -99,7 +100,11 @@ fn shm_open_creat_of_an_existing_name_opens_it(h: &mut dyn Harness) -> Outcome {
 
 fn shm_open_name_rules_are_einval(h: &mut dyn Harness) -> Outcome {
     let mut p = proc(h)?;
-    for bad in ["noslash", "/", "/a/b", "/.", "/..", ""] {
+    // glibc: leading slashes are optional, so "noslash" is a good name; what is left
+    // after them must be one component, not "." or "..".
+    for bad in [
+        "/", "//", "", "/a/b", "a/b", "a/", "/.", "/..", ".", "..", "//..",
+    ] {
         expect_err(
             client(&mut *p).shm_open(bad, CREATE, 0o600),
             Errno::EINVAL,
@@ -112,6 +117,49 @@ fn shm_open_name_rules_are_einval(h: &mut dyn Harness) -> Outcome {
         )?;
     }
     Ok(())
+}
+
+fn shm_names_with_and_without_slashes_are_one_object(h: &mut dyn Harness) -> Outcome {
+    let mut p = proc(h)?;
+    let name = h.unique_name("slashes");
+    let bare = name.trim_start_matches('/');
+    let fd = client(&mut *p)
+        .shm_open(bare, CREATE | OFlags::EXCL, 0o600)
+        .ctx("shm_open without a slash")?;
+    expect_err(
+        client(&mut *p).shm_open(&name, CREATE | OFlags::EXCL, 0o600),
+        Errno::EEXIST,
+        "O_EXCL with the slash",
+    )?;
+    let mut doubled = String::from("/");
+    doubled.push_str(&name);
+    let fd2 = client(&mut *p)
+        .shm_open(&doubled, OFlags::RDWR, 0)
+        .ctx("shm_open with two slashes")?;
+    let (s1, s2) = (
+        client(&mut *p).fstat(fd).ctx("fstat")?,
+        client(&mut *p).fstat(fd2).ctx("fstat")?,
+    );
+    ensure_eq!(s1.ino, s2.ino);
+    client(&mut *p).ftruncate(fd, P as i64).ctx("ftruncate")?;
+    let a = map_shared(&mut *p, fd, P, RW, 0).ctx("mmap")?;
+    let b = map_shared(&mut *p, fd2, P, RW, 0).ctx("mmap")?;
+    poke(&mut *p, a, 42)?;
+    ensure_eq!(peek(&mut *p, b)?, 42);
+    client(&mut *p).close(fd).ctx("close")?;
+    client(&mut *p).close(fd2).ctx("close")?;
+    // Unlinked by the bare name, gone by every spelling.
+    client(&mut *p).shm_unlink(bare).ctx("shm_unlink")?;
+    expect_err(
+        client(&mut *p).shm_open(&name, OFlags::RDWR, 0),
+        Errno::ENOENT,
+        "reopen after unlink",
+    )?;
+    expect_err(
+        client(&mut *p).shm_unlink(&name),
+        Errno::ENOENT,
+        "unlink twice",
+    )
 }
 
 fn shm_open_long_name_is_enametoolong(h: &mut dyn Harness) -> Outcome {
@@ -127,6 +175,12 @@ fn shm_open_long_name_is_enametoolong(h: &mut dyn Harness) -> Outcome {
         client(&mut *p).shm_unlink(&long),
         Errno::ENAMETOOLONG,
         "unlink",
+    )?;
+    // Without its slash it is just as long.
+    expect_err(
+        client(&mut *p).shm_open(&long[1..], CREATE, 0o600),
+        Errno::ENAMETOOLONG,
+        "256-byte name without a slash",
     )?;
     // 255 bytes is the most allowed.
     long.pop();

@@ -106,7 +106,25 @@ pub fn request() -> impl Strategy<Value = Request> {
         (client(), spec()).prop_map(|(client, spec)| Request::ClientStarted { client, spec }),
         Just(Request::Stats),
         any::<u64>().prop_map(|addr| Request::PageInfo { addr }),
+        (u(), u(), u(), mremap_flags(), u()).prop_map(
+            |(old_addr, old_len, new_len, flags, new_addr)| Request::Mremap {
+                old_addr,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            }
+        ),
+        (u(), u(), advice()).prop_map(|(addr, len, advice)| Request::Madvise { addr, len, advice }),
     ]
+}
+
+pub fn mremap_flags() -> impl Strategy<Value = MremapFlags> {
+    (0u32..8).prop_map(MremapFlags::from_bits_truncate)
+}
+
+pub fn advice() -> impl Strategy<Value = Advice> {
+    proptest::sample::select(Advice::ALL.to_vec())
 }
 
 pub fn backing() -> impl Strategy<Value = Backing> {
