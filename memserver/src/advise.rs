@@ -118,7 +118,7 @@ impl<K: KernelStub> Server<K> {
         }
         for va in private {
             if let Some(f) = c.anon.remove(&va) {
-                self.mem.frames.decref(f);
+                self.mem.release(f);
             }
         }
     }

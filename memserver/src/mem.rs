@@ -176,6 +176,20 @@ mod tests {
     }
 
     #[test]
+    fn madvise_dontneed_reports_the_private_frames_it_drops() {
+        let mut s = server();
+        let a = map(&mut s, MapFlags::PRIVATE | MapFlags::ANONYMOUS, None, 2);
+        touch(&mut s, a, 2);
+        let advise = Request::Madvise {
+            addr: a,
+            len: 2 * P,
+            advice: ipc_proto::Advice::DontNeed,
+        };
+        assert_eq!(s.handle(Sender::Client(C), &advise), Ok(Reply::Done));
+        assert_eq!(s.stub().freed.len(), 2);
+    }
+
+    #[test]
     fn a_frame_shared_by_two_mappings_is_freed_only_by_the_last() {
         let mut s = server();
         let name = ShmName::new("/notice").expect("name");
