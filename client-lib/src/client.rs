@@ -25,6 +25,11 @@ impl<T: Transport> Client<T> {
         &mut self.transport
     }
 
+    /// Gives the transport back.
+    pub fn into_transport(self) -> T {
+        self.transport
+    }
+
     /// Sends any request and returns the server's response, through real encode/decode.
     ///
     /// A transport failure or an undecodable response is returned as the response's

@@ -1,159 +1,171 @@
 //! The conformance suite, hosted: every client is its own process (`msclient agent`),
-//! with its own address space, connection and fault handler, driven by the harness over
-//! its stdin and stdout.
+//! with its own address space, connection and userfaultfd, driven by the harness over a
+//! `SOCK_SEQPACKET` channel that is the agent's standard input, one packet a message.
 //!
-//! Agent commands, `[op: u8][len: u16 LE][payload]`: `C` a request (answered
-//! `[0][len: u16][response]`, or `[1][errno: u16]` when the transport failed), `R`/`W`/`X`
-//! a read, write or fetch at an address (answered `[0][byte]` or `[1][signal]`: the
-//! access really happens, in the agent, through the pages the server installed there),
-//! `S` a `ClientSpec` to run with (answered `[0]` or `[1][errno]`), `A` a `u32` pid whose
-//! clients the server must have reclaimed before the answer (`[0]` or `[1][errno]`), `Q`
-//! exit (the server reclaims everything, then the agent answers `[0]` and ends).
+//! Agent commands, `[op: u8][payload]`: `C` a request (answered `[0][response]`, or
+//! `[1][errno: u16]` when the transport failed), `R`/`W`/`X` a read, write or fetch at
+//! an address (answered `[0][byte]` or `[1][signal]`: the access really happens, in the
+//! agent, through the pages the server placed there), `S` a `ClientSpec` to run with
+//! (`[0]` or `[1][errno]`), `F` a `ClientSpec` with a new channel attached: the agent
+//! really forks, the child adopts the server's clone and serves the new channel
+//! (answered `[0][child pid: u32]`), `A` a `u32` pid whose clients the server must have
+//! reclaimed before the answer (`[0]` or `[1][errno]`), `Q` exit (the server reclaims
+//! everything, then the agent answers `[0]` and ends). The first message on a channel is
+//! the agent's `Setup`.
 //!
 //! An agent that died (a case made it take a fatal signal) cannot say `Q`: its pid goes
 //! on the harness's list of exits to await, and the harness asks the server, through its
-//! own agent, to confirm each before it reads counters. Every agent process is killed
-//! when its handle is dropped, on every path, panics included.
+//! own agent, to confirm each before it reads counters. Every agent is killed when its
+//! handle is dropped, on every path, panics included.
 
 use crate::child::ChildGuard;
-use crate::runtime::{HostedClient, probe_exec, probe_read, probe_write};
+use crate::packet;
+use crate::probe;
+use crate::runtime::HostedClient;
 use crate::wire::Setup;
 use client_lib::Transport;
 use conformance::harness::{Facts, Harness, MemoryAccess, Process};
 use ipc_proto::{
     ClientSpec, Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Reply, Request, ServerStats, Signal,
 };
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::net::RecvFlags;
 use std::cell::RefCell;
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::PathBuf;
-use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
-
-fn read_msg(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<u8> {
-    let mut head = [0u8; 3];
-    r.read_exact(&mut head)?;
-    buf.resize(usize::from(u16::from_le_bytes([head[1], head[2]])), 0);
-    r.read_exact(buf)?;
-    Ok(head[0])
-}
-
-fn write_msg(w: &mut impl Write, op: u8, payload: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(payload.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    w.write_all(&[op])?;
-    w.write_all(&len.to_le_bytes())?;
-    w.write_all(payload)?;
-    w.flush()
-}
 
 fn addr_of(p: &[u8]) -> u64 {
     u64::from_le_bytes(p.get(..8).and_then(|s| s.try_into().ok()).unwrap_or([0; 8]))
 }
 
-fn signal_reply(r: Result<u8, Signal>) -> [u8; 2] {
+fn signal_reply(r: Result<u8, Signal>) -> Vec<u8> {
     match r {
-        Ok(v) => [0, v],
-        Err(s) => [1, s.number()],
+        Ok(v) => vec![0, v],
+        Err(s) => vec![1, s.number()],
     }
 }
 
-/// `msclient agent`: serves the harness until `Q` or end of input.
+fn errno_reply(r: Result<(), Errno>) -> Vec<u8> {
+    match r {
+        Ok(()) => vec![0],
+        Err(e) => {
+            let mut v = vec![1u8];
+            v.extend_from_slice(&(e as u16).to_le_bytes());
+            v
+        }
+    }
+}
+
+/// `msclient agent`: serves the harness on standard input until `Q` or its end.
 pub fn agent_main() {
     let path = std::env::var("MEMSERVER_SOCKET").unwrap_or_else(|_| "/tmp/memserver.sock".into());
+    probe::install();
+    // Forked children are reaped by the kernel: the harness waits through the server.
+    // SAFETY: setting a disposition; SIG_IGN for SIGCHLD means no zombies.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     let Ok(mut client) = HostedClient::connect(&path) else {
         std::process::exit(2);
     };
-    // A forked client: become the clone the parent made.
-    if let Some(secret) = std::env::var("MEMSERVER_ADOPT")
-        .ok()
-        .and_then(|s| u64::from_str_radix(&s, 16).ok())
-        && client.adopt(secret).is_err()
-    {
-        std::process::exit(3);
-    }
-    let (mut input, mut output) = (BufReader::new(io::stdin()), BufWriter::new(io::stdout()));
-    // First, what the server told us: the harness learns the window and memory size.
-    if write_msg(&mut output, 0, &client.setup().encode()).is_err() {
+    // SAFETY: standard input is the harness's channel for the process's life.
+    let chan = unsafe { BorrowedFd::borrow_raw(0) };
+    if packet::send(chan, &client.setup().encode(), &[]).is_err() {
         return;
     }
-    let mut buf = Vec::new();
+    let mut buf = vec![0u8; MAX_REQUEST_LEN + 16];
     let mut resp = [0u8; MAX_RESPONSE_LEN];
-    while let Ok(op) = read_msg(&mut input, &mut buf) {
+    loop {
+        let Ok((n, mut fds)) = packet::recv(chan, &mut buf, RecvFlags::empty()) else {
+            return;
+        };
+        let Some((&op, body)) = buf[..n].split_first() else {
+            return;
+        };
         let reply: Vec<u8> = match op {
-            b'C' => match client.call(&buf, &mut resp) {
-                Ok(n) => {
-                    let mut v = vec![0u8];
-                    v.extend_from_slice(&(n as u16).to_le_bytes());
-                    v.extend_from_slice(&resp[..n]);
-                    v
-                }
-                Err(e) => {
-                    let mut v = vec![1u8];
-                    v.extend_from_slice(&(e as u16).to_le_bytes());
-                    v
-                }
+            b'C' => match client.call(body, &mut resp) {
+                Ok(n) => [&[0u8][..], &resp[..n]].concat(),
+                Err(e) => errno_reply(Err(e)),
             },
-            b'R' => signal_reply(probe_read(addr_of(&buf))).to_vec(),
+            b'R' => signal_reply(probe::read(addr_of(body))),
             b'W' => {
-                let v = buf.get(8).copied().unwrap_or(0);
-                signal_reply(probe_write(addr_of(&buf), v).map(|()| 0)).to_vec()
+                let v = body.get(8).copied().unwrap_or(0);
+                signal_reply(probe::write(addr_of(body), v).map(|()| 0))
             }
-            b'X' => signal_reply(probe_exec(addr_of(&buf)).map(|()| 0)).to_vec(),
-            b'S' => {
-                let r = postcard::from_bytes::<ClientSpec>(&buf)
+            b'X' => signal_reply(probe::exec(addr_of(body)).map(|()| 0)),
+            b'S' => errno_reply(
+                postcard::from_bytes::<ClientSpec>(body)
                     .map_err(|_| Errno::EINVAL)
-                    .and_then(|spec| client.set_spec(&spec));
-                match r {
-                    Ok(()) => vec![0],
-                    Err(e) => {
-                        let mut v = vec![1u8];
-                        v.extend_from_slice(&(e as u16).to_le_bytes());
-                        v
-                    }
-                }
-            }
+                    .and_then(|spec| client.set_spec(&spec)),
+            ),
             b'A' => {
                 let pid = u32::from_le_bytes(
-                    buf.get(..4)
+                    body.get(..4)
                         .and_then(|b| b.try_into().ok())
                         .unwrap_or([0; 4]),
                 );
-                match client.await_exit(pid) {
-                    Ok(()) => vec![0],
-                    Err(e) => {
-                        let mut v = vec![1u8];
-                        v.extend_from_slice(&(e as u16).to_le_bytes());
-                        v
-                    }
-                }
+                errno_reply(client.await_exit(pid))
             }
             b'F' => {
-                let r = postcard::from_bytes::<ClientSpec>(&buf)
-                    .map_err(|_| Errno::EINVAL)
-                    .and_then(|spec| client.fork_token(&spec));
-                match r {
-                    Ok(secret) => {
-                        let mut v = vec![0u8];
-                        v.extend_from_slice(&secret.to_le_bytes());
-                        v
-                    }
-                    Err(e) => {
-                        let mut v = vec![1u8];
-                        v.extend_from_slice(&(e as u16).to_le_bytes());
-                        v
-                    }
+                let Some(child_chan) = fds.pop() else {
+                    return;
+                };
+                match fork_agent(&mut client, &path, body, child_chan) {
+                    Ok(Some(pid)) => [&[0u8][..], &pid.to_le_bytes()].concat(),
+                    // This is the child, now serving its own channel.
+                    Ok(None) => continue,
+                    Err(e) => errno_reply(Err(e)),
                 }
             }
             b'Q' => {
                 let ok = client.exit().is_ok();
-                let _ = write_msg(&mut output, 0, &[u8::from(!ok)]);
+                let _ = packet::send(chan, &[u8::from(!ok)], &[]);
                 return;
             }
             _ => return,
         };
-        if write_msg(&mut output, 0, &reply).is_err() {
+        if packet::send(chan, &reply, &[]).is_err() {
             return;
         }
     }
+}
+
+/// Forks the agent: the parent gets `Some(child pid)`; the child (which gets `None`)
+/// has adopted the server's clone, serves `chan` as its standard input, and has sent its
+/// setup on it.
+fn fork_agent(
+    client: &mut HostedClient,
+    path: &str,
+    spec: &[u8],
+    chan: OwnedFd,
+) -> Result<Option<u32>, Errno> {
+    let spec: ClientSpec = postcard::from_bytes(spec).map_err(|_| Errno::EINVAL)?;
+    let token = client.fork_token(Some(&spec))?;
+    let window = (client.setup().window_lo, client.setup().window_hi);
+    // SAFETY: fork; the child goes on as a single-threaded copy of this agent.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Errno::EAGAIN);
+    }
+    if pid > 0 {
+        return Ok(Some(pid as u32));
+    }
+    // The child: its channel becomes its standard input; the parent's connection is
+    // the parent's.
+    // SAFETY: dup2 onto fd 0, which this process owns.
+    if unsafe { libc::dup2(rustix::fd::AsRawFd::as_raw_fd(&chan), 0) } < 0 {
+        std::process::exit(4);
+    }
+    drop(chan);
+    let adopted =
+        HostedClient::adopt(path, token, window).unwrap_or_else(|_| std::process::exit(3));
+    std::mem::replace(client, adopted).forsake();
+    // SAFETY: the new standard input.
+    let chan = unsafe { BorrowedFd::borrow_raw(0) };
+    if packet::send(chan, &client.setup().encode(), &[]).is_err() {
+        std::process::exit(5);
+    }
+    Ok(None)
 }
 
 /// Pids of agents that died without saying `Q`, whose exits the server must confirm.
@@ -161,64 +173,74 @@ type Deaths = Rc<RefCell<Vec<u32>>>;
 
 /// One agent process: a client of the hosted server.
 pub struct AgentProcess {
-    msclient: PathBuf,
     socket: PathBuf,
+    msclient: PathBuf,
     setup: Setup,
     deaths: Deaths,
-    child: ChildGuard,
-    to: BufWriter<ChildStdin>,
-    from: BufReader<ChildStdout>,
+    chan: OwnedFd,
+    pid: u32,
+    /// The process, when the harness started it (a forked agent is its parent's child).
+    child: Option<ChildGuard>,
     buf: Vec<u8>,
 }
 
 impl AgentProcess {
     /// Starts `msclient agent` against the server at `socket`.
     pub fn start(msclient: &PathBuf, socket: &PathBuf) -> io::Result<AgentProcess> {
-        Self::start_with(msclient, socket, None, Deaths::default())
+        Self::start_with(msclient, socket, Deaths::default())
     }
 
-    /// Starts an agent, as the clone `adopt` names if given; its death, if it dies,
-    /// goes on `deaths`.
     fn start_with(
         msclient: &PathBuf,
         socket: &PathBuf,
-        adopt: Option<u64>,
         deaths: Deaths,
     ) -> io::Result<AgentProcess> {
-        let mut cmd = Command::new(msclient);
-        if let Some(secret) = adopt {
-            cmd.env("MEMSERVER_ADOPT", format!("{secret:x}"));
-        }
-        let mut child = ChildGuard::spawn(
-            cmd.arg("agent")
+        let (ours, theirs) = packet::pair()?;
+        let child = ChildGuard::spawn(
+            Command::new(msclient)
+                .arg("agent")
                 .env("MEMSERVER_SOCKET", socket)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
+                .stdin(Stdio::from(theirs)),
         )?;
-        let to = BufWriter::new(child.stdin.take().ok_or(io::ErrorKind::BrokenPipe)?);
-        let mut from = BufReader::new(child.stdout.take().ok_or(io::ErrorKind::BrokenPipe)?);
-        let mut buf = Vec::new();
-        read_msg(&mut from, &mut buf)?;
-        let setup: [u8; 32] = buf
-            .as_slice()
-            .try_into()
-            .map_err(|_| io::ErrorKind::InvalidData)?;
+        let pid = child.id();
+        Self::attach(msclient, socket, deaths, ours, pid, Some(child))
+    }
+
+    fn attach(
+        msclient: &Path,
+        socket: &Path,
+        deaths: Deaths,
+        chan: OwnedFd,
+        pid: u32,
+        child: Option<ChildGuard>,
+    ) -> io::Result<AgentProcess> {
+        let mut buf = vec![0u8; MAX_RESPONSE_LEN + 16];
+        let (n, _) = packet::recv(chan.as_fd(), &mut buf, RecvFlags::empty())?;
+        let setup = Setup::decode(&buf[..n]).ok_or(io::ErrorKind::InvalidData)?;
         Ok(AgentProcess {
-            msclient: msclient.clone(),
-            socket: socket.clone(),
-            setup: Setup::decode(&setup),
+            socket: socket.to_path_buf(),
+            msclient: msclient.to_path_buf(),
+            setup,
             deaths,
+            chan,
+            pid,
             child,
-            to,
-            from,
-            buf: Vec::new(),
+            buf,
         })
     }
 
+    fn ask_with(&mut self, op: u8, payload: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<&[u8]> {
+        let msg = [&[op][..], payload].concat();
+        packet::send(self.chan.as_fd(), &msg, fds)?;
+        let (n, _) = packet::recv(self.chan.as_fd(), &mut self.buf, RecvFlags::empty())?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(&self.buf[..n])
+    }
+
     fn ask(&mut self, op: u8, payload: &[u8]) -> io::Result<&[u8]> {
-        write_msg(&mut self.to, op, payload)?;
-        read_msg(&mut self.from, &mut self.buf)?;
-        Ok(&self.buf)
+        self.ask_with(op, payload, &[])
     }
 
     fn access(&mut self, op: u8, payload: &[u8]) -> Result<u8, Signal> {
@@ -230,10 +252,8 @@ impl AgentProcess {
         }
     }
 
-    fn set_spec(&mut self, spec: &ClientSpec) -> Result<(), Errno> {
-        let mut buf = [0u8; MAX_REQUEST_LEN];
-        let bytes = postcard::to_slice(spec, &mut buf).map_err(|_| Errno::EINVAL)?;
-        match self.ask(b'S', bytes) {
+    fn errno_answer(r: io::Result<&[u8]>) -> Result<(), Errno> {
+        match r {
             Ok(&[0]) => Ok(()),
             Ok(&[1, a, b]) => {
                 Err(Errno::from_raw(u16::from_le_bytes([a, b])).unwrap_or(Errno::EPROTO))
@@ -241,24 +261,32 @@ impl AgentProcess {
             _ => Err(Errno::EPROTO),
         }
     }
+
+    fn set_spec(&mut self, spec: &ClientSpec) -> Result<(), Errno> {
+        let mut buf = [0u8; MAX_REQUEST_LEN];
+        let bytes = postcard::to_slice(spec, &mut buf).map_err(|_| Errno::EINVAL)?;
+        Self::errno_answer(self.ask(b'S', bytes))
+    }
+
+    /// Asks the server, through this agent, to confirm that process `pid` is gone.
+    fn await_exit(&mut self, pid: u32) -> Result<(), String> {
+        Self::errno_answer(self.ask(b'A', &pid.to_le_bytes()))
+            .map_err(|e| format!("the server did not confirm the exit of agent {pid}: {e:?}"))
+    }
 }
 
 impl Transport for AgentProcess {
     fn call(&mut self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
-        let r = self.ask(b'C', request).map_err(|_| Errno::EPROTO)?;
-        match r {
-            [0, a, b, rest @ ..] => {
-                let n = usize::from(u16::from_le_bytes([*a, *b]));
-                let src = rest.get(..n).ok_or(Errno::EPROTO)?;
+        match self.ask(b'C', request).map_err(|_| Errno::EPROTO)? {
+            [0, rest @ ..] => {
+                let n = rest.len();
                 response
                     .get_mut(..n)
                     .ok_or(Errno::EMSGSIZE)?
-                    .copy_from_slice(src);
+                    .copy_from_slice(rest);
                 Ok(n)
             }
-            [1, a, b] => {
-                Err(Errno::from_raw(u16::from_le_bytes([*a, *b])).unwrap_or(Errno::EPROTO))
-            }
+            &[1, a, b] => Err(Errno::from_raw(u16::from_le_bytes([a, b])).unwrap_or(Errno::EPROTO)),
             _ => Err(Errno::EPROTO),
         }
     }
@@ -284,42 +312,27 @@ impl Process for AgentProcess {
         self
     }
 
-    /// The agent asks for a clone; a new agent process takes it over. (A C program
-    /// would `fork` and adopt the clone in the child the same way.)
+    /// The agent really forks; its child adopts the server's copy-on-write clone, as a
+    /// C program's child does.
     fn fork(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
         let mut buf = [0u8; MAX_REQUEST_LEN];
         let bytes = postcard::to_slice(&spec, &mut buf).map_err(|_| Errno::EINVAL)?;
-        let secret = match self.ask(b'F', bytes) {
-            Ok([0, s @ ..]) if s.len() == 8 => {
-                u64::from_le_bytes(s.try_into().map_err(|_| Errno::EPROTO)?)
-            }
+        let (ours, theirs) = packet::pair().map_err(|_| Errno::EAGAIN)?;
+        let pid = match self.ask_with(b'F', bytes, &[theirs.as_fd()]) {
+            Ok(&[0, a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
             Ok(&[1, a, b]) => {
                 return Err(Errno::from_raw(u16::from_le_bytes([a, b])).unwrap_or(Errno::EPROTO));
             }
             _ => return Err(Errno::EPROTO),
         };
-        let child = Self::start_with(
-            &self.msclient,
-            &self.socket,
-            Some(secret),
+        drop(theirs);
+        let (m, s, d) = (
+            self.msclient.clone(),
+            self.socket.clone(),
             Rc::clone(&self.deaths),
-        )
-        .map_err(|_| Errno::EAGAIN)?;
+        );
+        let child = AgentProcess::attach(&m, &s, d, ours, pid, None).map_err(|_| Errno::EAGAIN)?;
         Ok(Box::new(child))
-    }
-}
-
-impl AgentProcess {
-    /// Asks the server, through this agent, to confirm that process `pid` is gone.
-    fn await_exit(&mut self, pid: u32) -> Result<(), String> {
-        match self.ask(b'A', &pid.to_le_bytes()) {
-            Ok(&[0]) => Ok(()),
-            Ok(&[1, a, b]) => Err(format!(
-                "the server did not confirm the exit of agent {pid}: {:?}",
-                Errno::from_raw(u16::from_le_bytes([a, b]))
-            )),
-            other => Err(format!("await exit of agent {pid}: {other:?}")),
-        }
     }
 }
 
@@ -328,10 +341,16 @@ impl Drop for AgentProcess {
         // `Q` returns once the server has reclaimed everything; an agent that cannot
         // answer it is dead or dying, and the server must confirm its exit later.
         let said_goodbye = matches!(self.ask(b'Q', &[]), Ok(&[0]));
-        let pid = self.child.id();
-        self.child.stop();
+        match &mut self.child {
+            Some(c) => c.stop(),
+            // A forked agent: not our child to reap (its parent ignores SIGCHLD).
+            // SAFETY: kill takes plain integers; the pid is the agent's.
+            None => unsafe {
+                libc::kill(self.pid as i32, libc::SIGKILL);
+            },
+        }
         if !said_goodbye {
-            self.deaths.borrow_mut().push(pid);
+            self.deaths.borrow_mut().push(self.pid);
         }
     }
 }
@@ -346,9 +365,8 @@ pub struct HostedHarness {
 }
 
 impl HostedHarness {
-    /// A harness for the `memserverd` at `socket` (its memfd laid out as `memserverd`
-    /// does: `dma` 64 frames, `normal`, `fb0` 256 frames), starting clients with the
-    /// `msclient` binary at `msclient`.
+    /// A harness for the `memserverd` at `socket` (laid out as `memserverd` does: `dma`
+    /// 64 frames, `normal`, `fb0` 256 frames), starting clients with `msclient`.
     pub fn new(msclient: PathBuf, socket: PathBuf) -> io::Result<HostedHarness> {
         let own = AgentProcess::start(&msclient, &socket)?;
         let setup = own.setup;
@@ -359,9 +377,7 @@ impl HostedHarness {
             own,
         })
     }
-}
 
-impl HostedHarness {
     /// Waits until the server confirms the exit of every agent that died.
     fn settle(&mut self) -> Result<(), String> {
         let dead: Vec<u32> = self.own.deaths.borrow_mut().drain(..).collect();
@@ -378,16 +394,17 @@ impl Harness for HostedHarness {
     }
 
     fn facts(&self) -> Facts {
+        use crate::daemon::config::{DMA_FRAMES, FB_FRAMES};
         let frames = self.setup.mem_size / 4096;
-        let normal = frames - 64 - 256;
+        let normal = frames - DMA_FRAMES - FB_FRAMES;
         Facts {
             mmap_min: self.setup.window_lo,
             mmap_max: self.setup.window_hi,
             default_bank: "normal".into(),
-            small_bank: ("dma".into(), 64),
-            device: ("fb0".into(), 256 * 4096),
+            small_bank: ("dma".into(), DMA_FRAMES),
+            device: ("fb0".into(), FB_FRAMES * 4096),
             unmappable_device: "uart0".into(),
-            total_frames: frames - 256,
+            total_frames: frames - FB_FRAMES,
             max_shm_objects: 1024,
             max_open_files: 8192,
             max_object_size: normal * 4096,
@@ -396,13 +413,9 @@ impl Harness for HostedHarness {
     }
 
     fn spawn(&mut self, spec: ClientSpec) -> Result<Box<dyn Process>, Errno> {
-        let mut p = AgentProcess::start_with(
-            &self.msclient,
-            &self.socket,
-            None,
-            Rc::clone(&self.own.deaths),
-        )
-        .map_err(|_| Errno::EAGAIN)?;
+        let mut p =
+            AgentProcess::start_with(&self.msclient, &self.socket, Rc::clone(&self.own.deaths))
+                .map_err(|_| Errno::EAGAIN)?;
         p.set_spec(&spec)?;
         Ok(Box::new(p))
     }
@@ -437,5 +450,3 @@ impl Harness for HostedHarness {
         format!("/hosted-{}-{base}", std::process::id())
     }
 }
-
-const _: () = assert!(MAX_REQUEST_LEN < u16::MAX as usize);

@@ -19,6 +19,55 @@ pub const FD_OFFSET: c_int = 1 << 29;
 
 static CLIENT: Mutex<Option<Client<HostedClient>>> = Mutex::new(None);
 
+type Guard = std::sync::MutexGuard<'static, Option<Client<HostedClient>>>;
+
+thread_local! {
+    /// The connection's lock, held by the forking thread from `prepare` to `parent` or
+    /// `child`, so no call is in flight across a `fork`.
+    static FORKING: std::cell::RefCell<Option<(Guard, Option<u64>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `pthread_atfork` prepare: the server clones this client for the child.
+extern "C" fn fork_prepare() {
+    let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    let token = guard
+        .as_mut()
+        .and_then(|c| c.transport().fork_token(None).ok());
+    FORKING.with(|f| *f.borrow_mut() = Some((guard, token)));
+}
+
+/// `pthread_atfork` parent: the lock goes back (the clone waits for the child).
+extern "C" fn fork_parent() {
+    FORKING.with(|f| drop(f.borrow_mut().take()));
+}
+
+/// `pthread_atfork` child: a connection of its own, adopting the clone; the parent's
+/// connection is left to the parent.
+extern "C" fn fork_child() {
+    FORKING.with(|f| {
+        let Some((mut guard, token)) = f.borrow_mut().take() else {
+            return;
+        };
+        let Some(old) = guard.take() else {
+            return;
+        };
+        let old = old.into_transport();
+        let setup = old.setup();
+        old.forsake();
+        let adopted = token.and_then(|t| {
+            HostedClient::adopt(&socket_path(), t, (setup.window_lo, setup.window_hi)).ok()
+        });
+        // Without the clone the child's inherited window is not served: its next call
+        // connects afresh, as a new client.
+        *guard = adopted.map(Client::new);
+    });
+}
+
+fn socket_path() -> String {
+    std::env::var("MEMSERVER_SOCKET").unwrap_or_else(|_| "/tmp/memserver.sock".into())
+}
+
 fn set_errno(e: i32) {
     // SAFETY: the calling thread's errno slot, which libc keeps valid.
     unsafe { *libc::__errno_location() = e };
@@ -28,9 +77,13 @@ fn set_errno(e: i32) {
 fn with<T>(f: impl FnOnce(&mut Client<HostedClient>) -> Result<T, Errno>) -> Option<T> {
     let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
     if guard.is_none() {
-        let path =
-            std::env::var("MEMSERVER_SOCKET").unwrap_or_else(|_| "/tmp/memserver.sock".into());
-        match HostedClient::connect(&path) {
+        static ATFORK: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registers three `extern "C"` handlers with no arguments, which live for
+        // the program's life.
+        ATFORK.call_once(|| unsafe {
+            libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+        });
+        match HostedClient::connect(&socket_path()) {
             Ok(c) => *guard = Some(Client::new(c)),
             Err(e) => {
                 set_errno(e.raw_os_error().unwrap_or(libc::ECONNREFUSED));
@@ -56,7 +109,8 @@ fn status(r: Option<()>) -> c_int {
     if r.is_some() { 0 } else { -1 }
 }
 
-/// `mmap(2)`. `fd` is `-1`, or an fd from [`ms_shm_open`]; any other fd is `ENODEV`.
+/// `mmap(2)`. `fd` is `-1`, or an fd from [`ms_shm_open`]; any other open fd is
+/// `ENODEV`, a closed one `EBADF`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ms_mmap(
     addr: *mut c_void,
@@ -70,8 +124,10 @@ pub extern "C" fn ms_mmap(
         -1 => -1,
         fd if fd >= FD_OFFSET => fd - FD_OFFSET,
         _ if flags & libc::MAP_ANONYMOUS != 0 => -1,
-        _ => {
-            set_errno(libc::ENODEV);
+        fd => {
+            // SAFETY: F_GETFD only asks whether `fd` is open.
+            let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+            set_errno(if open { libc::ENODEV } else { libc::EBADF });
             return libc::MAP_FAILED;
         }
     };

@@ -1,120 +1,144 @@
 //! [`HostedStub`]: the server side of the hosted kernel stub.
 //!
-//! "Physical memory" is a memfd the server maps whole; frame `f` is the page at offset
-//! `(f - frame_base) * 4096`. The stub keeps each client's page table as a map and queues
-//! every change as an [`Op`]; the connection hands a client the queue of its own space
-//! with every reply, and the client runtime applies it with `mmap(MAP_FIXED)` of the
-//! memfd, `mprotect`, and an inaccessible re-reservation for unmapped pages.
+//! The server's page tables for each client are kept here as a [`PageMap`] (what the
+//! server has installed), and the host's page tables follow them lazily: a client's
+//! window is made of host mappings that mirror its regions, registered with its
+//! userfaultfd, so the first access to a page the host lacks reaches the server, which
+//! places exactly the page its own tables say (or resolves the fault first). Frames are
+//! the server's accounting; their bytes live where the host can enforce who reaches
+//! them:
+//! - a private page's bytes live in its client's own process (placed with
+//!   `UFFDIO_COPY`; copied on write by the host after `fork`);
+//! - a memory object's or device's page lives in that object's memfd
+//!   ([`ObjectMemory`]), mapped only by clients allowed to, and placed with
+//!   `UFFDIO_CONTINUE`;
+//! - contents the server made but nobody has placed yet (a page filled from the pager, a
+//!   private copy of an object page) wait in [`HostedStub`]; a frame with none is zero.
 //!
-//! A change to another client's space (`ftruncate` shrinking a shared object) is pushed
-//! to that client at once by `memserverd` (its doorbell), before the request that caused
-//! it is answered.
+//! Taking write access away (copy-on-write after a clone, dirty tracking after a
+//! write-back) is write protection through the client's userfaultfd, applied at once,
+//! in any client; removing pages is the host's, through the memfd (truncation, holes)
+//! or the client's own calls.
 
-use crate::wire::Op;
+use crate::object_memory::ObjectMemory;
+use crate::uffd::Uffd;
+use memserver::object::ObjectId;
 use memserver::page_map::{PageMap, Spaces};
 use memserver::{Frame, KernelStub, PageAttrs, StubError};
-use std::ptr::NonNull;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const P: u64 = 4096;
 
-/// The server's mapping of the memfd.
-pub struct MemView {
-    base: NonNull<u8>,
-    len: u64,
-}
-
-// SAFETY: the view is a plain shared mapping owned by the server; the stub that holds it
-// is used under the server's lock, one thread at a time.
-unsafe impl Send for MemView {}
-
-impl MemView {
-    /// The view of `len` bytes mapped at `base`.
-    ///
-    /// # Safety
-    /// `base .. base + len` must be a readable and writable mapping that stays mapped for
-    /// the view's life and that no Rust reference points into.
-    pub unsafe fn new(base: NonNull<u8>, len: u64) -> MemView {
-        MemView { base, len }
-    }
-
-    fn page_ref(&self, index: u64) -> Option<&[u8]> {
-        if index.checked_add(1)?.checked_mul(P)? > self.len {
-            return None;
-        }
-        // SAFETY: in bounds (checked above) of the mapping `new`'s contract keeps valid;
-        // the shared borrow of `self` excludes the `&mut` slices of `page`.
-        Some(unsafe {
-            std::slice::from_raw_parts(self.base.as_ptr().add((index * P) as usize), P as usize)
-        })
-    }
-
-    fn page(&mut self, index: u64) -> Option<&mut [u8]> {
-        if index.checked_add(1)?.checked_mul(P)? > self.len {
-            return None;
-        }
-        // SAFETY: in bounds (checked above) of the mapping `new`'s contract keeps valid
-        // and unaliased; the borrow of `self` keeps the slice unique.
-        Some(unsafe {
-            std::slice::from_raw_parts_mut(self.base.as_ptr().add((index * P) as usize), P as usize)
-        })
-    }
+/// Where a frame's bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Home {
+    /// Page `idx` of an object's memfd.
+    Object(ObjectId, u64),
+    /// Page `idx` of a device window's memfd.
+    Device(u8, u64),
 }
 
 #[derive(Default)]
 struct Space {
     pages: PageMap,
-    ops: Vec<Op>,
+    uffd: Option<Arc<Uffd>>,
 }
 
 /// The hosted kernel stub.
+#[derive(Default)]
 pub struct HostedStub {
-    mem: MemView,
-    frame_base: u64,
     spaces: Spaces<Space>,
+    /// Bytes made but not placed yet; a frame with no entry (and no home) is zero.
+    pending: BTreeMap<Frame, Box<[u8; P as usize]>>,
+    /// Frames whose bytes are a page of a memfd.
+    homes: BTreeMap<Frame, Home>,
+    /// The memfds of objects and devices.
+    pub memory: ObjectMemory,
 }
 
 impl HostedStub {
-    /// A stub over `mem`, whose first page is frame `frame_base`.
-    pub fn new(mem: MemView, frame_base: u64) -> HostedStub {
-        HostedStub {
-            mem,
-            frame_base,
-            spaces: Spaces::default(),
+    /// A stub with no spaces.
+    pub fn new() -> HostedStub {
+        HostedStub::default()
+    }
+
+    /// Faults of `space` are now served through `uffd`.
+    pub fn attach(&mut self, space: u32, uffd: Arc<Uffd>) {
+        if let Some(s) = self.spaces.get_mut(space) {
+            s.uffd = Some(uffd);
         }
     }
 
-    /// Queues a fresh `Map` of what `space` has at `addr`, if anything: a client that
-    /// faults on a page the server has installed missed (skipped) an operation.
-    pub fn refresh(&mut self, space: u32, addr: u64) {
-        let Some(s) = self.spaces.get_mut(space) else {
+    /// The userfaultfd of `space`.
+    pub fn uffd(&self, space: u32) -> Option<Arc<Uffd>> {
+        self.spaces.get(space)?.uffd.clone()
+    }
+
+    /// The bytes of `frame`, wherever they are.
+    pub fn bytes(&self, frame: Frame, out: &mut [u8; P as usize]) {
+        if let Some(p) = self.pending.get(&frame) {
+            out.copy_from_slice(&p[..]);
             return;
-        };
-        if let Some((frame, attrs)) = s.pages.get(addr) {
-            s.ops.push(Op::Map {
-                addr: addr & !(P - 1),
-                frame: frame.0,
-                write: attrs.writable,
-                exec: attrs.executable,
-            });
+        }
+        match self.homes.get(&frame) {
+            Some(&Home::Object(obj, idx)) => self.memory.read_page(obj, idx, out),
+            Some(&Home::Device(dev, idx)) => self.memory.read_device_page(dev, idx, out),
+            None => out.fill(0),
         }
     }
 
-    /// How many operations wait for `space`.
-    pub fn pending(&mut self, space: u32) -> usize {
-        self.spaces.get(space).map_or(0, |s| s.ops.len())
+    /// Makes page `idx` of `obj`'s memfd hold `frame` (the object's page there): its
+    /// pending bytes, or zeros, unless it is there already. The memfd must exist.
+    pub fn place_in_object(
+        &mut self,
+        frame: Frame,
+        obj: ObjectId,
+        idx: u64,
+    ) -> std::io::Result<()> {
+        let home = Home::Object(obj, idx);
+        if self.homes.get(&frame) == Some(&home) {
+            return Ok(());
+        }
+        let mut page = [0u8; P as usize];
+        self.bytes(frame, &mut page);
+        self.memory.write_page(obj, idx, &page)?;
+        self.pending.remove(&frame);
+        self.homes.insert(frame, home);
+        Ok(())
     }
 
-    /// Takes the operations queued for `space`, oldest first.
-    pub fn take_ops(&mut self, space: u32) -> Vec<Op> {
-        self.spaces
-            .get_mut(space)
-            .map(|s| std::mem::take(&mut s.ops))
-            .unwrap_or_default()
+    /// Records that `frame` is page `idx` of device `dev` (whose memfd holds it);
+    /// pending bytes are written there first.
+    pub fn place_in_device(&mut self, frame: Frame, dev: u8, idx: u64) -> std::io::Result<()> {
+        match self.pending.remove(&frame) {
+            Some(p) => self.memory.write_device_page(dev, idx, &p[..])?,
+            None => self.memory.touch_device_page(dev, idx)?,
+        }
+        self.homes.insert(frame, Home::Device(dev, idx));
+        Ok(())
     }
 
-    fn index(&self, f: Frame) -> Option<u64> {
-        let i = f.0.checked_sub(self.frame_base)?;
-        (i < self.mem.len / P).then_some(i)
+    /// How many frames have bytes waiting to be placed.
+    pub fn pending_frames(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn set_bytes(&mut self, frame: Frame, page: &[u8; P as usize]) {
+        match self.homes.get(&frame) {
+            Some(&Home::Object(obj, idx)) => {
+                let _ = self.memory.write_page(obj, idx, page);
+            }
+            Some(&Home::Device(dev, idx)) => {
+                let _ = self.memory.write_device_page(dev, idx, page);
+            }
+            None if page.iter().all(|&b| b == 0) => {
+                self.pending.remove(&frame);
+            }
+            None => {
+                self.pending.insert(frame, Box::new(*page));
+            }
+        }
     }
 }
 
@@ -136,30 +160,14 @@ impl KernelStub for HostedStub {
         frame: Frame,
         attrs: PageAttrs,
     ) -> Result<(), StubError> {
-        if self.index(frame).is_none() {
-            return Err(StubError::Refused);
-        }
+        // The host follows when the client touches the page (its fault finds this).
         let s = self.spaces.get_mut(space).ok_or(StubError::Refused)?;
-        s.pages.insert(vaddr, frame, attrs)?;
-        s.ops.push(Op::Map {
-            addr: vaddr,
-            frame: frame.0,
-            write: attrs.writable,
-            exec: attrs.executable,
-        });
-        Ok(())
+        s.pages.insert(vaddr, frame, attrs)
     }
 
     fn unmap(&mut self, space: u32, vaddr: u64, pages: u64) {
-        let Some(s) = self.spaces.get_mut(space) else {
-            return;
-        };
-        let gone = s.pages.remove(vaddr, pages);
-        if let (Some(&lo), Some(&last)) = (gone.first(), gone.last()) {
-            s.ops.push(Op::Unmap {
-                addr: lo,
-                pages: (last + P - lo) / P,
-            });
+        if let Some(s) = self.spaces.get_mut(space) {
+            s.pages.remove(vaddr, pages);
         }
     }
 
@@ -167,14 +175,15 @@ impl KernelStub for HostedStub {
         let Some(s) = self.spaces.get_mut(space) else {
             return;
         };
-        // Only installed pages change: a run of them is one op.
-        for run in s.pages.protect(vaddr, pages, attrs) {
-            s.ops.push(Op::Protect {
-                addr: run.start,
-                pages: (run.end - run.start) / P,
-                write: attrs.writable,
-                exec: attrs.executable,
-            });
+        let runs = s.pages.protect(vaddr, pages, attrs);
+        // Taking write access away cannot wait for the client: write-protect the host's
+        // pages now (pages the host lacks get the protection when they are placed).
+        if !attrs.writable
+            && let Some(u) = &s.uffd
+        {
+            for run in runs {
+                let _ = u.write_protect(run.start, run.end - run.start, true);
+            }
         }
     }
 
@@ -194,40 +203,28 @@ impl KernelStub for HostedStub {
     }
 
     fn zero_frame(&mut self, frame: Frame) {
-        if let Some(p) = self.index(frame).and_then(|i| self.mem.page(i)) {
-            p.fill(0);
-        }
+        self.set_bytes(frame, &[0; P as usize]);
     }
 
     fn copy_frame(&mut self, src: Frame, dst: Frame) {
-        let (Some(s), Some(d)) = (self.index(src), self.index(dst)) else {
-            return;
-        };
-        let mut buf = vec![0u8; P as usize];
-        if let Some(p) = self.mem.page(s) {
-            buf.copy_from_slice(p);
-        }
-        if let Some(p) = self.mem.page(d) {
-            p.copy_from_slice(&buf);
-        }
+        let mut page = [0u8; P as usize];
+        self.bytes(src, &mut page);
+        self.set_bytes(dst, &page);
     }
 
     fn fill_frame(&mut self, frame: Frame, data: &[u8]) {
-        if let Some(p) = self.index(frame).and_then(|i| self.mem.page(i)) {
-            let n = data.len().min(p.len());
-            p[..n].copy_from_slice(&data[..n]);
-            p[n..].fill(0);
-        }
+        let mut page = [0u8; P as usize];
+        let n = data.len().min(page.len());
+        page[..n].copy_from_slice(&data[..n]);
+        self.set_bytes(frame, &page);
     }
 
     fn read_frame(&self, frame: Frame, out: &mut [u8]) {
-        match self.index(frame).and_then(|i| self.mem.page_ref(i)) {
-            Some(p) => {
-                let n = out.len().min(p.len());
-                out[..n].copy_from_slice(&p[..n]);
-            }
-            None => out.fill(0),
-        }
+        let mut page = [0u8; P as usize];
+        self.bytes(frame, &mut page);
+        let n = out.len().min(page.len());
+        out[..n].copy_from_slice(&page[..n]);
+        out[n..].fill(0);
     }
 
     fn donate_table_frame(&mut self, _frame: Frame) -> Result<(), StubError> {
@@ -237,5 +234,20 @@ impl KernelStub for HostedStub {
 
     fn reclaim_table_frame(&mut self) -> Option<Frame> {
         None
+    }
+
+    fn frame_freed(&mut self, frame: Frame) {
+        self.pending.remove(&frame);
+        if let Some(Home::Object(obj, idx)) = self.homes.remove(&frame) {
+            self.memory.punch(obj, idx);
+        }
+    }
+
+    fn object_resized(&mut self, object: u64, size: u64) {
+        self.memory.resize(ObjectId(object), size);
+    }
+
+    fn object_destroyed(&mut self, object: u64) {
+        self.memory.destroy(ObjectId(object));
     }
 }

@@ -34,9 +34,10 @@ pub const FEATURE_MINOR_SHMEM: u64 = 1 << 10;
 pub const FEATURE_WP_SHMEM: u64 = 1 << 12;
 /// `UFFDIO_POISON`.
 pub const FEATURE_POISON: u64 = 1 << 14;
-/// What the hosted runtime needs.
-pub const FEATURES: u64 = FEATURE_EVENT_FORK
-    | FEATURE_MISSING_SHMEM
+/// What the hosted runtime needs. Not fork events: a forked child makes a descriptor
+/// of its own (its inherited mappings lose their registration at `fork`), so a `fork`
+/// never waits for the server.
+pub const FEATURES: u64 = FEATURE_MISSING_SHMEM
     | FEATURE_THREAD_ID
     | FEATURE_MINOR_SHMEM
     | FEATURE_WP_SHMEM
@@ -125,6 +126,8 @@ pub enum Event {
         addr: u64,
         /// `FLAG_WRITE`, `FLAG_WP`, `FLAG_MINOR`.
         flags: u64,
+        /// The faulting thread (its id in the process's pid namespace).
+        tid: u32,
     },
     /// The process forked: the child's descriptor, now open in this process.
     Fork(OwnedFd),
@@ -170,6 +173,11 @@ impl Uffd {
     /// them; without it the descriptor reports user-mode faults only and the second value
     /// is `false`.
     pub fn create() -> io::Result<(Uffd, bool)> {
+        Self::create_with(FEATURES)
+    }
+
+    /// [`create`](Self::create) asking for `features` instead.
+    pub fn create_with(features: u64) -> io::Result<(Uffd, bool)> {
         let flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
         // SAFETY: the userfaultfd system call takes only flags and returns a new fd.
         let mut fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
@@ -187,7 +195,7 @@ impl Uffd {
         let u = Uffd(unsafe { OwnedFd::from_raw_fd(fd as i32) });
         let mut api = ApiArg {
             api: API,
-            features: FEATURES,
+            features,
             ioctls: 0,
         };
         ioctl(u.0.as_fd(), IOC_API, &mut api)
@@ -292,6 +300,7 @@ impl Uffd {
             EVENT_PAGEFAULT => Event::Fault {
                 flags: word(8),
                 addr: word(16),
+                tid: u32::from_le_bytes(msg[24..28].try_into().unwrap_or([0; 4])),
             },
             EVENT_FORK => {
                 let fd = i32::from_le_bytes(msg[8..12].try_into().unwrap_or([0xff; 4]));

@@ -1,41 +1,52 @@
-//! What travels between a client and `memserverd` around the protocol's postcard bytes.
+//! What travels between a client runtime and `memserverd` on their `SOCK_SEQPACKET`
+//! connection, around the protocol's postcard bytes. One packet is one message.
 //!
-//! Each message in the shared-memory channel ([`crate::ring`]) has a kind:
-//! [`KIND_REQUEST`] (a postcard `Request`), [`KIND_FAULT`] (the client runtime's report
-//! of a page fault: address `u64 LE` and access `u8`, which the server, playing the
-//! kernel, turns into `PageFault` for that connection's client only), [`KIND_SPEC`],
-//! [`KIND_EXIT`]. Every answer is a postcard `Response` plus the page-table [`Op`]s the
-//! client must apply to its own address space first. At connection set-up the server
-//! sends [`Setup`] on the Unix socket with three fds attached (`SCM_RIGHTS`): the memfd
-//! of "physical memory", the client's doorbell socket and its channel.
+//! Client to server: `[kind: u8][payload]`, the kinds below. The first message of a
+//! connection is [`KIND_HELLO`] or [`KIND_ADOPT`], each with the client's userfaultfd
+//! attached (`SCM_RIGHTS`): the server resolves every fault of the client's window
+//! through it, so no page reaches the process any other way.
+//!
+//! Server to client, every answer: `[len: u16 LE][payload][count: u16 LE][count ×
+//! HostOp]`, with the descriptors the operations map attached in order. The payload is
+//! a postcard `Response` for [`KIND_REQUEST`], [`KIND_SPEC`], [`KIND_EXIT`] and
+//! [`KIND_AWAIT_EXIT`]; an encoded [`Setup`] (or a `Response` carrying the refusal) for
+//! [`KIND_HELLO`] and [`KIND_ADOPT`]; `[token: u64 LE]` (or a refusal) for
+//! [`KIND_FORK`]. The operations are the host mappings the server decided for the
+//! request (placement, backing, protection), never pages: the client applies them to
+//! its window before it returns to the program.
 
-/// A postcard request follows.
-pub const KIND_REQUEST: u8 = 0;
-/// A page-fault report follows.
-pub const KIND_FAULT: u8 = 1;
-/// A postcard `ClientSpec` follows: the client asks to run with this identity and these
-/// limits. Only a process of the server's own user (or root) may, before it maps
-/// anything: that user plays the kernel's part of starting clients (a launcher, the
-/// conformance harness). Answered with an empty `Done` or `EPERM`.
+/// First message: empty payload, the client's userfaultfd attached.
+pub const KIND_HELLO: u8 = 0;
+/// A postcard `Request` follows.
+pub const KIND_REQUEST: u8 = 1;
+/// A postcard `ClientSpec` follows: run with this identity and these limits. Only a
+/// process of the server's own user (or root) may, before it maps anything (the
+/// launcher's or the conformance harness's part of the kernel).
 pub const KIND_SPEC: u8 = 2;
-/// An empty payload: the client is done; the server reclaims everything it held, answers
-/// `Done`, and closes the connection (so a caller knows the exit is complete).
+/// Empty: the client is done; everything it held is reclaimed before the answer.
 pub const KIND_EXIT: u8 = 3;
-/// A postcard `ClientSpec` follows: clone this client (the memory half of `fork`). The
-/// answer is not a `Response` but `[0][secret: u64 LE]` (the clone waits for a
-/// connection presenting the secret) or `[1][errno: u16 LE]`. A client that is not the
-/// server's own user gets its own identity in the clone whatever the spec says.
+/// A postcard `ClientSpec` follows: the process is about to `fork`; clone this client
+/// copy-on-write for the child (its identity stays the caller's unless the caller is
+/// trusted). Answered with a token the child presents in [`KIND_ADOPT`].
 pub const KIND_FORK: u8 = 4;
-/// A `u64 LE` secret follows: this new connection becomes the clone made with it
-/// (first message only, same user). Answered with an empty `Done` or an errno.
+/// `[token: u64 LE]`, the child's userfaultfd attached: first message of a forked
+/// child, which becomes the clone its parent prepared. Answered with a [`Setup`].
 pub const KIND_ADOPT: u8 = 5;
-/// A `u32 LE` process id follows: answer once no connection of that process is left
-/// and everything its clients held is reclaimed (or `EBUSY` after ten seconds).
-/// Only the server's own user (or root) may ask: a test harness waits with it for what
-/// it is about to check, instead of sleeping.
+/// `[pid: u32 LE]`: answer once no connection of that process is left and everything
+/// its clients held is reclaimed (`EBUSY` after ten seconds). Only the server's own user
+/// (or root) may ask: a test harness waits with it for what it is about to check.
 pub const KIND_AWAIT_EXIT: u8 = 6;
-/// Bytes of one encoded [`Op`].
-pub const OP_LEN: usize = 26;
+
+/// Bytes of an encoded [`Setup`].
+pub const SETUP_LEN: usize = 28;
+/// Bytes of an encoded [`HostOp`].
+pub const OP_LEN: usize = 42;
+/// The largest packet either side sends.
+pub const MAX_PACKET: usize = 64 * 1024;
+/// Most operations in one answer.
+pub const MAX_OPS: usize = (MAX_PACKET - 1024) / OP_LEN;
+/// Most descriptors attached to one answer (the kernel's `SCM_MAX_FD` is 253).
+pub const MAX_FDS: usize = 64;
 
 /// What the server tells a new connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,124 +55,228 @@ pub struct Setup {
     pub window_lo: u64,
     /// One past its highest.
     pub window_hi: u64,
-    /// Frame number of the memfd's first page.
-    pub frame_base: u64,
-    /// Bytes of the memfd.
+    /// Bytes of "physical memory" the server manages.
     pub mem_size: u64,
+    /// The client's number (as the server logs it).
+    pub client: u32,
 }
 
 impl Setup {
-    /// Its 32-byte encoding.
-    pub fn encode(&self) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        for (i, v) in [
-            self.window_lo,
-            self.window_hi,
-            self.frame_base,
-            self.mem_size,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        }
+    /// Its encoding.
+    pub fn encode(&self) -> [u8; SETUP_LEN] {
+        let mut b = [0u8; SETUP_LEN];
+        b[..8].copy_from_slice(&self.window_lo.to_le_bytes());
+        b[8..16].copy_from_slice(&self.window_hi.to_le_bytes());
+        b[16..24].copy_from_slice(&self.mem_size.to_le_bytes());
+        b[24..].copy_from_slice(&self.client.to_le_bytes());
         b
     }
 
-    /// Decodes [`encode`](Self::encode)'s bytes.
-    pub fn decode(b: &[u8; 32]) -> Setup {
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        Setup {
-            window_lo: w(0),
-            window_hi: w(1),
-            frame_base: w(2),
-            mem_size: w(3),
+    /// Decodes [`encode`](Self::encode)'s bytes; `None` unless exactly that long.
+    pub fn decode(b: &[u8]) -> Option<Setup> {
+        if b.len() != SETUP_LEN {
+            return None;
         }
+        Some(Setup {
+            window_lo: u64_at(b, 0)?,
+            window_hi: u64_at(b, 8)?,
+            mem_size: u64_at(b, 16)?,
+            client: u32::from_le_bytes(b.get(24..28)?.try_into().ok()?),
+        })
     }
 }
 
-/// One change to a client's page tables.
+fn u64_at(b: &[u8], i: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
+}
+
+/// Access a host mapping allows (`PROT_*` bits).
+pub type HostProt = u8;
+
+/// One change to the client's host mappings, in its window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// Map `frame` at `addr`.
-    Map {
-        /// Page address.
+pub enum HostOp {
+    /// Private anonymous memory at `[addr, addr + len)`, replacing what was there.
+    MapAnon {
+        /// First byte.
         addr: u64,
-        /// Frame number.
-        frame: u64,
-        /// Writable.
-        write: bool,
-        /// Executable.
-        exec: bool,
+        /// Bytes.
+        len: u64,
+        /// `PROT_*`.
+        prot: HostProt,
     },
-    /// Remove `pages` pages from `addr`.
-    Unmap {
-        /// First page.
+    /// The next attached descriptor (a memory object's memfd), mapped at `[addr, addr +
+    /// len)` from `offset`, shared or private, replacing what was there.
+    MapObject {
+        /// First byte.
         addr: u64,
-        /// Page count.
-        pages: u64,
+        /// Bytes.
+        len: u64,
+        /// `PROT_*`.
+        prot: HostProt,
+        /// `MAP_SHARED` (else `MAP_PRIVATE`).
+        shared: bool,
+        /// Offset in the object.
+        offset: u64,
     },
-    /// Change the rights of the installed pages among `pages` pages from `addr`.
+    /// Nothing at `[addr, addr + len)` any more: an inaccessible reservation again.
+    Reserve {
+        /// First byte.
+        addr: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// New access for `[addr, addr + len)`.
     Protect {
-        /// First page.
+        /// First byte.
         addr: u64,
-        /// Page count.
-        pages: u64,
-        /// Writable.
-        write: bool,
-        /// Executable.
-        exec: bool,
+        /// Bytes.
+        len: u64,
+        /// `PROT_*`.
+        prot: HostProt,
+    },
+    /// The mapping at `[old, old + old_len)` now lies at `[new, new + new_len)`, its
+    /// pages moved, not copied (`new == old` grows or shrinks it in place).
+    Remap {
+        /// Old start.
+        old: u64,
+        /// Old length.
+        old_len: u64,
+        /// New start.
+        new: u64,
+        /// New length.
+        new_len: u64,
+        /// `MREMAP_DONTUNMAP`: the old range stays mapped, empty.
+        dont_unmap: bool,
+        /// The mapping is of a memory object (its registration mode differs).
+        object: bool,
+    },
+    /// `madvise(addr, len, advice)` on the host mapping.
+    Advise {
+        /// First byte.
+        addr: u64,
+        /// Bytes.
+        len: u64,
+        /// Linux's advice number.
+        advice: u8,
     },
 }
 
-impl Op {
+impl HostOp {
+    /// Whether it consumes an attached descriptor.
+    pub fn takes_fd(&self) -> bool {
+        matches!(self, HostOp::MapObject { .. })
+    }
+
     /// Its fixed-size encoding.
     pub fn encode(&self) -> [u8; OP_LEN] {
-        let (kind, a, b, w, x) = match *self {
-            Op::Map {
+        let (kind, a, b, c, d, x, y) = match *self {
+            HostOp::MapAnon { addr, len, prot } => (0u8, addr, len, 0, 0, prot, 0),
+            HostOp::MapObject {
                 addr,
-                frame,
-                write,
-                exec,
-            } => (0u8, addr, frame, write, exec),
-            Op::Unmap { addr, pages } => (1, addr, pages, false, false),
-            Op::Protect {
-                addr,
-                pages,
-                write,
-                exec,
-            } => (2, addr, pages, write, exec),
+                len,
+                prot,
+                shared,
+                offset,
+            } => (1, addr, len, offset, 0, prot, u8::from(shared)),
+            HostOp::Reserve { addr, len } => (2, addr, len, 0, 0, 0, 0),
+            HostOp::Protect { addr, len, prot } => (3, addr, len, 0, 0, prot, 0),
+            HostOp::Remap {
+                old,
+                old_len,
+                new,
+                new_len,
+                dont_unmap,
+                object,
+            } => (
+                4,
+                old,
+                old_len,
+                new,
+                new_len,
+                u8::from(dont_unmap),
+                u8::from(object),
+            ),
+            HostOp::Advise { addr, len, advice } => (5, addr, len, 0, 0, advice, 0),
         };
         let mut out = [0u8; OP_LEN];
         out[0] = kind;
-        out[1..9].copy_from_slice(&a.to_le_bytes());
-        out[9..17].copy_from_slice(&b.to_le_bytes());
-        out[17] = u8::from(w) | (u8::from(x) << 1);
+        for (i, v) in [a, b, c, d].into_iter().enumerate() {
+            out[1 + i * 8..9 + i * 8].copy_from_slice(&v.to_le_bytes());
+        }
+        out[33] = x;
+        out[34] = y;
         out
     }
 
-    /// Decodes one op; `None` for an unknown kind.
-    pub fn decode(b: &[u8; OP_LEN]) -> Option<Op> {
-        let a = u64::from_le_bytes(b[1..9].try_into().ok()?);
-        let v = u64::from_le_bytes(b[9..17].try_into().ok()?);
-        let (write, exec) = (b[17] & 1 != 0, b[17] & 2 != 0);
-        match b[0] {
-            0 => Some(Op::Map {
-                addr: a,
-                frame: v,
-                write,
-                exec,
-            }),
-            1 => Some(Op::Unmap { addr: a, pages: v }),
-            2 => Some(Op::Protect {
-                addr: a,
-                pages: v,
-                write,
-                exec,
-            }),
-            _ => None,
-        }
+    /// Decodes one operation; `None` for an unknown kind.
+    pub fn decode(b: &[u8]) -> Option<HostOp> {
+        let w = |i: usize| u64_at(b, 1 + i * 8);
+        let (x, y) = (*b.get(33)?, *b.get(34)?);
+        Some(match *b.first()? {
+            0 => HostOp::MapAnon {
+                addr: w(0)?,
+                len: w(1)?,
+                prot: x,
+            },
+            1 => HostOp::MapObject {
+                addr: w(0)?,
+                len: w(1)?,
+                offset: w(2)?,
+                prot: x,
+                shared: y != 0,
+            },
+            2 => HostOp::Reserve {
+                addr: w(0)?,
+                len: w(1)?,
+            },
+            3 => HostOp::Protect {
+                addr: w(0)?,
+                len: w(1)?,
+                prot: x,
+            },
+            4 => HostOp::Remap {
+                old: w(0)?,
+                old_len: w(1)?,
+                new: w(2)?,
+                new_len: w(3)?,
+                dont_unmap: x != 0,
+                object: y != 0,
+            },
+            5 => HostOp::Advise {
+                addr: w(0)?,
+                len: w(1)?,
+                advice: x,
+            },
+            _ => return None,
+        })
     }
+}
+
+/// Writes an answer (`payload` then `ops`) into `out`; returns its length, or `None`
+/// when it does not fit.
+pub fn encode_answer(payload: &[u8], ops: &[HostOp], out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
+    out.extend_from_slice(&u16::try_from(payload.len()).ok()?.to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&u16::try_from(ops.len()).ok()?.to_le_bytes());
+    for op in ops {
+        out.extend_from_slice(&op.encode());
+    }
+    (out.len() <= MAX_PACKET).then_some(())
+}
+
+/// Splits an answer into its payload and its operations' bytes.
+pub fn decode_answer(b: &[u8]) -> Option<(&[u8], impl Iterator<Item = Option<HostOp>> + '_)> {
+    let n = usize::from(u16::from_le_bytes(b.get(..2)?.try_into().ok()?));
+    let payload = b.get(2..2 + n)?;
+    let rest = b.get(2 + n..)?;
+    let count = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+    let ops = rest.get(2..)?;
+    if ops.len() != count * OP_LEN {
+        return None;
+    }
+    Some((payload, ops.chunks(OP_LEN).map(HostOp::decode)))
 }
 
 #[cfg(test)]
@@ -169,36 +284,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ops_and_setup_round_trip() {
-        for op in [
-            Op::Map {
-                addr: 0x2000_0000_1000,
-                frame: 77,
-                write: true,
-                exec: false,
-            },
-            Op::Unmap {
+    fn every_op_round_trips() {
+        let ops = [
+            HostOp::MapAnon {
                 addr: 0x2000_0000_0000,
-                pages: 9,
+                len: 8192,
+                prot: 3,
             },
-            Op::Protect {
+            HostOp::MapObject {
+                addr: 1 << 40,
+                len: 4096,
+                prot: 1,
+                shared: true,
+                offset: 12288,
+            },
+            HostOp::Reserve {
                 addr: 4096,
-                pages: 1,
-                write: false,
-                exec: true,
+                len: 4096,
             },
-        ] {
-            assert_eq!(Op::decode(&op.encode()), Some(op));
+            HostOp::Protect {
+                addr: 4096,
+                len: 4096,
+                prot: 5,
+            },
+            HostOp::Remap {
+                old: 1,
+                old_len: 2,
+                new: 3,
+                new_len: 4,
+                dont_unmap: true,
+                object: false,
+            },
+            HostOp::Advise {
+                addr: 4096,
+                len: 4096,
+                advice: 4,
+            },
+        ];
+        let mut out = Vec::new();
+        encode_answer(b"xyz", &ops, &mut out).expect("fits");
+        let (payload, decoded) = decode_answer(&out).expect("decodes");
+        assert_eq!(payload, b"xyz");
+        let decoded: Vec<_> = decoded.map(|o| o.expect("known kind")).collect();
+        assert_eq!(decoded, ops);
+    }
+
+    #[test]
+    fn truncated_or_padded_answers_are_refused() {
+        let mut out = Vec::new();
+        encode_answer(b"ab", &[HostOp::Reserve { addr: 0, len: 1 }], &mut out).expect("fits");
+        for cut in 0..out.len() {
+            assert!(decode_answer(&out[..cut]).is_none(), "cut at {cut}");
         }
-        let mut bad = [0u8; OP_LEN];
-        bad[0] = 9;
-        assert_eq!(Op::decode(&bad), None);
+        out.push(0);
+        assert!(decode_answer(&out).is_none());
+        assert_eq!(HostOp::decode(&[9; OP_LEN]), None);
+    }
+
+    #[test]
+    fn setup_round_trips_and_rejects_other_lengths() {
         let s = Setup {
             window_lo: 1,
             window_hi: 2,
-            frame_base: 3,
-            mem_size: 4,
+            mem_size: 3,
+            client: 4,
         };
-        assert_eq!(Setup::decode(&s.encode()), s);
+        assert_eq!(Setup::decode(&s.encode()), Some(s));
+        assert_eq!(Setup::decode(&s.encode()[..27]), None);
     }
 }

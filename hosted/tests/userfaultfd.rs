@@ -78,7 +78,7 @@ fn resolver(u: Arc<Uffd>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64
                 }
                 while let Some(ev) = f.read_event() {
                     match ev {
-                        Event::Fault { addr, flags } if flags & uffd::FLAG_WP != 0 => {
+                        Event::Fault { addr, flags, .. } if flags & uffd::FLAG_WP != 0 => {
                             f.write_protect(addr & !(P - 1), P, false)
                                 .expect("un-protect");
                             faults += 1;
@@ -114,7 +114,7 @@ fn resolver(u: Arc<Uffd>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn uffd_or_skip(test: &str) -> Option<Uffd> {
-    match Uffd::create() {
+    match Uffd::create_with(uffd::FEATURES | uffd::FEATURE_EVENT_FORK) {
         Ok((u, _)) => Some(u),
         Err(e) => {
             eprintln!("skipped {test}: no userfaultfd for this user ({e})");
@@ -275,4 +275,34 @@ fn a_poisoned_page_ends_the_access_with_sigbus() {
     stop.store(true, Ordering::Release);
     let (faults, forks) = server.join().expect("resolver");
     assert_eq!((faults, forks), (1, 1), "a poisoned page asks nobody");
+}
+
+#[test]
+fn a_memfd_mapping_registers_for_missing_minor_and_write_protect_faults() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(u) = uffd_or_skip("memfd") else {
+        return;
+    };
+    let fd = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
+    rustix::fs::ftruncate(&fd, 4 * P).expect("size");
+    // SAFETY: a fresh shared mapping of the memfd.
+    let a = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            (4 * P) as usize,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            &fd,
+            0,
+        )
+    }
+    .expect("mmap") as u64;
+    for (mode, what) in [
+        (uffd::MODE_MISSING, "missing"),
+        (uffd::MODE_MINOR, "minor"),
+        (uffd::MODE_WP, "wp"),
+        (uffd::MODE_MISSING | uffd::MODE_MINOR | uffd::MODE_WP, "all"),
+    ] {
+        assert_eq!(u.register(a, 4 * P, mode), Ok(()), "{what}");
+    }
 }

@@ -1,14 +1,55 @@
 //! What a client may ask about its own address space: its mappings one at a time
 //! (`Regions`, like a line of `/proc/self/maps`) and what backs a page (`PageInfo`).
 
-use crate::kernel_stub::KernelStub;
-use crate::region::RegionBacking;
+use crate::kernel_stub::{Frame, KernelStub};
+use crate::object::ObjectId;
+use crate::region::{Region, RegionBacking};
 use crate::server::Server;
+use alloc::vec::Vec;
 use ipc_proto::{CacheMode, ClientId, PAGE_SIZE, PageInfo, RegionInfo};
 
 const PAGE_MASK: u64 = PAGE_SIZE - 1;
 
 impl<K: KernelStub> Server<K> {
+    /// The region of `id` holding `addr`, for a kernel that keeps mappings of its own in
+    /// step with the server's (the hosted runtime, whose host mappings mirror regions).
+    pub fn region_at(&self, id: ClientId, addr: u64) -> Option<Region> {
+        self.clients.get(&id)?.regions.find(addr).copied()
+    }
+
+    /// Every region of `id` overlapping `[start, end)`, in address order.
+    pub fn regions_in(&self, id: ClientId, start: u64, end: u64) -> Vec<Region> {
+        let Some(c) = self.clients.get(&id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut at = start;
+        while let Some(r) = c.regions.first_ending_above(at) {
+            if r.start >= end {
+                break;
+            }
+            out.push(*r);
+            at = r.end;
+        }
+        out
+    }
+
+    /// The frame holding page `idx` of memory object `object`, if it is resident.
+    pub fn object_frame(&self, object: ObjectId, idx: u64) -> Option<Frame> {
+        self.objects.get(&object)?.pages.get(&idx).copied()
+    }
+
+    /// The size in bytes of memory object `object`, if it exists.
+    pub fn object_size(&self, object: ObjectId) -> Option<u64> {
+        Some(self.objects.get(&object)?.size)
+    }
+
+    /// The identity, rights and limits `id` runs with (a forked child keeps its
+    /// parent's).
+    pub fn spec_of(&self, id: ClientId) -> Option<ipc_proto::ClientSpec> {
+        Some(self.clients.get(&id)?.spec)
+    }
+
     /// The first region of `id` ending above `after`.
     pub(crate) fn region_after(&self, id: ClientId, after: u64) -> Option<RegionInfo> {
         let c = self.clients.get(&id)?;

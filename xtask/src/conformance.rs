@@ -82,7 +82,10 @@ fn run_hosted(filter: &str, verbose: bool) -> Result<(), String> {
             .arg(&socket)
             .args(["--mem", "64M"])
             .env("MEMSERVER_SELF_CHECK", "1")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("MS_DAEMON_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::null()),
     )
     .map_err(|e| format!("cannot start memserverd: {e}"))?;

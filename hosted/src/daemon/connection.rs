@@ -1,0 +1,523 @@
+//! [`Daemon`]: the server, its connections and what each message does.
+
+use super::config::{DaemonConfig, WINDOW};
+use super::faults::{self, Fault};
+use super::host_ops::{self, HostOps};
+use crate::HostedStub;
+use crate::packet;
+use crate::uffd::{Event, Uffd};
+use crate::wire::{
+    self, KIND_ADOPT, KIND_AWAIT_EXIT, KIND_EXIT, KIND_FORK, KIND_HELLO, KIND_REQUEST, KIND_SPEC,
+    Setup,
+};
+use ipc_proto::{ClientId, ClientSpec, Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Reply, Request};
+use memserver::region::RegionBacking;
+use memserver::{Sender, Server};
+use rustix::fd::{AsFd, OwnedFd};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A connection's number (its client's number can change: a forked child adopts its
+/// clone's).
+pub type ConnId = u32;
+
+/// One connection.
+pub struct Conn {
+    /// The socket.
+    pub sock: OwnedFd,
+    /// Its client.
+    pub client: ClientId,
+    /// The peer's process, user and group (`SO_PEERCRED`).
+    pub pid: i32,
+    uid: u32,
+    gid: u32,
+    /// Its userfaultfd, once it said hello.
+    pub uffd: Option<Arc<Uffd>>,
+    /// The server's own user (or root): it plays the kernel's part (specs, waits).
+    trusted: bool,
+    /// No request handled yet: the spec may still change.
+    fresh: bool,
+    /// Its client exited on request; the connection only waits to close.
+    exited: bool,
+}
+
+/// A clone waiting for its forked child's connection.
+struct PendingFork {
+    child: ClientId,
+    parent: ClientId,
+    uid: u32,
+}
+
+/// A `KIND_AWAIT_EXIT` answered when process `pid` has no connection left.
+struct Waiter {
+    conn: ConnId,
+    pid: i32,
+    deadline: Instant,
+}
+
+/// What a message asks of the event loop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    /// Nothing more.
+    Nothing,
+    /// Watch this connection's new userfaultfd.
+    WatchUffd,
+    /// Close the connection.
+    Close,
+}
+
+/// The memory server and its connections.
+pub struct Daemon {
+    /// The server.
+    pub server: Server<HostedStub>,
+    /// Live connections.
+    pub conns: BTreeMap<ConnId, Conn>,
+    forks: BTreeMap<u64, PendingFork>,
+    waiters: Vec<Waiter>,
+    per_uid: BTreeMap<u32, usize>,
+    next_client: u32,
+    mem_size: u64,
+    max_per_uid: usize,
+    own_uid: u32,
+    out: Vec<u8>,
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into the buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    if n != 8 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ (b.as_ptr() as u64).rotate_left(32);
+    }
+    u64::from_le_bytes(b)
+}
+
+impl Daemon {
+    /// A daemon serving `server`, configured by `cfg`.
+    pub fn new(server: Server<HostedStub>, cfg: &DaemonConfig) -> Daemon {
+        Daemon {
+            server,
+            conns: BTreeMap::new(),
+            forks: BTreeMap::new(),
+            waiters: Vec::new(),
+            per_uid: BTreeMap::new(),
+            next_client: 0,
+            mem_size: cfg.mem,
+            max_per_uid: cfg.max_connections_per_uid,
+            own_uid: rustix::process::getuid().as_raw(),
+            out: Vec::with_capacity(wire::MAX_PACKET),
+        }
+    }
+
+    fn new_client(&mut self) -> ClientId {
+        self.next_client += 1;
+        ClientId(self.next_client)
+    }
+
+    /// Takes a new connection; `None` (after telling the peer why) when refused.
+    pub fn accept(&mut self, sock: OwnedFd) -> Option<ConnId> {
+        let Ok(cred) = rustix::net::sockopt::socket_peercred(&sock) else {
+            return None;
+        };
+        let (uid, gid) = (cred.uid.as_raw(), cred.gid.as_raw());
+        let count = self.per_uid.get(&uid).copied().unwrap_or(0);
+        if count >= self.max_per_uid {
+            log::warn!("uid {uid}: {count} connections, refusing another");
+            self.answer_err(&sock, Errno::EAGAIN);
+            return None;
+        }
+        let client = self.new_client();
+        let spec = ClientSpec {
+            uid,
+            gid,
+            ..ClientSpec::DEFAULT
+        };
+        if let Err(e) = self
+            .server
+            .handle(Sender::Kernel, &Request::ClientStarted { client, spec })
+        {
+            log::warn!("client {}: refused: {e}", client.0);
+            self.answer_err(&sock, e);
+            return None;
+        }
+        *self.per_uid.entry(uid).or_default() += 1;
+        let id = client.0;
+        self.conns.insert(
+            id,
+            Conn {
+                sock,
+                client,
+                pid: cred.pid.as_raw_nonzero().get(),
+                uid,
+                gid,
+                uffd: None,
+                trusted: uid == 0 || uid == self.own_uid,
+                fresh: true,
+                exited: false,
+            },
+        );
+        log::debug!("client {} connected (uid {uid})", client.0);
+        Some(id)
+    }
+
+    fn answer_err(&mut self, sock: &OwnedFd, e: Errno) {
+        let mut resp = [0u8; MAX_RESPONSE_LEN];
+        let n = ipc_proto::encode_response(&Err(e), &mut resp).unwrap_or(0);
+        if wire::encode_answer(&resp[..n], &[], &mut self.out).is_some() {
+            let _ = packet::send(sock.as_fd(), &self.out, &[]);
+        }
+    }
+
+    /// Answers one message of connection `id`.
+    pub fn message(&mut self, id: ConnId, msg: &[u8], mut fds: Vec<OwnedFd>) -> After {
+        let Some(conn) = self.conns.get(&id) else {
+            return After::Close;
+        };
+        let (kind, body) = match msg.split_first() {
+            Some((&k, b)) => (k, b),
+            None => return After::Close,
+        };
+        let greeted = conn.uffd.is_some();
+        let client = conn.client;
+        let mut after = After::Nothing;
+        let mut ops = HostOps::default();
+        let mut payload = [0u8; MAX_RESPONSE_LEN];
+        let n = match kind {
+            KIND_HELLO | KIND_ADOPT if greeted => return After::Close,
+            KIND_HELLO => match fds.pop().filter(|_| body.is_empty()) {
+                Some(fd) => {
+                    self.attach(id, fd);
+                    after = After::WatchUffd;
+                    self.setup(id, &mut payload)
+                }
+                None => return After::Close,
+            },
+            KIND_ADOPT => {
+                let token = body.try_into().map(u64::from_le_bytes);
+                match (token, fds.pop()) {
+                    (Ok(token), Some(fd)) => match self.adopt(id, token) {
+                        Ok(()) => {
+                            self.attach(id, fd);
+                            after = After::WatchUffd;
+                            self.protect_private(id);
+                            self.setup(id, &mut payload)
+                        }
+                        Err(e) => encode(&Err(e), &mut payload),
+                    },
+                    _ => return After::Close,
+                }
+            }
+            _ if !greeted => return After::Close,
+            KIND_REQUEST => {
+                let resp = if body.len() > MAX_REQUEST_LEN {
+                    Err(Errno::EMSGSIZE)
+                } else {
+                    match ipc_proto::decode_request(body) {
+                        Ok(req) => {
+                            let resp = self.server.handle(Sender::Client(client), &req);
+                            if let Ok(reply) = &resp {
+                                match host_ops::for_request(
+                                    &mut self.server,
+                                    client,
+                                    &req,
+                                    reply,
+                                    WINDOW,
+                                ) {
+                                    Ok(o) => ops = o,
+                                    Err(e) => log::warn!("client {}: host mappings: {e}", client.0),
+                                }
+                            }
+                            resp
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                self.mark_used(id);
+                encode(&resp, &mut payload)
+            }
+            KIND_SPEC => {
+                let resp = self.spec(id, body);
+                encode(&resp, &mut payload)
+            }
+            KIND_EXIT if body.is_empty() => {
+                let resp = self
+                    .server
+                    .handle(Sender::Kernel, &Request::ClientExited { client });
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.exited = true;
+                }
+                self.abandon_forks(client);
+                encode(&resp, &mut payload)
+            }
+            KIND_FORK => match self.fork(id, body) {
+                Ok(token) => {
+                    payload[..8].copy_from_slice(&token.to_le_bytes());
+                    8
+                }
+                Err(e) => encode(&Err(e), &mut payload),
+            },
+            KIND_AWAIT_EXIT => {
+                let pid = body.try_into().map(i32::from_le_bytes);
+                match pid {
+                    Ok(pid) if self.conns.get(&id).is_some_and(|c| c.trusted) => {
+                        if self.conns.values().any(|c| c.pid == pid) {
+                            self.waiters.push(Waiter {
+                                conn: id,
+                                pid,
+                                deadline: Instant::now() + Duration::from_secs(10),
+                            });
+                            return After::Nothing;
+                        }
+                        encode(&Ok(Reply::Done), &mut payload)
+                    }
+                    Ok(_) => encode(&Err(Errno::EPERM), &mut payload),
+                    Err(_) => return After::Close,
+                }
+            }
+            _ => {
+                log::warn!("client {}: malformed message, closing", client.0);
+                return After::Close;
+            }
+        };
+        if !self.send(id, &payload[..n], &ops) {
+            return After::Close;
+        }
+        after
+    }
+
+    /// Sends an answer to connection `id`; `false` when it cannot be delivered.
+    fn send(&mut self, id: ConnId, payload: &[u8], ops: &HostOps) -> bool {
+        let Some(conn) = self.conns.get(&id) else {
+            return false;
+        };
+        if wire::encode_answer(payload, &ops.ops, &mut self.out).is_none()
+            || ops.fds.len() > wire::MAX_FDS
+        {
+            log::warn!("client {}: answer too large", conn.client.0);
+            return false;
+        }
+        packet::send(conn.sock.as_fd(), &self.out, &packet::borrow_all(&ops.fds)).is_ok()
+    }
+
+    fn setup(&self, id: ConnId, out: &mut [u8]) -> usize {
+        let client = self.conns.get(&id).map_or(0, |c| c.client.0);
+        let s = Setup {
+            window_lo: WINDOW.0,
+            window_hi: WINDOW.1,
+            mem_size: self.mem_size,
+            client,
+        }
+        .encode();
+        out[..s.len()].copy_from_slice(&s);
+        s.len()
+    }
+
+    fn attach(&mut self, id: ConnId, fd: OwnedFd) {
+        let uffd = Arc::new(Uffd::from_fd(fd));
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.uffd = Some(Arc::clone(&uffd));
+            if let Some(space) = self.server.space_of(c.client) {
+                self.server.stub_mut().attach(space, uffd);
+            }
+        }
+    }
+
+    fn mark_used(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.fresh = false;
+        }
+    }
+
+    fn spec(&mut self, id: ConnId, body: &[u8]) -> Result<Reply, Errno> {
+        let c = self.conns.get(&id).ok_or(Errno::ESRCH)?;
+        let new: ClientSpec = postcard::from_bytes(body).map_err(|_| Errno::EINVAL)?;
+        if !c.trusted {
+            return Err(Errno::EPERM);
+        }
+        if !c.fresh {
+            return Err(Errno::EBUSY);
+        }
+        let client = c.client;
+        // Nothing is held yet: announce the client again with its spec.
+        let _ = self
+            .server
+            .handle(Sender::Kernel, &Request::ClientExited { client });
+        let r = self.server.handle(
+            Sender::Kernel,
+            &Request::ClientStarted { client, spec: new },
+        );
+        if let (Some(space), Some(u)) = (
+            self.server.space_of(client),
+            self.conns.get(&id).and_then(|c| c.uffd.clone()),
+        ) {
+            self.server.stub_mut().attach(space, u);
+        }
+        r
+    }
+
+    fn fork(&mut self, id: ConnId, body: &[u8]) -> Result<u64, Errno> {
+        let c = self.conns.get(&id).ok_or(Errno::ESRCH)?;
+        let (parent, uid, trusted) = (c.client, c.uid, c.trusted);
+        // No spec: the child runs as its parent does (a C program's fork).
+        let mut spec: ClientSpec = if body.is_empty() {
+            self.server.spec_of(parent).ok_or(Errno::ESRCH)?
+        } else {
+            postcard::from_bytes(body).map_err(|_| Errno::EINVAL)?
+        };
+        if !trusted {
+            // A client cannot give its child an identity it does not have.
+            spec.uid = uid;
+            spec.gid = c.gid;
+        }
+        let child = self.new_client();
+        self.server.handle(
+            Sender::Kernel,
+            &Request::ClientCloned {
+                parent,
+                child,
+                spec,
+            },
+        )?;
+        let token = random_u64();
+        self.forks.insert(token, PendingFork { child, parent, uid });
+        self.mark_used(id);
+        Ok(token)
+    }
+
+    fn adopt(&mut self, id: ConnId, token: u64) -> Result<(), Errno> {
+        let c = self.conns.get(&id).ok_or(Errno::ESRCH)?;
+        if !c.fresh {
+            return Err(Errno::EBUSY);
+        }
+        match self.forks.get(&token) {
+            Some(f) if f.uid == c.uid || c.trusted => {}
+            _ => return Err(Errno::EPERM),
+        }
+        let fork = self.forks.remove(&token).ok_or(Errno::EPERM)?;
+        let own = c.client;
+        // This connection's own fresh client gives way to the clone.
+        let _ = self
+            .server
+            .handle(Sender::Kernel, &Request::ClientExited { client: own });
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.client = fork.child;
+            c.fresh = false;
+        }
+        log::debug!("client {} is now the clone {}", own.0, fork.child.0);
+        Ok(())
+    }
+
+    /// After a clone: the child's private pages are the parent's, copy-on-write, so the
+    /// host's copies (made by `fork`) are write-protected until the server says.
+    fn protect_private(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        let (client, Some(u)) = (c.client, c.uffd.clone()) else {
+            return;
+        };
+        for r in self.server.regions_in(client, WINDOW.0, WINDOW.1) {
+            if !r.shared || matches!(r.backing, RegionBacking::Anon { .. }) {
+                let _ = u.write_protect(r.start, r.end - r.start, true);
+            }
+        }
+    }
+
+    /// Ends the clones `parent` made that no connection took over.
+    fn abandon_forks(&mut self, parent: ClientId) {
+        let orphans: Vec<u64> = self
+            .forks
+            .iter()
+            .filter(|(_, f)| f.parent == parent)
+            .map(|(&t, _)| t)
+            .collect();
+        for token in orphans {
+            if let Some(f) = self.forks.remove(&token) {
+                let _ = self
+                    .server
+                    .handle(Sender::Kernel, &Request::ClientExited { client: f.child });
+            }
+        }
+    }
+
+    /// Connection `id` is gone: everything its client held is reclaimed.
+    pub fn disconnect(&mut self, id: ConnId) -> Option<Conn> {
+        let conn = self.conns.remove(&id)?;
+        if let Some(n) = self.per_uid.get_mut(&conn.uid) {
+            *n = n.saturating_sub(1);
+        }
+        self.abandon_forks(conn.client);
+        if !conn.exited {
+            let _ = self.server.handle(
+                Sender::Kernel,
+                &Request::ClientExited {
+                    client: conn.client,
+                },
+            );
+        }
+        let s = self.server.stats();
+        log::debug!(
+            "client {} gone: {} of {} frames free",
+            conn.client.0,
+            s.free_frames,
+            s.total_frames
+        );
+        self.waiters.retain(|w| w.conn != id);
+        self.answer_waiters(Instant::now());
+        Some(conn)
+    }
+
+    /// Answers the waits that are over: their process is gone (`Done`) or their time
+    /// is up (`EBUSY`).
+    pub fn answer_waiters(&mut self, now: Instant) {
+        let waiters = std::mem::take(&mut self.waiters);
+        for w in waiters {
+            let gone = !self.conns.values().any(|c| c.pid == w.pid);
+            let resp = if gone {
+                Ok(Reply::Done)
+            } else if now >= w.deadline {
+                Err(Errno::EBUSY)
+            } else {
+                self.waiters.push(w);
+                continue;
+            };
+            let mut payload = [0u8; MAX_RESPONSE_LEN];
+            let n = encode(&resp, &mut payload);
+            self.send(w.conn, &payload[..n], &HostOps::default());
+        }
+    }
+
+    /// Resolves every fault waiting on connection `id`'s userfaultfd.
+    pub fn faults(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        let (Some(uffd), client, pid) = (c.uffd.clone(), c.client, c.pid) else {
+            return;
+        };
+        while let Some(ev) = uffd.read_event() {
+            if let Event::Fault { addr, flags, tid } = ev {
+                faults::resolve(
+                    &mut self.server,
+                    &uffd,
+                    Fault {
+                        client,
+                        pid,
+                        tid,
+                        addr,
+                        flags,
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn encode(resp: &Result<Reply, Errno>, out: &mut [u8]) -> usize {
+    ipc_proto::encode_response(resp, out)
+        .unwrap_or_else(|_| ipc_proto::encode_response(&Err(Errno::EMSGSIZE), out).unwrap_or(0))
+}

@@ -1,0 +1,183 @@
+//! The host mappings a successful request asks of its client: each of its regions in
+//! the range the request changed becomes one host mapping (private anonymous memory,
+//! or the object's memfd, shared or private), so the host enforces placement and
+//! protection, and a region is one line of `/proc/self/maps` however it is touched.
+
+use crate::HostedStub;
+use crate::object_memory::ObjectMemory;
+use crate::wire::HostOp;
+use ipc_proto::{Advice, ClientId, PAGE_SIZE, Prot, Reply, Request};
+use memserver::Server;
+use memserver::region::RegionBacking;
+use rustix::fd::OwnedFd;
+use std::io;
+
+/// Operations and the descriptors their `MapObject`s take, in order.
+#[derive(Default)]
+pub struct HostOps {
+    /// The operations.
+    pub ops: Vec<HostOp>,
+    /// One descriptor per `MapObject`, in order.
+    pub fds: Vec<OwnedFd>,
+}
+
+fn pages(len: u64) -> u64 {
+    len.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE)
+}
+
+fn prot_bits(p: Prot) -> u8 {
+    (p.bits() & 0x7) as u8
+}
+
+/// `[addr, addr + len)` clipped to `window`, if anything is left.
+fn clip(addr: u64, len: u64, window: (u64, u64)) -> Option<(u64, u64)> {
+    let start = addr.max(window.0);
+    let end = addr.saturating_add(pages(len)).min(window.1);
+    (start < end).then_some((start, end - start))
+}
+
+/// The operations `client`'s request `req`, answered `reply`, needs.
+pub fn for_request(
+    server: &mut Server<HostedStub>,
+    client: ClientId,
+    req: &Request,
+    reply: &Reply,
+    window: (u64, u64),
+) -> io::Result<HostOps> {
+    let mut out = HostOps::default();
+    match (req, reply) {
+        (Request::Mmap(args), Reply::Mapped { addr }) => {
+            map_range(server, client, *addr, *addr + pages(args.len), &mut out)?;
+        }
+        (Request::Munmap { addr, len }, Reply::Done) => {
+            if let Some((addr, len)) = clip(*addr, *len, window) {
+                out.ops.push(HostOp::Reserve { addr, len });
+            }
+        }
+        (Request::Mprotect { addr, len, prot }, Reply::Done) => {
+            if let Some((addr, len)) = clip(*addr, *len, window) {
+                out.ops.push(HostOp::Protect {
+                    addr,
+                    len,
+                    prot: prot_bits(*prot),
+                });
+            }
+        }
+        (
+            Request::Mremap {
+                old_addr,
+                old_len,
+                new_len,
+                flags,
+                ..
+            },
+            Reply::Mapped { addr },
+        ) => {
+            let object = server
+                .region_at(client, *addr)
+                .is_some_and(|r| !matches!(r.backing, RegionBacking::Anon { .. }));
+            out.ops.push(HostOp::Remap {
+                old: *old_addr,
+                old_len: pages(*old_len),
+                new: *addr,
+                new_len: pages(*new_len),
+                dont_unmap: flags.contains(ipc_proto::MremapFlags::DONTUNMAP),
+                object,
+            });
+        }
+        (Request::Madvise { addr, len, advice }, Reply::Done) => {
+            let host = match advice {
+                Advice::DontNeed => Some(libc::MADV_DONTNEED),
+                // The server frees at once; the host's MADV_FREE only may.
+                Advice::Free => Some(libc::MADV_DONTNEED),
+                Advice::DontFork => Some(libc::MADV_DONTFORK),
+                Advice::DoFork => Some(libc::MADV_DOFORK),
+                _ => None,
+            };
+            if let (Some(advice), Some((addr, len))) = (host, clip(*addr, *len, window)) {
+                out.ops.push(HostOp::Advise {
+                    addr,
+                    len,
+                    advice: advice as u8,
+                });
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+/// One host mapping per region of `client` in `[start, end)`, as the regions are now.
+pub fn map_range(
+    server: &mut Server<HostedStub>,
+    client: ClientId,
+    start: u64,
+    end: u64,
+    out: &mut HostOps,
+) -> io::Result<()> {
+    for r in server.regions_in(client, start, end) {
+        let (s, e) = (r.start.max(start), r.end.min(end));
+        let prot = prot_bits(r.prot);
+        // A shared mapping the client may not write is mapped private on the host, from
+        // a read-only descriptor: it sees the object's pages exactly as a shared one does
+        // while nothing writes it, the kernel registers it with the userfaultfd (it
+        // refuses shared mappings of read-only files), and a client that makes it
+        // writable by hand only writes its own copies.
+        let mut shared = r.shared;
+        let (fd, offset) = match r.backing {
+            RegionBacking::Anon { .. } => {
+                if r.growsdown && s == r.start {
+                    // A stack grows into the room below it: the host must let a touch
+                    // there reach the server (it decides whether the stack grows, or
+                    // the access is SIGSEGV), so that room is mapped too.
+                    let limit = server.config().stack_grow_limit;
+                    let floor = server
+                        .regions_in(client, r.start.saturating_sub(limit), r.start)
+                        .last()
+                        .map_or(server.config().mmap_min, |below| below.end);
+                    let low = r.start.saturating_sub(limit).max(floor);
+                    if low < r.start {
+                        out.ops.push(HostOp::MapAnon {
+                            addr: low,
+                            len: r.start - low,
+                            prot,
+                        });
+                    }
+                }
+                out.ops.push(HostOp::MapAnon {
+                    addr: s,
+                    len: e - s,
+                    prot,
+                });
+                continue;
+            }
+            RegionBacking::Object { obj, offset } => {
+                let size = server.object_size(obj).unwrap_or(0);
+                let writable = r.shared && r.max_prot.contains(Prot::WRITE);
+                shared &= writable;
+                let fd = server.stub_mut().memory.object(obj, size)?;
+                (ObjectMemory::handout(fd, writable)?, offset)
+            }
+            RegionBacking::Device { dev, offset } => {
+                let size = server
+                    .config()
+                    .devices
+                    .get(usize::from(dev.0))
+                    .map_or(0, |d| d.frames.count * PAGE_SIZE);
+                let writable = r.max_prot.contains(Prot::WRITE);
+                shared &= writable;
+                let fd = server.stub_mut().memory.device(dev.0, size)?;
+                (ObjectMemory::handout(fd, writable)?, offset)
+            }
+        };
+        out.ops.push(HostOp::MapObject {
+            addr: s,
+            len: e - s,
+            prot,
+            shared,
+            offset: offset + (s - r.start),
+        });
+        out.fds.push(fd);
+    }
+    Ok(())
+}

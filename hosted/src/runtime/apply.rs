@@ -1,0 +1,172 @@
+//! Makes the host mappings the server decided: each region of the window one host
+//! mapping (private anonymous memory, or a memory object's memfd), registered with the
+//! process's userfaultfd so its pages come from the server alone.
+//!
+//! Only the window is touched: an operation outside it (which the server never sends)
+//! is ignored, so a forged one cannot clobber the program's own memory.
+
+use crate::uffd::{MODE_MINOR, MODE_MISSING, MODE_WP, Uffd};
+use crate::wire::{HostOp, HostProt, Setup};
+use rustix::fd::BorrowedFd;
+use rustix::mm::{MapFlags, MprotectFlags, MremapFlags, ProtFlags};
+
+/// Registration of private anonymous memory: absent pages and write protection.
+pub const ANON_MODE: u64 = MODE_MISSING | MODE_WP;
+/// Registration of a memfd mapping: also pages the memfd holds but the process's page
+/// table lacks (so the server sees every first touch, and dirty tracking works).
+pub const OBJECT_MODE: u64 = MODE_MISSING | MODE_MINOR | MODE_WP;
+
+fn prot(p: HostProt) -> ProtFlags {
+    ProtFlags::from_bits_truncate(u32::from(p) & 0x7)
+}
+
+fn inside(setup: &Setup, addr: u64, len: u64) -> bool {
+    addr >= setup.window_lo
+        && addr.checked_add(len).is_some_and(|e| e <= setup.window_hi)
+        && len > 0
+}
+
+fn reserve(addr: u64, len: u64) {
+    // SAFETY: inside the window (checked by every caller), which the runtime owns.
+    let _ = unsafe {
+        rustix::mm::mmap_anonymous(
+            addr as *mut _,
+            len as usize,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
+        )
+    };
+}
+
+/// Applies one operation; `fd` is the descriptor a `MapObject` takes.
+pub fn apply(uffd: &Uffd, setup: &Setup, op: HostOp, fd: Option<BorrowedFd<'_>>) {
+    // SAFETY (for every block below): the ranges lie in the window (checked first),
+    // which the runtime reserved and alone maps into; the program reaches it only
+    // through addresses the server gave it, and changing what they map is exactly what
+    // the server decided.
+    match op {
+        HostOp::MapAnon { addr, len, prot: p } if inside(setup, addr, len) => {
+            // SAFETY: see above.
+            let made = unsafe {
+                rustix::mm::mmap_anonymous(
+                    addr as *mut _,
+                    len as usize,
+                    prot(p),
+                    MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
+                )
+            };
+            if made.is_ok() {
+                let _ = uffd.register(addr, len, ANON_MODE);
+            }
+        }
+        HostOp::MapObject {
+            addr,
+            len,
+            prot: p,
+            shared,
+            offset,
+        } if inside(setup, addr, len) => {
+            let Some(fd) = fd else { return };
+            let kind = if shared {
+                MapFlags::SHARED
+            } else {
+                MapFlags::PRIVATE
+            };
+            // SAFETY: see above.
+            let made = unsafe {
+                rustix::mm::mmap(
+                    addr as *mut _,
+                    len as usize,
+                    prot(p),
+                    kind | MapFlags::FIXED,
+                    fd,
+                    offset,
+                )
+            };
+            if made.is_ok() {
+                let _ = uffd.register(addr, len, OBJECT_MODE);
+            }
+        }
+        HostOp::Reserve { addr, len } if inside(setup, addr, len) => reserve(addr, len),
+        HostOp::Protect { addr, len, prot: p } if inside(setup, addr, len) => {
+            // SAFETY: see above.
+            let _ = unsafe {
+                rustix::mm::mprotect(
+                    addr as *mut _,
+                    len as usize,
+                    MprotectFlags::from_bits_truncate(prot(p).bits()),
+                )
+            };
+        }
+        HostOp::Remap {
+            old,
+            old_len,
+            new,
+            new_len,
+            dont_unmap,
+            object,
+        } if inside(setup, old, old_len.max(1)) && inside(setup, new, new_len) => {
+            remap(uffd, old, old_len, new, new_len, dont_unmap, object);
+        }
+        HostOp::Advise { addr, len, advice } if inside(setup, addr, len) => {
+            // SAFETY: see above; advice is Linux's number for what the server did.
+            unsafe { libc::madvise(addr as *mut _, len as usize, i32::from(advice)) };
+        }
+        _ => {}
+    }
+}
+
+/// Moves or resizes a mapping as the server did, its pages with it. The window's
+/// reservation is in the way of every change, so it gives way first and is put back
+/// where the mapping left.
+fn remap(uffd: &Uffd, old: u64, old_len: u64, new: u64, new_len: u64, keep: bool, object: bool) {
+    let mode = if object { OBJECT_MODE } else { ANON_MODE };
+    let moved = if new == old {
+        if new_len > old_len {
+            // SAFETY: the reservation past the mapping, inside the window.
+            unsafe {
+                let _ = rustix::mm::munmap((old + old_len) as *mut _, (new_len - old_len) as usize);
+            }
+        }
+        // SAFETY: in place; the room it grows into was just freed.
+        let r = unsafe {
+            rustix::mm::mremap(
+                old as *mut _,
+                old_len as usize,
+                new_len as usize,
+                MremapFlags::empty(),
+            )
+        };
+        if new_len < old_len {
+            reserve(old + new_len, old_len - new_len);
+        }
+        r.is_ok()
+    } else {
+        let mut flags = MremapFlags::MAYMOVE;
+        if keep {
+            flags |= MremapFlags::DONTUNMAP;
+        }
+        // SAFETY: moves the mapping onto the destination the server chose (which it
+        // replaces, reservation included).
+        let r = unsafe {
+            rustix::mm::mremap_fixed(
+                old as *mut _,
+                old_len as usize,
+                new_len as usize,
+                flags,
+                new as *mut _,
+            )
+        };
+        if r.is_ok() && !keep && old_len > 0 {
+            reserve(old, old_len);
+        }
+        r.is_ok()
+    };
+    // A moved mapping loses its registration (no remap events are asked for).
+    if moved {
+        let _ = uffd.register(new, new_len, mode);
+        if keep && old_len > 0 {
+            let _ = uffd.register(old, old_len, mode);
+        }
+    }
+}
