@@ -177,6 +177,9 @@ int main(void) {
             memset(mine, 0xC1, 2 * PAGE);
         }
         send_msg(out, 'a');
+        unsigned char *where = mine == MAP_FAILED ? NULL : mine;
+        if (write(out, &where, sizeof where) != (ssize_t)sizeof where)
+            printf("child: could not send its address\n");
         phase = "child: waiting for the parent's new mapping";
         CHECK(recv_msg(in) == 'b', "the parent answers");
         if (mine != MAP_FAILED) {
@@ -228,6 +231,25 @@ int main(void) {
     phase = "parent: waiting for the child's new mapping";
     m = recv_msg(in);
     CHECK(m == 'a', "the child mapped new memory");
+    unsigned char *childs = NULL;
+    if (m == 'a' && read(in, &childs, sizeof childs) != (ssize_t)sizeof childs)
+        childs = NULL;
+    /* The child's new mapping is in the child's address space only: the parent has nothing
+       there, so it can map exactly there, and gets zero-filled memory of its own. */
+    unsigned char *there = MAP_FAILED;
+    if (childs) {
+        phase = "parent: mapping at the child's new address";
+        there = mmap(childs, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                     -1, 0);
+        CHECK(there == childs,
+              "the parent maps (MAP_FIXED_NOREPLACE) at the address of the child's new mapping: got %p, errno %d",
+              (void *)there, errno);
+        if (there == childs) {
+            CHECK(all_bytes(there, 2 * PAGE, 0), "the parent's memory at the child's address reads zero, not the "
+                                                   "child's data");
+            memset(there, 0xB5, 2 * PAGE);
+        }
+    }
     phase = "parent: mapping new memory";
     unsigned char *ours = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     CHECK(ours != MAP_FAILED, "the parent's mmap after fork (errno %d)", errno);
@@ -243,6 +265,9 @@ int main(void) {
     if (ours != MAP_FAILED)
         CHECK(all_bytes(ours, 2 * PAGE, 0xB2), "the parent's new memory keeps the parent's data after the child "
                                                  "rewrote its own");
+    if (there != MAP_FAILED && there == childs)
+        CHECK(all_bytes(there, 2 * PAGE, 0xB5), "the parent's memory at the child's address keeps the parent's data "
+                                                  "after the child rewrote its own");
 
     send_msg(out, 'g');
     phase = "parent: looping mmap/touch/munmap";
