@@ -29,7 +29,7 @@
 #define REGION (2UL << 30)
 #define PAGES (REGION / PAGE)
 #define SAMPLE_EVERY 4096UL     /* pages between two samples of /proc/self/maps */
-#define PROGRESS_EVERY 131072UL /* pages between two progress lines */
+#define PROGRESS_EVERY 65536UL  /* pages between two progress lines */
 #define WATCHDOG_SECONDS 300
 
 static int passed, failed;
@@ -91,7 +91,11 @@ static long maps_lines(void) {
 }
 
 static void sample(void) {
+    static const long marks[] = {1000, 10000, 30000, 60000};
     long n = maps_lines();
+    for (unsigned i = 0; i < sizeof marks / sizeof marks[0]; i++)
+        if (max_maps < marks[i] && n >= marks[i])
+            printf("maps passed %ld during %s, after %lu pages\n", marks[i], phase, progress);
     if (n > max_maps)
         max_maps = n;
 }
