@@ -1,6 +1,7 @@
 /* Isolation between clients, tested the way an attacker would try it.
  *
- * Run with no arguments (the coordinator, which maps nothing itself). It starts two
+ * Run with no arguments (the coordinator, which maps nothing itself), or with
+ * "--attacker-uid UID" (as root) to run the attacker as another user. It starts two
  * fresh processes of this program (fork + exec, so neither inherits anything of the
  * other's memory runtime):
  *   - the owner maps private anonymous memory and a 0600 shm object, writes a random
@@ -33,6 +34,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <grp.h>
+#include <limits.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -390,13 +393,20 @@ static int attacker(int in, int out, char **hex) {
 
 /* ---- coordinator ---- */
 
-static pid_t spawn(char **argv, int keep_a, int keep_b) {
+static char self_path[PATH_MAX];
+
+/* Starts this program again with `argv`, as user `uid` if it is not -1. */
+static pid_t spawn(char **argv, int keep_a, int keep_b, long uid) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
         fcntl(keep_a, F_SETFD, 0); /* these two survive the exec; every other pipe end is */
         fcntl(keep_b, F_SETFD, 0); /* O_CLOEXEC */
-        execv("/proc/self/exe", argv);
+        if (uid != -1 && (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0)) {
+            perror("becoming the attacker's user");
+            _exit(126);
+        }
+        execv(self_path, argv);
         _exit(127);
     }
     return pid;
@@ -435,9 +445,17 @@ static void attack(int to, int from, const char *cmd, const char *when) {
     }
 }
 
-static int coordinator(void) {
+static int coordinator(long attacker_uid) {
     watchdog("coordinator");
     setvbuf(stdout, NULL, _IOLBF, 0);
+    ssize_t len = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+    if (len <= 0) {
+        perror("readlink /proc/self/exe");
+        return 2;
+    }
+    self_path[len] = 0;
+    if (attacker_uid != -1)
+        printf("the attacker runs as uid %ld, the owner as uid %d\n", attacker_uid, (int)getuid());
     int to_owner[2], from_owner[2], to_attacker[2], from_attacker[2];
     if (pipe2(to_owner, O_CLOEXEC) || pipe2(from_owner, O_CLOEXEC) || pipe2(to_attacker, O_CLOEXEC) ||
         pipe2(from_attacker, O_CLOEXEC)) {
@@ -448,7 +466,7 @@ static int coordinator(void) {
     snprintf(a, sizeof a, "%d", to_owner[0]);
     snprintf(b, sizeof b, "%d", from_owner[1]);
     char *owner_argv[] = {"isolation", "owner", a, b, NULL};
-    pid_t owner_pid = spawn(owner_argv, to_owner[0], from_owner[1]);
+    pid_t owner_pid = spawn(owner_argv, to_owner[0], from_owner[1], -1);
     kill_on_timeout[0] = owner_pid;
     close(to_owner[0]);
     close(from_owner[1]);
@@ -468,7 +486,7 @@ static int coordinator(void) {
     snprintf(a, sizeof a, "%d", to_attacker[0]);
     snprintf(b, sizeof b, "%d", from_attacker[1]);
     char *attacker_argv[] = {"isolation", "attacker", a, b, hex[0], hex[1], hex[2], NULL};
-    pid_t attacker_pid = spawn(attacker_argv, to_attacker[0], from_attacker[1]);
+    pid_t attacker_pid = spawn(attacker_argv, to_attacker[0], from_attacker[1], attacker_uid);
     kill_on_timeout[1] = attacker_pid;
     close(to_attacker[0]);
     close(from_attacker[1]);
@@ -502,9 +520,11 @@ int main(int argc, char **argv) {
         return owner(atoi(argv[2]), atoi(argv[3]));
     if (argc == 7 && strcmp(argv[1], "attacker") == 0)
         return attacker(atoi(argv[2]), atoi(argv[3]), argv + 4);
+    if (argc == 3 && strcmp(argv[1], "--attacker-uid") == 0)
+        return coordinator(atol(argv[2]));
     if (argc != 1) {
-        fprintf(stderr, "usage: %s\n", argv[0]);
+        fprintf(stderr, "usage: %s [--attacker-uid UID]\n", argv[0]);
         return 2;
     }
-    return coordinator();
+    return coordinator(-1);
 }

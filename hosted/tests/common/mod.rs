@@ -27,10 +27,17 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `memserverd --mem <mem>` and waits for its socket.
     pub fn start(mem: &str) -> Daemon {
+        Daemon::try_start(mem, &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `memserverd --mem <mem> <extra...>` and waits for its socket; `Err` (with
+    /// its log) if it exits instead.
+    pub fn try_start(mem: &str, extra: &[&str]) -> Result<Daemon, String> {
         let socket = unique("memserverd-c-programs").with_extension("sock");
         let log = socket.with_extension("log");
         let child = Command::new(env!("CARGO_BIN_EXE_memserverd"))
             .args(["--socket", socket.to_str().unwrap(), "--mem", mem])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create the daemon's log"))
@@ -40,14 +47,17 @@ impl Daemon {
         // Wait for the socket to appear (a condition, not a timing assertion).
         for _ in 0..1000 {
             if d.socket.exists() {
-                return d;
+                return Ok(d);
             }
             if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("memserverd exited at start: {status:?}\n{}", d.log());
+                return Err(format!(
+                    "memserverd exited at start: {status:?}\n{}",
+                    d.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("memserverd did not create its socket\n{}", d.log());
+        Err(format!("memserverd did not create its socket\n{}", d.log()))
     }
 
     /// A command for `program` that talks to this server.
