@@ -352,13 +352,8 @@ static void report_alloc(int out) {
     write_line(out, line);
 }
 
-static int attacker(int in, int out, char **hex) {
+static int attacker(int in, int out) {
     watchdog("attacker");
-    for (int i = 0; i < NSECRETS; i++)
-        if (from_hex(hex[i], secrets[i]) != 0) {
-            write_line(out, "ready failed: bad secret argument\n");
-            return 1;
-        }
     /* Become a client like any other: some private memory and a shm object of our own. */
     char *mine = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     char name[64];
@@ -379,9 +374,14 @@ static int attacker(int in, int out, char **hex) {
     shm_unlink(name);
     write_line(out, "ready ok\n");
 
-    char line[64];
+    char line[512], hex[NSECRETS][2 * SECRET_LEN + 8];
     while (read_line(in, line, sizeof line) >= 0) {
-        if (strcmp(line, "scan") == 0)
+        if (sscanf(line, "secrets %70s %70s %70s", hex[0], hex[1], hex[2]) == 3) {
+            int ok = 1;
+            for (int i = 0; i < NSECRETS; i++)
+                ok &= from_hex(hex[i], secrets[i]) == 0;
+            write_line(out, ok ? "secrets ok\n" : "secrets bad\n");
+        } else if (strcmp(line, "scan") == 0)
             report_scan(out, "scan");
         else if (strcmp(line, "alloc") == 0)
             report_alloc(out);
@@ -462,55 +462,63 @@ static int coordinator(long attacker_uid) {
         perror("pipe2");
         return 2;
     }
+    signal(SIGPIPE, SIG_IGN); /* a dead peer shows as a failed check */
+
+    /* The attacker first: it is a client already when the owner maps, writes and frees. */
     char a[16], b[16];
-    snprintf(a, sizeof a, "%d", to_owner[0]);
-    snprintf(b, sizeof b, "%d", from_owner[1]);
-    char *owner_argv[] = {"isolation", "owner", a, b, NULL};
-    pid_t owner_pid = spawn(owner_argv, to_owner[0], from_owner[1], -1);
-    kill_on_timeout[0] = owner_pid;
-    close(to_owner[0]);
-    close(from_owner[1]);
-
-    char line[512], hex[NSECRETS][2 * SECRET_LEN + 8];
-    int got = read_line(from_owner[0], line, sizeof line);
-    int have_secrets =
-        got > 0 && sscanf(line, "secrets %70s %70s %70s", hex[0], hex[1], hex[2]) == 3;
-    CHECK(have_secrets, "the owner wrote its secrets (it said: %s)", got > 0 ? line : "nothing");
-    if (!have_secrets) {
-        close(to_owner[1]);
-        exited_zero(owner_pid, "owner");
-        printf("%d passed, %d failed\n", passed, failed);
-        return 1;
-    }
-
     snprintf(a, sizeof a, "%d", to_attacker[0]);
     snprintf(b, sizeof b, "%d", from_attacker[1]);
-    char *attacker_argv[] = {"isolation", "attacker", a, b, hex[0], hex[1], hex[2], NULL};
+    char *attacker_argv[] = {"isolation", "attacker", a, b, NULL};
     pid_t attacker_pid = spawn(attacker_argv, to_attacker[0], from_attacker[1], attacker_uid);
     kill_on_timeout[1] = attacker_pid;
     close(to_attacker[0]);
     close(from_attacker[1]);
-    got = read_line(from_attacker[0], line, sizeof line);
-    CHECK(got > 0 && strcmp(line, "ready ok") == 0, "the attacker set itself up (it said: %s)",
-          got > 0 ? line : "nothing");
+    char line[512];
+    int got = read_line(from_attacker[0], line, sizeof line);
+    int ready = got > 0 && strcmp(line, "ready ok") == 0;
+    CHECK(ready, "the attacker set itself up (it said: %s)", got > 0 ? line : "nothing");
 
-    if (got > 0 && strcmp(line, "ready ok") == 0) {
-        attack(to_attacker[1], from_attacker[0], "scan\n", "scanning its fds while the owner runs");
+    pid_t owner_pid = 0;
+    if (ready) {
+        snprintf(a, sizeof a, "%d", to_owner[0]);
+        snprintf(b, sizeof b, "%d", from_owner[1]);
+        char *owner_argv[] = {"isolation", "owner", a, b, NULL};
+        owner_pid = spawn(owner_argv, to_owner[0], from_owner[1], -1);
+        kill_on_timeout[0] = owner_pid;
+        close(to_owner[0]); /* the owner's ends: its death reads as end of file */
+        close(from_owner[1]);
+        to_owner[0] = from_owner[1] = -1;
+        got = read_line(from_owner[0], line, sizeof line);
+        char hex[NSECRETS][2 * SECRET_LEN + 8];
+        int have_secrets = got > 0 && sscanf(line, "secrets %70s %70s %70s", hex[0], hex[1], hex[2]) == 3;
+        CHECK(have_secrets, "the owner wrote its secrets (it said: %s)", got > 0 ? line : "nothing");
+        if (have_secrets) {
+            /* The secrets go to the attacker only so that it knows what to look for. */
+            write_line(to_attacker[1], line);
+            write_line(to_attacker[1], "\n");
+            got = read_line(from_attacker[0], line, sizeof line);
+            CHECK(got > 0 && strcmp(line, "secrets ok") == 0, "the attacker took the secrets (it said: %s)",
+                  got > 0 ? line : "nothing");
 
-        write_line(to_owner[1], "exit\n");
-        CHECK(exited_zero(owner_pid, "owner"), "the owner exits cleanly");
-        owner_pid = 0;
-        sleep(1); /* lets a server notice the exit and free the owner's frames */
-        attack(to_attacker[1], from_attacker[0], "scan\n", "scanning its fds after the owner exited");
-        attack(to_attacker[1], from_attacker[0], "alloc\n", "in fresh memory after the owner exited");
-        attack(to_attacker[1], from_attacker[0], "scan\n", "scanning its fds after allocating");
+            attack(to_attacker[1], from_attacker[0], "scan\n", "scanning its fds while the owner runs");
+            write_line(to_owner[1], "exit\n");
+            CHECK(exited_zero(owner_pid, "owner"), "the owner exits cleanly");
+            owner_pid = 0;
+            sleep(1); /* lets a server notice the exit and free the owner's frames */
+            attack(to_attacker[1], from_attacker[0], "scan\n", "scanning its fds after the owner exited");
+            attack(to_attacker[1], from_attacker[0], "alloc\n", "in fresh memory after the owner exited");
+            attack(to_attacker[1], from_attacker[0], "scan\n", "scanning its fds after allocating");
+        }
     }
+    if (to_owner[0] >= 0) {
+        close(to_owner[0]);
+        close(from_owner[1]);
+    }
+    close(to_owner[1]);
+    if (owner_pid > 0)
+        exited_zero(owner_pid, "owner");
     close(to_attacker[1]);
     CHECK(exited_zero(attacker_pid, "attacker"), "the attacker exits cleanly");
-    if (owner_pid > 0) {
-        close(to_owner[1]);
-        exited_zero(owner_pid, "owner");
-    }
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
@@ -518,8 +526,8 @@ static int coordinator(long attacker_uid) {
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "owner") == 0)
         return owner(atoi(argv[2]), atoi(argv[3]));
-    if (argc == 7 && strcmp(argv[1], "attacker") == 0)
-        return attacker(atoi(argv[2]), atoi(argv[3]), argv + 4);
+    if (argc == 4 && strcmp(argv[1], "attacker") == 0)
+        return attacker(atoi(argv[2]), atoi(argv[3]));
     if (argc == 3 && strcmp(argv[1], "--attacker-uid") == 0)
         return coordinator(atol(argv[2]));
     if (argc != 1) {
