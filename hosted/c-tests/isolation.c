@@ -281,6 +281,27 @@ static long long search(const char *m, size_t size, int found[NSECRETS]) {
     return total;
 }
 
+/* Searches the mapping `m` of `fd`. For a regular file (a memfd is one) only its data
+   segments (SEEK_DATA / SEEK_HOLE): a sparse object of any size is scanned in full without
+   reading its holes, which would make the kernel allocate pages for them. */
+static long long search_data(const char *m, size_t size, int fd, int regular, int found[NSECRETS]) {
+    if (!regular || lseek(fd, 0, SEEK_HOLE) < 0)
+        return search(m, size, found);
+    long long total = 0;
+    off_t pos = 0;
+    while ((size_t)pos < size) {
+        off_t data = lseek(fd, pos, SEEK_DATA);
+        if (data < 0 || (size_t)data >= size)
+            break; /* ENXIO: no data past pos */
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        if (hole < 0 || (size_t)hole > size)
+            hole = (off_t)size;
+        total += search(m + data, (size_t)(hole - data), found);
+        pos = hole > data ? hole : data + PAGE;
+    }
+    return total;
+}
+
 static void scan_fds(struct scan *r) {
     memset(r, 0, sizeof *r);
     int fds[4096], n = 0;
@@ -311,7 +332,7 @@ static void scan_fds(struct scan *r) {
             if (m == -1)
                 continue;
             r->mapped++;
-            r->bytes += search((const char *)m, size, r->found);
+            r->bytes += search_data((const char *)m, size, fds[i], S_ISREG(st.st_mode), r->found);
             syscall(SYS_munmap, m, size);
         }
     }
