@@ -45,7 +45,7 @@
 #define NSECRETS 3
 #define WATCHDOG_SECONDS 120
 #define PROBE_BOUND (64L << 20)  /* size tried for an fd whose fstat size is 0 */
-#define SCAN_CAP (16L << 30)     /* never map more than this of one fd */
+#define SEGMENT (1L << 30)       /* the most of a file mapped at once */
 #define CHUNK (1L << 20)
 #define ALLOC_TOTAL (128L << 20) /* fresh memory the attacker takes after the owner exits */
 #define ALLOC_STEP (16L << 20)
@@ -281,25 +281,52 @@ static long long search(const char *m, size_t size, int found[NSECRETS]) {
     return total;
 }
 
-/* Searches the mapping `m` of `fd`. For a regular file (a memfd is one) only its data
-   segments (SEEK_DATA / SEEK_HOLE): a sparse object of any size is scanned in full without
-   reading its holes, which would make the kernel allocate pages for them. */
-static long long search_data(const char *m, size_t size, int fd, int regular, int found[NSECRETS]) {
-    if (!regular || lseek(fd, 0, SEEK_HOLE) < 0)
-        return search(m, size, found);
-    long long total = 0;
+/* Maps [off, off + len) of `fd` read-only with the raw system call, `kind` being
+   MAP_SHARED or MAP_PRIVATE, and searches it; -1 if it cannot be mapped. */
+static long long map_and_search(int fd, int kind, off_t off, size_t len, int found[NSECRETS]) {
+    long m = syscall(SYS_mmap, 0L, len, PROT_READ, kind, fd, (long)off);
+    if (m == -1)
+        return -1;
+    long long n = search((const char *)m, len, found);
+    syscall(SYS_munmap, m, len);
+    return n;
+}
+
+/* Searches all of `fd` mapped as `kind`; whether it could be mapped at all. A regular file
+   (a memfd is one) is read where it holds data only (SEEK_DATA / SEEK_HOLE), a segment at a
+   time: a sparse object of any size is scanned in full without touching its holes, which
+   would make the kernel allocate pages for them. Anything else is mapped from offset 0 for
+   its fstat size, or PROBE_BOUND when that is 0, and read until it stops being readable. */
+static int scan_fd(int fd, const struct stat *st, int kind, struct scan *r) {
+    size_t size = st->st_size > 0 ? ((size_t)st->st_size + PAGE - 1) & ~(size_t)(PAGE - 1) : (size_t)PROBE_BOUND;
+    if (!S_ISREG(st->st_mode) || lseek(fd, 0, SEEK_HOLE) < 0) {
+        long long n = map_and_search(fd, kind, 0, size, r->found);
+        if (n >= 0)
+            r->bytes += n;
+        return n >= 0;
+    }
+    /* Can it be mapped at all? */
+    long probe = syscall(SYS_mmap, 0L, PAGE, PROT_READ, kind, fd, 0L);
+    if (probe == -1)
+        return 0;
+    syscall(SYS_munmap, probe, PAGE);
     off_t pos = 0;
     while ((size_t)pos < size) {
         off_t data = lseek(fd, pos, SEEK_DATA);
         if (data < 0 || (size_t)data >= size)
             break; /* ENXIO: no data past pos */
         off_t hole = lseek(fd, data, SEEK_HOLE);
-        if (hole < 0 || (size_t)hole > size)
+        if (hole <= data || (size_t)hole > size)
             hole = (off_t)size;
-        total += search(m + data, (size_t)(hole - data), found);
-        pos = hole > data ? hole : data + PAGE;
+        for (off_t at = data; at < hole; at += SEGMENT) {
+            size_t len = hole - at < SEGMENT ? (size_t)(hole - at) : (size_t)SEGMENT;
+            long long n = map_and_search(fd, kind, at, len, r->found);
+            if (n > 0)
+                r->bytes += n;
+        }
+        pos = hole;
     }
-    return total;
+    return 1;
 }
 
 static void scan_fds(struct scan *r) {
@@ -323,18 +350,8 @@ static void scan_fds(struct scan *r) {
         if (syscall(SYS_fstat, fds[i], &st) != 0)
             continue;
         r->fds++;
-        size_t size = st.st_size > 0 ? ((size_t)st.st_size + PAGE - 1) & ~(size_t)(PAGE - 1) : (size_t)PROBE_BOUND;
-        if (size > (size_t)SCAN_CAP)
-            size = SCAN_CAP;
-        const int kinds[2] = {MAP_SHARED, MAP_PRIVATE};
-        for (int k = 0; k < 2; k++) {
-            long m = syscall(SYS_mmap, 0L, size, PROT_READ, kinds[k], fds[i], 0L);
-            if (m == -1)
-                continue;
-            r->mapped++;
-            r->bytes += search_data((const char *)m, size, fds[i], S_ISREG(st.st_mode), r->found);
-            syscall(SYS_munmap, m, size);
-        }
+        r->mapped += scan_fd(fds[i], &st, MAP_SHARED, r);
+        r->mapped += scan_fd(fds[i], &st, MAP_PRIVATE, r);
     }
 }
 
