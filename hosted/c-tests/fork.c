@@ -63,9 +63,9 @@ static void on_alarm(int sig) {
     _exit(124);
 }
 
-static void watchdog(void) {
+static void watchdog(unsigned seconds) {
     signal(SIGALRM, on_alarm);
-    alarm(WATCHDOG_SECONDS);
+    alarm(seconds);
 }
 
 /* One-byte messages between the two sides; a dead peer reads as 0. */
@@ -118,7 +118,7 @@ static long loop(long n, unsigned char salt) {
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN); /* a dead peer shows as a failed check, not a dead process */
-    watchdog();
+    watchdog(WATCHDOG_SECONDS);
 
     /* Before the fork: two private pages (only the first touched) and a shared page. */
     unsigned char *priv = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -147,7 +147,7 @@ int main(void) {
     if (pid == 0) {
         /* ---- the child ---- */
         side = "child";
-        watchdog();
+        watchdog(WATCHDOG_SECONDS - 15); /* before the parent's: a hung child says where */
         close(to_child[1]);
         close(to_parent[0]);
         close(results[0]);
@@ -293,6 +293,8 @@ int main(void) {
     }
     if (waited == pid && WIFSIGNALED(status))
         printf("child: killed by signal %d\n", WTERMSIG(status));
+    if (waited == pid && WIFEXITED(status) && WEXITSTATUS(status) != 0)
+        printf("child: exit status %d\n", WEXITSTATUS(status));
     CHECK(waited == pid && WIFEXITED(status), "the child exited normally (status 0x%x)", status);
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
