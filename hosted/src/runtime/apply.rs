@@ -26,16 +26,11 @@ fn inside(setup: &Setup, addr: u64, len: u64) -> bool {
         && len > 0
 }
 
-fn reserve(addr: u64, len: u64) {
+/// Leaves nothing at `[addr, addr + len)`: an access there is the host's `SIGSEGV` with
+/// `SEGV_MAPERR`, as on Linux after `munmap`.
+fn unmap(addr: u64, len: u64) {
     // SAFETY: inside the window (checked by every caller), which the runtime owns.
-    let _ = unsafe {
-        rustix::mm::mmap_anonymous(
-            addr as *mut _,
-            len as usize,
-            ProtFlags::empty(),
-            MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
-        )
-    };
+    let _ = unsafe { rustix::mm::munmap(addr as *mut _, len as usize) };
 }
 
 /// Applies one operation; `fd` is the descriptor a `MapObject` takes.
@@ -87,7 +82,7 @@ pub fn apply(uffd: &Uffd, setup: &Setup, op: HostOp, fd: Option<BorrowedFd<'_>>)
                 let _ = uffd.register(addr, len, OBJECT_MODE);
             }
         }
-        HostOp::Reserve { addr, len } if inside(setup, addr, len) => reserve(addr, len),
+        HostOp::Reserve { addr, len } if inside(setup, addr, len) => unmap(addr, len),
         HostOp::Protect { addr, len, prot: p } if inside(setup, addr, len) => {
             // SAFETY: see above.
             let _ = unsafe {
@@ -116,19 +111,11 @@ pub fn apply(uffd: &Uffd, setup: &Setup, op: HostOp, fd: Option<BorrowedFd<'_>>)
     }
 }
 
-/// Moves or resizes a mapping as the server did, its pages with it. The window's
-/// reservation is in the way of every change, so it gives way first and is put back
-/// where the mapping left.
+/// Moves or resizes a mapping as the server did, its pages with it.
 fn remap(uffd: &Uffd, old: u64, old_len: u64, new: u64, new_len: u64, keep: bool, object: bool) {
     let mode = if object { OBJECT_MODE } else { ANON_MODE };
     let moved = if new == old {
-        if new_len > old_len {
-            // SAFETY: the reservation past the mapping, inside the window.
-            unsafe {
-                let _ = rustix::mm::munmap((old + old_len) as *mut _, (new_len - old_len) as usize);
-            }
-        }
-        // SAFETY: in place; the room it grows into was just freed.
+        // SAFETY: in place; the server found the room it grows into free.
         let r = unsafe {
             rustix::mm::mremap(
                 old as *mut _,
@@ -137,9 +124,6 @@ fn remap(uffd: &Uffd, old: u64, old_len: u64, new: u64, new_len: u64, keep: bool
                 MremapFlags::empty(),
             )
         };
-        if new_len < old_len {
-            reserve(old + new_len, old_len - new_len);
-        }
         r.is_ok()
     } else {
         let mut flags = MremapFlags::MAYMOVE;
@@ -147,7 +131,7 @@ fn remap(uffd: &Uffd, old: u64, old_len: u64, new: u64, new_len: u64, keep: bool
             flags |= MremapFlags::DONTUNMAP;
         }
         // SAFETY: moves the mapping onto the destination the server chose (which it
-        // replaces, reservation included).
+        // replaces).
         let r = unsafe {
             rustix::mm::mremap_fixed(
                 old as *mut _,
@@ -157,9 +141,6 @@ fn remap(uffd: &Uffd, old: u64, old_len: u64, new: u64, new_len: u64, keep: bool
                 new as *mut _,
             )
         };
-        if r.is_ok() && !keep && old_len > 0 {
-            reserve(old, old_len);
-        }
         r.is_ok()
     };
     // A moved mapping loses its registration (no remap events are asked for).

@@ -57,16 +57,20 @@ impl HostedClient {
             .window_hi
             .checked_sub(setup.window_lo)
             .ok_or(io::ErrorKind::InvalidData)?;
-        // SAFETY: the window is fresh address space (MAP_FIXED_NOREPLACE refuses anything
-        // in use), reserved inaccessible; the runtime alone maps into it from now on.
+        // The window must be empty: MAP_FIXED_NOREPLACE refuses it if anything of the
+        // process is there. It is then left empty (an access there is SEGV_MAPERR, as
+        // anywhere unmapped): Linux places a process's own mappings top-down from far
+        // above it, so only the runtime maps there.
+        // SAFETY: fresh address space, unmapped again at once.
         unsafe {
-            rustix::mm::mmap_anonymous(
+            let probe = rustix::mm::mmap_anonymous(
                 setup.window_lo as *mut _,
                 len as usize,
                 ProtFlags::empty(),
                 MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED_NOREPLACE,
-            )
-        }?;
+            )?;
+            rustix::mm::munmap(probe, len as usize)?;
+        }
         Ok(HostedClient::start(sock, uffd, setup))
     }
 
