@@ -34,7 +34,9 @@ impl ObjectMemory {
     pub fn object(&mut self, obj: ObjectId, size: u64) -> io::Result<BorrowedFd<'_>> {
         let fd: &OwnedFd = match self.objects.entry(obj) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(memfd(&format!("memserver-object-{}", obj.0), size)?),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(memfd(&format!("memserver-object-{}", obj.0), size)?)
+            }
         };
         Ok(fd.as_fd())
     }
@@ -43,7 +45,9 @@ impl ObjectMemory {
     pub fn device(&mut self, dev: u8, size: u64) -> io::Result<BorrowedFd<'_>> {
         let fd: &OwnedFd = match self.devices.entry(dev) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(memfd(&format!("memserver-device-{dev}"), size)?),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(memfd(&format!("memserver-device-{dev}"), size)?)
+            }
         };
         Ok(fd.as_fd())
     }

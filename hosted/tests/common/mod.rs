@@ -73,6 +73,12 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// The server's process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the server logged (warnings and errors).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
