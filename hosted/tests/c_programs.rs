@@ -135,7 +135,7 @@ fn threads_against_memserverd() {
             is seen by the parent, a page the parent never touched reads the child's byte, \
             the parent's write is seen by the child, the parent's MAP_FIXED_NOREPLACE at the \
             child's new address fails with EEXIST), then parent and child looping at once hang \
-            (3 of 3 runs; the parent stuck in its loop, or the child in its own) until the \
+            (6 of 6 runs; the parent stuck in its loop, or the child in its own) until the \
             watchdogs fire"]
 fn fork_against_memserverd() {
     against_memserverd("fork", "256M", DEADLINE).assert_passed("fork");
