@@ -2,6 +2,9 @@
 //! drop), C programs of `hosted/c-tests/` built against our `<sys/mman.h>` and
 //! `libmemserver_hosted.a` (as `hosted.rs`'s `c_program` builds one) or as plain Linux
 //! programs, and runs of them bounded by a deadline.
+//!
+//! Each test crate that includes it (`mod common;`) uses a part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
