@@ -2,6 +2,9 @@
 //! drop), C programs of `hosted/c-tests/` built against our `<sys/mman.h>` and
 //! `libmemserver_hosted.a` (as `hosted.rs`'s `c_program` builds one) or as plain Linux
 //! programs, and runs of them bounded by a deadline.
+//!
+//! Each test crate that includes it (`mod common;`) uses a part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -22,6 +25,9 @@ pub struct Daemon {
     child: Child,
     pub socket: PathBuf,
     log: PathBuf,
+    /// Whether dropping it removes the socket file (not when it was started on another
+    /// server's path).
+    owns_socket: bool,
 }
 
 impl Daemon {
@@ -43,7 +49,12 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).expect("create the daemon's log"))
             .spawn()
             .expect("start memserverd");
-        let mut d = Daemon { child, socket, log };
+        let mut d = Daemon {
+            child,
+            socket,
+            log,
+            owns_socket: true,
+        };
         // Wait for the socket to appear (a condition, not a timing assertion).
         for _ in 0..1000 {
             if d.socket.exists() {
@@ -58,6 +69,56 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(10));
         }
         Err(format!("memserverd did not create its socket\n{}", d.log()))
+    }
+
+    /// Starts `memserverd --mem <mem>` on `socket`, a path that may exist already (another
+    /// server's, dead or alive), without waiting for anything. Dropping it leaves the path.
+    pub fn spawn_at(socket: &Path, mem: &str) -> Daemon {
+        let log = unique("memserverd-c-programs").with_extension("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_memserverd"))
+            .args(["--socket", socket.to_str().unwrap(), "--mem", mem])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the daemon's log"))
+            .spawn()
+            .expect("start memserverd");
+        Daemon {
+            child,
+            socket: socket.to_path_buf(),
+            log,
+            owns_socket: false,
+        }
+    }
+
+    /// Waits (at most `timeout`) until the socket accepts a connection; `Err` with the log
+    /// if the server exits first or never does.
+    pub fn wait_connectable(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("memserverd exited: {status:?}\n{}", self.log()));
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(format!(
+            "memserverd never accepted a connection\n{}",
+            self.log()
+        ))
+    }
+
+    /// How the server ended, if it does within `timeout`.
+    pub fn exited_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     /// A command for `program` that talks to this server.
@@ -89,7 +150,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.socket);
+        if self.owns_socket {
+            let _ = std::fs::remove_file(&self.socket);
+        }
         let _ = std::fs::remove_file(&self.log);
     }
 }
