@@ -4,8 +4,9 @@
 //! own; and each also built and run as a plain Linux program, which proves the program
 //! itself is right.
 //!
-//! Tests that fail on the current hosted runtime are `#[ignore]`d with what they did;
-//! `cargo test -p memserver-hosted --test c_programs -- --include-ignored` runs them all.
+//! Each program was first shown to fail against the runtime before the isolation work
+//! (a readable frames memfd, deadlocked threads, broken copy-on-write, faults reaching
+//! the program's handler, a crash at 65 530 host mappings, a hang when the server died).
 
 mod common;
 
@@ -93,19 +94,11 @@ fn assert_gigabytes(r: &Run, what: &str) {
 // ---- against memserverd ----
 
 #[test]
-#[ignore = "fails on the current hosted runtime: wrong values (6 failed): the attacker maps \
-            the whole frame memfd (/memfd:memserver-frames) with the raw mmap and finds all \
-            three of the owner's secrets (private, 0600 shm, a page it unmapped) while the \
-            owner runs, and again after it exited"]
 fn isolation_against_memserverd() {
     against_memserverd("isolation", "256M", DEADLINE).assert_passed("isolation");
 }
 
 #[test]
-#[ignore = "fails on the current hosted runtime: wrong values (6 failed): the attacker, uid \
-            65534 (nobody), maps the whole frame memfd with the raw mmap and finds all three \
-            of root's secrets (private, 0600 shm, a page it unmapped) while the owner runs, \
-            and again after it exited"]
 fn isolation_other_uid_against_memserverd() {
     if !root() {
         eprintln!("skipped: running the attacker as another user needs root");
@@ -123,38 +116,21 @@ fn isolation_other_uid_against_memserverd() {
 }
 
 #[test]
-#[ignore = "fails on the current hosted runtime: hangs (deadlock) within the first 100 \
-            iterations of any thread (5 of 5 runs); the watchdog fires with most of the 8 \
-            threads at 0 iterations done"]
 fn threads_against_memserverd() {
     against_memserverd("threads", "256M", THREADS_DEADLINE).assert_passed("threads");
 }
 
 #[test]
-#[ignore = "fails on the current hosted runtime: wrong values (the child's MAP_PRIVATE write \
-            is seen by the parent, a page the parent never touched reads the child's byte, \
-            the parent's write is seen by the child, the parent's MAP_FIXED_NOREPLACE at the \
-            child's new address fails with EEXIST), then parent and child looping at once hang \
-            (6 of 6 runs; the parent stuck in its loop, or the child in its own) until the \
-            watchdogs fire"]
 fn fork_against_memserverd() {
     against_memserverd("fork", "256M", DEADLINE).assert_passed("fork");
 }
 
 #[test]
-#[ignore = "fails on the current hosted runtime: wrong values (8 failed): every first touch \
-            of lazily mapped memory (private, shm, mapped before or after the handler) reaches \
-            the program's own handler (SIGSEGV, SEGV_ACCERR) instead of being resolved, a \
-            PROT_READ page's first read too; an unmapped page faults with SEGV_ACCERR, not \
-            SEGV_MAPERR"]
 fn own_handler_against_memserverd() {
     against_memserverd("own_handler", "256M", DEADLINE).assert_passed("own_handler");
 }
 
 #[test]
-#[ignore = "fails on the current hosted runtime: crash; every page becomes a host mapping \
-            (1 000 maps after 4 096 pages, 30 000 after 16 384) and the process is killed by \
-            SIGSEGV at vm.max_map_count (65 530), about 20 s in, in the first phase"]
 fn gigabytes_against_memserverd() {
     let _one_at_a_time = BIG.lock().unwrap_or_else(|e| e.into_inner());
     let r = against_memserverd("gigabytes", "6G", GIGABYTES_DEADLINE);
@@ -162,9 +138,6 @@ fn gigabytes_against_memserverd() {
 }
 
 #[test]
-#[ignore = "fails on the current hosted runtime: hangs; the program is still blocked 10 s \
-            after memserverd's SIGKILL, with no errno and no signal (it waits for a reply \
-            forever)"]
 fn server_death_against_memserverd() {
     let bin = build_c("server_death", Build::Memserver);
     let mut d = Daemon::start("256M");
@@ -208,8 +181,6 @@ fn a_killed_servers_socket_is_replaced() {
 }
 
 #[test]
-#[ignore = "fails on the current hosted runtime: the second memserverd removes the live \
-            server's socket file and listens on its path"]
 fn a_live_servers_socket_is_not_taken() {
     let bin = build_c("server_death", Build::Memserver);
     let live = Daemon::start("64M");

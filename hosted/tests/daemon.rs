@@ -100,10 +100,8 @@ fn running_out_of_descriptors_is_logged_once_a_second_at_most() {
         rlim_max: 64,
     };
     // SAFETY: prlimit on our own child with a valid rlimit.
-    assert_eq!(
-        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) },
-        0
-    );
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(set, 0);
     let started = Instant::now();
     let conns: Vec<OwnedFd> = (0..300)
         .filter_map(|_| connect_with(&d.socket, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK).ok())

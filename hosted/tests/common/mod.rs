@@ -98,7 +98,18 @@ impl Daemon {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("memserverd exited: {status:?}\n{}", self.log()));
             }
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+            // memserverd's socket is SOCK_SEQPACKET.
+            let connected = rustix::net::socket_with(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::SEQPACKET,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .and_then(|s| {
+                let addr = rustix::net::SocketAddrUnix::new(self.socket.as_path())?;
+                rustix::net::connect(&s, &addr)
+            });
+            if connected.is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -135,7 +146,6 @@ impl Daemon {
     }
 
     /// The server's process id.
-    #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
