@@ -141,6 +141,36 @@ pub extern "C" fn ms_munmap(addr: *mut c_void, len: size_t) -> c_int {
     status(with(|c| c.munmap(addr as u64, len as u64)))
 }
 
+/// `mremap(2)`: `new_addr` is read only with `MREMAP_FIXED` (C passes it as the fifth,
+/// variadic argument; a fixed fifth parameter is ABI-compatible on x86-64).
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_mremap(
+    old_addr: *mut c_void,
+    old_len: size_t,
+    new_len: size_t,
+    flags: c_int,
+    new_addr: *mut c_void,
+) -> *mut c_void {
+    let fixed = flags & libc::MREMAP_FIXED != 0;
+    let new_addr = if fixed { new_addr as u64 } else { 0 };
+    with(|c| {
+        c.mremap_c(
+            old_addr as u64,
+            old_len as u64,
+            new_len as u64,
+            flags,
+            new_addr,
+        )
+    })
+    .map_or(libc::MAP_FAILED, |a| a as *mut c_void)
+}
+
+/// `madvise(2)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ms_madvise(addr: *mut c_void, len: size_t, advice: c_int) -> c_int {
+    status(with(|c| c.madvise_c(addr as u64, len as u64, advice)))
+}
+
 /// `mprotect(2)`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ms_mprotect(addr: *mut c_void, len: size_t, prot: c_int) -> c_int {

@@ -121,6 +121,11 @@ fn threads_against_memserverd() {
 }
 
 #[test]
+fn portable_against_memserverd() {
+    against_memserverd("portable", "256M", DEADLINE).assert_passed("portable");
+}
+
+#[test]
 fn fork_against_memserverd() {
     against_memserverd("fork", "256M", DEADLINE).assert_passed("fork");
 }
@@ -212,6 +217,11 @@ fn isolation_other_uid_as_plain_linux() {
     }
     plain_linux("isolation", &["--attacker-uid", "65534"], DEADLINE)
         .assert_passed("isolation, other uid (plain Linux)");
+}
+
+#[test]
+fn portable_as_plain_linux() {
+    plain_linux("portable", &[], DEADLINE).assert_passed("portable (plain Linux)");
 }
 
 #[test]

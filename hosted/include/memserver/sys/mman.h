@@ -15,6 +15,8 @@
 #define mmap ms_mmap
 #define munmap ms_munmap
 #define mprotect ms_mprotect
+#define mremap ms_mremap
+#define madvise ms_madvise
 #define msync ms_msync
 #define mlock ms_mlock
 #define munlock ms_munlock
@@ -61,6 +63,19 @@
 #define MS_INVALIDATE 2
 #define MS_SYNC 4
 
+#define MREMAP_MAYMOVE 1
+#define MREMAP_FIXED 2
+#define MREMAP_DONTUNMAP 4
+
+#define MADV_NORMAL 0
+#define MADV_RANDOM 1
+#define MADV_SEQUENTIAL 2
+#define MADV_WILLNEED 3
+#define MADV_DONTNEED 4
+#define MADV_FREE 8
+#define MADV_DONTFORK 10
+#define MADV_DOFORK 11
+
 #define MCL_CURRENT 1
 #define MCL_FUTURE 2
 #define MCL_ONFAULT 4
@@ -72,6 +87,8 @@ extern "C" {
 void *ms_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 int ms_munmap(void *addr, size_t len);
 int ms_mprotect(void *addr, size_t len, int prot);
+void *ms_mremap(void *old_addr, size_t old_len, size_t new_len, int flags, ... /* void *new_addr */);
+int ms_madvise(void *addr, size_t len, int advice);
 int ms_msync(void *addr, size_t len, int flags);
 int ms_mlock(const void *addr, size_t len);
 int ms_munlock(const void *addr, size_t len);
