@@ -23,33 +23,18 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "check.h"
 
 #define PAGE 4096L
 #define LOOP_ITERATIONS 3000
 #define WATCHDOG_SECONDS 120
 
-static int passed, failed;
 static const char *side = "parent";
 static const char *volatile phase = "start";
 
-#define CHECK(cond, ...)                                                               \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            passed++;                                                                  \
-        } else {                                                                       \
-            failed++;                                                                  \
-            printf("FAIL %s (line %d): ", side, __LINE__);                             \
-            printf(__VA_ARGS__);                                                       \
-            printf("\n");                                                              \
-        }                                                                              \
-    } while (0)
 
 static volatile pid_t child_pid;
 
-static void put(const char *s) {
-    ssize_t r = write(1, s, strlen(s));
-    (void)r;
-}
 
 static void on_alarm(int sig) {
     (void)sig;

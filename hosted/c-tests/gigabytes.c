@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "check.h"
 
 #define PAGE 4096UL
 #ifndef REGION
@@ -36,39 +37,12 @@
 #define STALL_SECONDS 60    /* no page touched or checked in this long: a hang */
 #define WATCHDOG_SECONDS 900 /* the longest a run may take, progressing or not */
 
-static int passed, failed;
 static const char *volatile phase = "start";
 static volatile unsigned long progress; /* pages touched in this phase */
 static volatile unsigned long work;     /* pages touched or checked in all */
 static long max_maps, end_maps;
 
-#define CHECK(cond, ...)                                                               \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            passed++;                                                                  \
-        } else {                                                                       \
-            failed++;                                                                  \
-            printf("FAIL (line %d): ", __LINE__);                                      \
-            printf(__VA_ARGS__);                                                       \
-            printf("\n");                                                              \
-        }                                                                              \
-    } while (0)
 
-static void put(const char *s) {
-    ssize_t r = write(1, s, strlen(s));
-    (void)r;
-}
-
-static void put_long(unsigned long v) {
-    char buf[24];
-    int i = sizeof buf;
-    buf[--i] = 0;
-    do {
-        buf[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0 && i > 0);
-    put(buf + i);
-}
 
 static void on_alarm(int sig) {
     (void)sig;
@@ -83,7 +57,7 @@ static void on_alarm(int sig) {
     put(now == last ? "TIMEOUT: no progress for a minute during " : "TIMEOUT: still running after 15 minutes, during ");
     put(phase);
     put(" after ");
-    put_long(progress);
+    put_long((long)progress);
     put(" pages\n");
     _exit(124);
 }

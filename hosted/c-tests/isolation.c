@@ -39,6 +39,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "check.h"
 
 #define PAGE 4096L
 #define SECRET_LEN 32
@@ -53,29 +54,13 @@
 static const char *secret_names[NSECRETS] = {"private anonymous", "0600 shm object",
                                              "unmapped (freed) page"};
 
-static int passed, failed;
 
-#define CHECK(cond, ...)                                                               \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            passed++;                                                                  \
-        } else {                                                                       \
-            failed++;                                                                  \
-            printf("FAIL (line %d): ", __LINE__);                                      \
-            printf(__VA_ARGS__);                                                       \
-            printf("\n");                                                              \
-        }                                                                              \
-    } while (0)
 
 /* ---- watchdog ---- */
 
 static const char *volatile role = "coordinator";
 static volatile pid_t kill_on_timeout[2];
 
-static void put(const char *s) {
-    ssize_t r = write(1, s, strlen(s));
-    (void)r;
-}
 
 static void on_alarm(int sig) {
     (void)sig;

@@ -26,33 +26,18 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "check.h"
 
 #define PAGE 4096L
 #define LAZY_PAGES 64
 #define WATCHDOG_SECONDS 120
 
-static int passed, failed;
 
-#define CHECK(cond, ...)                                                               \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            passed++;                                                                  \
-        } else {                                                                       \
-            failed++;                                                                  \
-            printf("FAIL (line %d): ", __LINE__);                                      \
-            printf(__VA_ARGS__);                                                       \
-            printf("\n");                                                              \
-        }                                                                              \
-    } while (0)
 
 static sigjmp_buf recover;
 static volatile sig_atomic_t armed, calls, last_sig, last_code;
 static void *volatile last_addr;
 
-static void put(const char *s) {
-    ssize_t r = write(1, s, strlen(s));
-    (void)r;
-}
 
 static void on_fault(int sig, siginfo_t *info, void *ctx) {
     (void)ctx;

@@ -10,22 +10,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include "check.h"
 
-static int passed, failed;
 
-#define CHECK(cond, what)                                                              \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            passed++;                                                                  \
-        } else {                                                                       \
-            failed++;                                                                  \
-            printf("FAIL %s (line %d, errno %d)\n", what, __LINE__, errno);           \
-        }                                                                              \
-    } while (0)
 
 int main(void) {
     const long page = 4096;
-    char name[64], slashed[64];
+    char name[64], slashed[72];
     snprintf(name, sizeof name, "portable_%d-1", (int)getpid());
     snprintf(slashed, sizeof slashed, "/%s", name);
 

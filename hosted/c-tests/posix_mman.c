@@ -9,18 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "check.h"
 
-static int passed, failed;
 
-#define CHECK(cond, what)                                                              \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            passed++;                                                                  \
-        } else {                                                                       \
-            failed++;                                                                  \
-            printf("FAIL %s (line %d, errno %d)\n", what, __LINE__, errno);           \
-        }                                                                              \
-    } while (0)
 
 #define EXPECT_ERRNO(call, err, what)                                                  \
     do {                                                                               \

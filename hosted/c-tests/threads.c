@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "check.h"
 
 #define PAGE 4096L
 #define THREADS 8
@@ -22,19 +23,7 @@
 #define STALL_SECONDS 60    /* no iteration done by any thread in this long: a hang */
 #define WATCHDOG_SECONDS 600 /* the longest a run may take, progressing or not */
 
-static int passed, failed;
 
-#define CHECK(cond, ...)                                                               \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            passed++;                                                                  \
-        } else {                                                                       \
-            failed++;                                                                  \
-            printf("FAIL (line %d): ", __LINE__);                                      \
-            printf(__VA_ARGS__);                                                       \
-            printf("\n");                                                              \
-        }                                                                              \
-    } while (0)
 
 struct worker {
     pthread_t thread;
@@ -46,21 +35,7 @@ struct worker {
 
 static struct worker workers[THREADS];
 
-static void put(const char *s) {
-    ssize_t r = write(1, s, strlen(s));
-    (void)r;
-}
 
-static void put_long(long v) {
-    char buf[24];
-    int i = sizeof buf;
-    buf[--i] = 0;
-    do {
-        buf[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0 && i > 0);
-    put(buf + i);
-}
 
 static void on_alarm(int sig) {
     (void)sig;

@@ -2,8 +2,10 @@
 //! processes (`msclient`, and a C program built against the C ABI), page faults as real
 //! SIGSEGVs. One test function runs every scenario in order against one server.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -227,43 +229,8 @@ fn hosted_runtime_end_to_end() {
 }
 
 fn c_program(d: &Daemon) {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The static library C programs link: built on demand in a target directory of its
-    // own (cargo does not build a staticlib for tests, and the running cargo holds the
-    // main target directory).
-    let target = manifest.join("../target/c-abi");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "memserver-hosted",
-            "--lib",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .status()
-        .expect("run cargo");
-    assert!(built.success(), "building libmemserver_hosted.a failed");
-    let lib = target.join("debug/libmemserver_hosted.a");
-    assert!(lib.exists(), "{} not built", lib.display());
-    let out_bin = std::env::temp_dir().join(format!("posix_mman-{}", std::process::id()));
-    let cc = Command::new("cc")
-        .arg("-DMEMSERVER_STANDARD_NAMES")
-        .arg("-I")
-        .arg(manifest.join("include/memserver"))
-        .arg(manifest.join("c-tests/posix_mman.c"))
-        .arg(&lib)
-        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s", "-o"])
-        .arg(&out_bin)
-        .output()
-        .expect("run cc");
-    assert!(
-        cc.status.success(),
-        "cc failed:\n{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    let bin = common::build_c("posix_mman", common::Build::Memserver);
+    let out_bin = bin.0.clone();
     let run = Command::new(&out_bin)
         .env("MEMSERVER_SOCKET", &d.socket)
         .output()
@@ -272,7 +239,6 @@ fn c_program(d: &Daemon) {
     eprintln!("C program: {}", stdout.lines().last().unwrap_or(""));
     assert!(run.status.success(), "C program failed:\n{stdout}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-    let _ = std::fs::remove_file(out_bin);
 }
 
 #[test]
