@@ -44,6 +44,8 @@ pub struct Link {
 /// A connection to `memserverd`: the process's client of the memory server.
 pub struct HostedClient {
     link: Arc<Link>,
+    /// Where answers are received (one allocation for the connection's life).
+    buf: Vec<u8>,
 }
 
 impl HostedClient {
@@ -83,7 +85,10 @@ impl HostedClient {
             closing: AtomicBool::new(false),
         });
         watch::spawn(Arc::clone(&link));
-        HostedClient { link }
+        HostedClient {
+            link,
+            buf: vec![0; wire::MAX_PACKET],
+        }
     }
 
     /// What the server told this connection.
@@ -95,7 +100,7 @@ impl HostedClient {
         if self.link.dead.load(Ordering::Acquire) {
             return Err(Errno::EIO);
         }
-        let r = transport::exchange(&self.link, kind, payload, out);
+        let r = transport::exchange(&self.link, &mut self.buf, kind, payload, out);
         if r == Err(Errno::EIO) {
             self.link.dead.store(true, Ordering::Release);
         }

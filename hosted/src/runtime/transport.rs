@@ -52,17 +52,23 @@ pub fn greet(
     Err(io::Error::from_raw_os_error(e))
 }
 
-/// Sends one message and waits for its answer: applies the host mappings it carries,
-/// then copies its payload into `out`. `EIO` when the server is gone.
-pub fn exchange(link: &Link, kind: u8, payload: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+/// Sends one message and waits for its answer (received into `buf`, which must hold
+/// [`wire::MAX_PACKET`] bytes): applies the host mappings it carries, then copies its
+/// payload into `out`. `EIO` when the server is gone.
+pub fn exchange(
+    link: &Link,
+    buf: &mut [u8],
+    kind: u8,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<usize, Errno> {
     let mut msg = [0u8; ipc_proto::MAX_REQUEST_LEN + 1];
     let m = msg.get_mut(..payload.len() + 1).ok_or(Errno::EMSGSIZE)?;
     m[0] = kind;
     m[1..].copy_from_slice(payload);
     let sock = link.sock.as_fd();
     packet::send(sock, m, &[]).map_err(|_| Errno::EIO)?;
-    let mut buf = vec![0u8; wire::MAX_PACKET];
-    let (n, fds) = packet::recv(sock, &mut buf, RecvFlags::empty()).map_err(|_| Errno::EIO)?;
+    let (n, fds) = packet::recv(sock, buf, RecvFlags::empty()).map_err(|_| Errno::EIO)?;
     if n == 0 {
         return Err(Errno::EIO);
     }
