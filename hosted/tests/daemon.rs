@@ -175,3 +175,36 @@ fn a_stale_socket_file_is_replaced() {
     let _ = std::fs::remove_file(&path);
     assert!(served, "memserverd did not take over the stale socket");
 }
+
+#[test]
+fn exec_after_fork_leaves_no_client_behind() {
+    use std::io::{BufRead, BufReader, Write};
+    let d = Daemon::start("64M");
+    let bin = common::build_c("exec", common::Build::Memserver);
+    let mut prog = d
+        .command(&bin.0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the program");
+    let mut out = BufReader::new(prog.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("a line");
+    assert!(line.starts_with("ready"), "{line}");
+    // The sleeper still runs, but its client (the clone it adopted at fork) ended with
+    // the exec: only the parent is a client.
+    assert_eq!(wait_clients(&d, 1), 1, "a client outlived its exec");
+    prog.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("the rest");
+    let status = prog.wait().expect("wait");
+    assert!(
+        status.success() && rest.contains(" passed, 0 failed"),
+        "{status:?}: {rest}"
+    );
+    assert_eq!(wait_clients(&d, 0), 0);
+}
