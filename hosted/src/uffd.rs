@@ -208,6 +208,13 @@ impl Uffd {
         Uffd(fd)
     }
 
+    /// Wraps a descriptor received from elsewhere if it is a userfaultfd (a client that
+    /// hands over anything else is refused).
+    pub fn checked(fd: OwnedFd) -> Option<Uffd> {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        (link.as_os_str() == "anon_inode:[userfaultfd]").then_some(Uffd(fd))
+    }
+
     /// The descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()

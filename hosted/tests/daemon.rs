@@ -208,3 +208,27 @@ fn exec_after_fork_leaves_no_client_behind() {
     );
     assert_eq!(wait_clients(&d, 0), 0);
 }
+
+#[test]
+fn a_hello_with_something_else_than_a_userfaultfd_is_refused() {
+    let d = Daemon::start("64M");
+    let (pipe_r, _pipe_w) = rustix::pipe::pipe().expect("pipe");
+    for (fds, what) in [
+        (vec![rustix::fd::AsFd::as_fd(&pipe_r)], "a pipe"),
+        (vec![], "nothing"),
+    ] {
+        let c = connect(&d.socket).expect("connect");
+        let c = rustix::fd::AsFd::as_fd(&c);
+        memserver_hosted::packet::send(c, &[memserver_hosted::wire::KIND_HELLO], &fds)
+            .expect("send");
+        let mut buf = [0u8; 64];
+        let (n, _) = memserver_hosted::packet::recv(c, &mut buf, rustix::net::RecvFlags::empty())
+            .expect("recv");
+        assert_eq!(n, 0, "a hello with {what} attached was answered");
+    }
+    assert_eq!(
+        wait_clients(&d, 0),
+        0,
+        "the refused connections are reclaimed"
+    );
+}

@@ -188,7 +188,11 @@ impl Daemon {
         let mut payload = [0u8; MAX_RESPONSE_LEN];
         let n = match kind {
             KIND_HELLO | KIND_ADOPT if greeted => return After::Close,
-            KIND_HELLO => match fds.pop().filter(|_| body.is_empty()) {
+            KIND_HELLO => match fds
+                .pop()
+                .filter(|_| body.is_empty())
+                .and_then(Uffd::checked)
+            {
                 Some(fd) => {
                     self.attach(id, fd);
                     after = After::WatchUffd;
@@ -198,7 +202,7 @@ impl Daemon {
             },
             KIND_ADOPT => {
                 let token = body.try_into().map(u64::from_le_bytes);
-                match (token, fds.pop()) {
+                match (token, fds.pop().and_then(Uffd::checked)) {
                     (Ok(token), Some(fd)) => match self.adopt(id, token) {
                         Ok(()) => {
                             self.attach(id, fd);
@@ -316,8 +320,8 @@ impl Daemon {
         s.len()
     }
 
-    fn attach(&mut self, id: ConnId, fd: OwnedFd) {
-        let uffd = Arc::new(Uffd::from_fd(fd));
+    fn attach(&mut self, id: ConnId, uffd: Uffd) {
+        let uffd = Arc::new(uffd);
         if let Some(c) = self.conns.get_mut(&id) {
             c.uffd = Some(Arc::clone(&uffd));
             if let Some(space) = self.server.space_of(c.client) {

@@ -216,9 +216,15 @@ fn accept_all(d: &mut Daemon, ep: &OwnedFd, listener: &OwnedFd) -> io::Result<()
     }
 }
 
-/// Answers every message waiting on connection `id`; `false` when it must close.
+/// Most messages answered for one connection before the loop turns to the others (the
+/// rest wait for the next round: `epoll` is level-triggered), so a client pipelining
+/// requests cannot starve the rest.
+const FAIR_SHARE: usize = 64;
+
+/// Answers the messages waiting on connection `id`, up to [`FAIR_SHARE`]; `false` when
+/// it must close.
 fn read_all(d: &mut Daemon, ep: &OwnedFd, id: ConnId, buf: &mut [u8]) -> bool {
-    loop {
+    for _ in 0..FAIR_SHARE {
         let Some(c) = d.conns.get(&id) else {
             return false;
         };
@@ -248,6 +254,7 @@ fn read_all(d: &mut Daemon, ep: &OwnedFd, id: ConnId, buf: &mut [u8]) -> bool {
             After::Close => return false,
         }
     }
+    true
 }
 
 fn forget_uffd(d: &Daemon, ep: &OwnedFd, id: ConnId) {
