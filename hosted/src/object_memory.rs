@@ -25,6 +25,9 @@ pub struct ObjectMemory {
 
 fn memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)?;
+    // Readable by the server's user only: a client of another uid holding a read-only
+    // handout cannot reopen it writable through /proc (a memfd is created 0777).
+    rustix::fs::fchmod(&fd, Mode::RUSR)?;
     rustix::fs::ftruncate(&fd, size)?;
     Ok(fd)
 }
@@ -183,6 +186,14 @@ mod tests {
         // A client that kept its descriptor finds nothing.
         let st = rustix::fs::fstat(&kept).expect("fstat");
         assert_eq!(st.st_size, 0);
+    }
+
+    #[test]
+    fn a_memfd_is_readable_by_its_owner_only() {
+        let mut m = ObjectMemory::default();
+        let fd = m.object(ObjectId(2), P).expect("memfd");
+        let st = rustix::fs::fstat(fd).expect("fstat");
+        assert_eq!(st.st_mode & 0o777, 0o400);
     }
 
     #[test]

@@ -18,6 +18,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Most faults of one client resolved before the loop turns to the others.
+const FAULTS_PER_ROUND: usize = 256;
+
 /// A connection's number (its client's number can change: a forked child adopts its
 /// clone's).
 pub type ConnId = u32;
@@ -31,7 +34,6 @@ pub struct Conn {
     /// The peer's process, user and group (`SO_PEERCRED`).
     pub pid: i32,
     uid: u32,
-    gid: u32,
     /// Its userfaultfd, once it said hello.
     pub uffd: Option<Arc<Uffd>>,
     /// The server's own user (or root): it plays the kernel's part (specs, waits).
@@ -113,9 +115,11 @@ impl Daemon {
         }
     }
 
-    fn new_client(&mut self) -> ClientId {
-        self.next_client += 1;
-        ClientId(self.next_client)
+    /// A fresh client number; `None` once they run out (after 2^32 connections and
+    /// forks: numbers are never reused, so a stale one can never name a new client).
+    fn new_client(&mut self) -> Option<ClientId> {
+        self.next_client = self.next_client.checked_add(1)?;
+        Some(ClientId(self.next_client))
     }
 
     /// Takes a new connection; `None` (after telling the peer why) when refused.
@@ -130,7 +134,10 @@ impl Daemon {
             self.answer_err(&sock, Errno::EAGAIN);
             return None;
         }
-        let client = self.new_client();
+        let Some(client) = self.new_client() else {
+            self.answer_err(&sock, Errno::EAGAIN);
+            return None;
+        };
         let spec = ClientSpec {
             uid,
             gid,
@@ -153,7 +160,6 @@ impl Daemon {
                 client,
                 pid: cred.pid.as_raw_nonzero().get(),
                 uid,
-                gid,
                 uffd: None,
                 trusted: uid == 0 || uid == self.own_uid,
                 fresh: true,
@@ -223,19 +229,22 @@ impl Daemon {
                     match ipc_proto::decode_request(body) {
                         Ok(req) => {
                             let resp = self.server.handle(Sender::Client(client), &req);
-                            if let Ok(reply) = &resp {
-                                match host_ops::for_request(
+                            match &resp {
+                                Ok(reply) => match host_ops::for_request(
                                     &mut self.server,
                                     client,
                                     &req,
                                     reply,
                                     WINDOW,
                                 ) {
-                                    Ok(o) => ops = o,
-                                    Err(e) => log::warn!("client {}: host mappings: {e}", client.0),
-                                }
+                                    Ok(o) => {
+                                        ops = o;
+                                        resp
+                                    }
+                                    Err(e) => self.host_failed(client, &req, reply, e),
+                                },
+                                Err(_) => resp,
                             }
-                            resp
                         }
                         Err(e) => Err(e),
                     }
@@ -307,6 +316,27 @@ impl Daemon {
         packet::send(conn.sock.as_fd(), &self.out, &packet::borrow_all(&ops.fds)).is_ok()
     }
 
+    /// The host could not make what a request needs (out of descriptors for an
+    /// object's memfd): a new mapping is taken back and the call fails, so no client
+    /// believes in a mapping the host never made.
+    fn host_failed(
+        &mut self,
+        client: ClientId,
+        req: &Request,
+        reply: &Reply,
+        e: std::io::Error,
+    ) -> Result<Reply, Errno> {
+        log::warn!("client {}: host mappings: {e}", client.0);
+        if let (Request::Mmap(args), Reply::Mapped { addr }) = (req, reply) {
+            let undo = Request::Munmap {
+                addr: *addr,
+                len: args.len,
+            };
+            let _ = self.server.handle(Sender::Client(client), &undo);
+        }
+        Err(Errno::ENFILE)
+    }
+
     fn setup(&self, id: ConnId, out: &mut [u8]) -> usize {
         let client = self.conns.get(&id).map_or(0, |c| c.client.0);
         let s = Setup {
@@ -366,18 +396,16 @@ impl Daemon {
     fn fork(&mut self, id: ConnId, body: &[u8]) -> Result<u64, Errno> {
         let c = self.conns.get(&id).ok_or(Errno::ESRCH)?;
         let (parent, uid, trusted) = (c.client, c.uid, c.trusted);
-        // No spec: the child runs as its parent does (a C program's fork).
-        let mut spec: ClientSpec = if body.is_empty() {
+        // The child runs as its parent does (a C program's fork); only a trusted caller
+        // (the harness, a launcher) may give it another identity, rights or limits.
+        let spec: ClientSpec = if body.is_empty() || !trusted {
             self.server.spec_of(parent).ok_or(Errno::ESRCH)?
         } else {
             postcard::from_bytes(body).map_err(|_| Errno::EINVAL)?
         };
-        if !trusted {
-            // A client cannot give its child an identity it does not have.
-            spec.uid = uid;
-            spec.gid = c.gid;
-        }
-        let child = self.new_client();
+        // One clone waits for its child at a time: a new fork replaces an unadopted one.
+        self.abandon_forks(parent);
+        let child = self.new_client().ok_or(Errno::EAGAIN)?;
         self.server.handle(
             Sender::Kernel,
             &Request::ClientCloned {
@@ -495,29 +523,40 @@ impl Daemon {
         }
     }
 
-    /// Resolves every fault waiting on connection `id`'s userfaultfd.
-    pub fn faults(&mut self, id: ConnId) {
+    /// Resolves the faults waiting on connection `id`'s userfaultfd; `false` when the
+    /// connection must close.
+    pub fn faults(&mut self, id: ConnId) -> bool {
         let Some(c) = self.conns.get(&id) else {
-            return;
+            return false;
         };
         let (Some(uffd), client, pid) = (c.uffd.clone(), c.client, c.pid) else {
-            return;
+            return false;
         };
-        while let Some(ev) = uffd.read_event() {
-            if let Event::Fault { addr, flags, tid } = ev {
-                faults::resolve(
-                    &mut self.server,
-                    &uffd,
-                    Fault {
-                        client,
-                        pid,
-                        tid,
-                        addr,
-                        flags,
-                    },
+        // At most a round's worth: a client whose threads fault without end cannot
+        // keep the loop from everyone else (epoll is level-triggered).
+        for _ in 0..FAULTS_PER_ROUND {
+            let Some(ev) = uffd.read_event() else {
+                break;
+            };
+            let Event::Fault { addr, flags, tid } = ev else {
+                continue;
+            };
+            let fault = Fault {
+                client,
+                pid,
+                tid,
+                addr,
+                flags,
+            };
+            if !faults::resolve(&mut self.server, &uffd, fault) {
+                log::warn!(
+                    "client {}: a signal cannot reach thread {tid}, dropping it",
+                    client.0
                 );
+                return false;
             }
         }
+        true
     }
 }
 

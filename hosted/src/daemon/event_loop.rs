@@ -93,6 +93,16 @@ fn seqpacket_connects(path: &Path) -> bool {
 
 /// Serves until SIGTERM or SIGINT; removes the socket file on the way out.
 pub fn run(cfg: &DaemonConfig, server: Server<HostedStub>) -> io::Result<Stopped> {
+    // Every connection costs a descriptor and every mapped object its memfd: take all
+    // the descriptors the administrator allows.
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: nofile.maximum,
+            maximum: nofile.maximum,
+        },
+    );
     let listener = bind(&cfg.socket, cfg.socket_mode)?;
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -158,8 +168,8 @@ fn serve(
             if token & 1 == 1 {
                 if flags.intersects(EventFlags::ERR | EventFlags::HUP) {
                     forget_uffd(&d, &ep, id);
-                } else {
-                    d.faults(id);
+                } else if !d.faults(id) {
+                    close(&mut d, &ep, id);
                 }
                 continue;
             }

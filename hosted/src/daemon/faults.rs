@@ -27,8 +27,10 @@ pub struct Fault {
     pub flags: u64,
 }
 
-/// Resolves `fault` of the client whose descriptor is `uffd`.
-pub fn resolve(server: &mut Server<HostedStub>, uffd: &Uffd, fault: Fault) {
+/// Resolves `fault` of the client whose descriptor is `uffd`; `false` when the
+/// client must be dropped (a signal the server decided cannot reach the faulting
+/// thread: it would fault again at once, for ever).
+pub fn resolve(server: &mut Server<HostedStub>, uffd: &Uffd, fault: Fault) -> bool {
     let page = fault.addr & !(P - 1);
     let write = fault.flags & (FLAG_WRITE | FLAG_WP) != 0;
     // The server's answer can take two rounds (a copy-on-write after a read fault put a
@@ -36,7 +38,7 @@ pub fn resolve(server: &mut Server<HostedStub>, uffd: &Uffd, fault: Fault) {
     for _ in 0..4 {
         let Some(space) = server.space_of(fault.client) else {
             uffd.wake(page, P);
-            return;
+            return true;
         };
         match server.stub().query(space, page) {
             Some((frame, attrs)) if attrs.writable || !write => {
@@ -48,7 +50,7 @@ pub fn resolve(server: &mut Server<HostedStub>, uffd: &Uffd, fault: Fault) {
                 } else {
                     place(server, uffd, fault.client, page, frame, attrs);
                 }
-                return;
+                return true;
             }
             _ => {
                 let access = if write { Access::Write } else { Access::Read };
@@ -59,8 +61,8 @@ pub fn resolve(server: &mut Server<HostedStub>, uffd: &Uffd, fault: Fault) {
                 };
                 match server.handle(Sender::Kernel, &req) {
                     Ok(Reply::FaultResolved) => {}
-                    Ok(Reply::Signal(s)) => return signal(uffd, fault, page, s),
-                    _ => return signal(uffd, fault, page, Signal::Segv),
+                    Ok(Reply::Signal(s)) => return signal(fault, s),
+                    _ => return signal(fault, Signal::Segv),
                 }
             }
         }
@@ -70,7 +72,7 @@ pub fn resolve(server: &mut Server<HostedStub>, uffd: &Uffd, fault: Fault) {
         fault.client.0,
         fault.addr
     );
-    signal(uffd, fault, page, Signal::Segv);
+    signal(fault, Signal::Segv)
 }
 
 /// Places `frame` at `page` in the host's tables, as the server's tables hold it.
@@ -158,16 +160,17 @@ fn copy_private(
 }
 
 /// Delivers the server's signal to the faulting thread: it wakes from its fault, takes
-/// the signal (its handler, or death), and faults again if it returns.
-fn signal(uffd: &Uffd, fault: Fault, page: u64, s: Signal) {
+/// the signal (its handler, or death), and faults again if it returns. `false` when it
+/// cannot be delivered (no thread id: a descriptor made without them).
+fn signal(fault: Fault, s: Signal) -> bool {
     let sig = match s {
         Signal::Bus => libc::SIGBUS,
         _ => libc::SIGSEGV,
     };
+    if fault.tid == 0 {
+        return false;
+    }
     // SAFETY: tgkill takes plain integers; the thread is the one that faulted, in the
     // process whose connection this is.
-    let r = unsafe { libc::syscall(libc::SYS_tgkill, fault.pid, fault.tid as i32, sig) };
-    if r != 0 {
-        uffd.wake(page, P);
-    }
+    unsafe { libc::syscall(libc::SYS_tgkill, fault.pid, fault.tid as i32, sig) == 0 }
 }
