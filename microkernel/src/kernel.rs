@@ -189,7 +189,6 @@ extern "C" fn kmain(start_info: u64) -> ! {
     };
     crate::trap::init();
     crate::user::init();
-    boot::map_agent_page(crate::user::agent_page_phys());
     // SAFETY: IA32_PAT (0x277) takes the layout the kernel stub's cache attributes are
     // defined against; no mapping with PAT bits exists yet.
     unsafe { x86_64::registers::model_specific::Msr::new(0x277).write(kernel_stub::PAT_MSR_VALUE) };
@@ -335,6 +334,11 @@ extern "C" fn kmain(start_info: u64) -> ! {
             "ring 3: a task reading kernel memory gets SIGSEGV in its handler",
             111,
         ),
+        (
+            5,
+            "ring 3: a SYSCALL arriving as a page fault at the entry point (kvm-pvm) is made, its return raising no IOPL",
+            111,
+        ),
     ]
     .into_iter()
     .chain((0..8u64).map(|i| {
@@ -342,14 +346,14 @@ extern "C" fn kmain(start_info: u64) -> ! {
         // points), leaving mappings, private pages and page tables behind.
         let rounds = 1 + (i * 7919 + 13) % 300;
         (
-            5 + rounds,
+            6 + rounds,
             "ring 3: a task killed mid-session is reclaimed",
             132,
         )
     })) {
         // The long sessions run without the check after every request (it would take
         // most of the boot's time); the invariants are checked once each task is gone.
-        machine::set_self_check(scenario < 5);
+        machine::set_self_check(scenario < 6);
         let code = crate::user::run(scenario);
         if let Err(e) = h.check() {
             summary.failed += 1;
@@ -361,8 +365,8 @@ extern "C" fn kmain(start_info: u64) -> ! {
             kprintln!("FAIL {what}: exit code {code}, expected {want}");
         }
     }
-    // The agent page, the one kernel-half page ring 3 may use, is not writable from it,
-    // and the rest of the kernel half is not reachable at all (the MMU's U/S check).
+    // The agent page, the one kernel page ring 3 may use, is not writable from it, and
+    // the kernel half is not reachable at all (the MMU's U/S check).
     if let Ok(mut p) = h.spawn(ClientSpec::DEFAULT) {
         for (what, got) in [
             (

@@ -169,6 +169,12 @@ pub fn start(
         };
         granted.map_err(|_| "grants from the memory map overlap")?;
     }
+    // The agent page: a frame of the kernel image every client's space maps read-execute
+    // at USER_AGENT (see `map_agent`); a device frame to the stub, so it counts nothing.
+    let agent = crate::user::agent_page_phys() / 4096;
+    let f = |n: u64| PhysFrame::containing_address(PhysAddr::new(n * 4096));
+    stub.grant_device(&Kernel, PhysFrame::range(f(agent), f(agent + 1)))
+        .map_err(|_| "the agent page overlaps a grant")?;
     let mut config = [0u8; 4096];
     let config =
         postcard::to_slice(&cfg, &mut config).map_err(|_| "the configuration is too big")?;
@@ -264,6 +270,24 @@ fn load_serving_task(
         }
         Ok((entry, SERVER_STACK_TOP))
     })
+}
+
+/// How many of `pages` pages from `va` lie below the agent page: the server's unmap and
+/// protect never reach it.
+fn below_agent(va: u64, pages: u64) -> u64 {
+    pages.min(crate::user::USER_AGENT.saturating_sub(va) / 4096)
+}
+
+/// Maps the agent page read-execute at `USER_AGENT` in a client's new space, with
+/// table frames from the kernel's own reserve when the stub's pool has none.
+fn map_agent(m: &mut Machine, space: Space) -> Result<(), &'static str> {
+    let frame = Frame(crate::user::agent_page_phys() / 4096);
+    let attrs = PageAttrs {
+        writable: false,
+        executable: true,
+        cache: CacheMode::WriteBack,
+    };
+    with_tables(m, |s| s.map(space, crate::user::USER_AGENT, frame, attrs))
 }
 
 /// A zeroed frame from those set aside for the kernel's serving tasks.
@@ -1304,6 +1328,10 @@ pub fn server_syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_r
                     m.spaces.push(Some(s));
                     if let Some(c) = m.binding.take() {
                         m.clients.insert(c.0, h);
+                        if map_agent(m, s).is_err() {
+                            crate::kprintln!("kernel: no table frames for the agent page");
+                            crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
+                        }
                     }
                     u64::from(h)
                 }
@@ -1323,16 +1351,18 @@ pub fn server_syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_r
             },
             24 => {
                 if let Some(s) = space(a0) {
-                    m.stub.unmap(s, a1, a2);
+                    m.stub.unmap(s, a1, below_agent(a1, a2));
                 }
                 0
             }
             25 => {
                 if let Some(s) = space(a0) {
-                    m.stub.protect(s, a1, a2, attrs(a3));
+                    m.stub.protect(s, a1, below_agent(a1, a2), attrs(a3));
                 }
                 0
             }
+            // The agent page is the kernel's: the server neither sees nor changes it.
+            26 if a1 & !0xfff == crate::user::USER_AGENT => NONE,
             26 => match space(a0).and_then(|s| m.stub.query(s, a1)) {
                 Some((f, a)) => pack(f, a),
                 None => NONE,
@@ -1344,7 +1374,7 @@ pub fn server_syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_r
                 let max = a3.min(1024) as usize;
                 let mut entries: Vec<u64> = Vec::with_capacity(2 * max);
                 m.stub.for_each_mapping(s, &mut |va, f, a| {
-                    if va >= a1 && entries.len() < 2 * max {
+                    if va >= a1 && va != crate::user::USER_AGENT && entries.len() < 2 * max {
                         entries.push(va);
                         entries.push(pack(f, a));
                     }

@@ -3,6 +3,7 @@
 //! the task's (a page fault goes to the memory server); one in the kernel is fatal.
 
 use crate::machine;
+use crate::syscall_fault;
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr2;
 use x86_64::structures::idt::InterruptDescriptorTable;
@@ -176,15 +177,29 @@ extern "C" fn trap_handler(f: &mut TrapFrame) {
     crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
 }
 
-/// An exception in a ring-3 task: a page fault goes to the memory server; its signal,
-/// or any other exception, goes to the task's handler or ends the task.
+/// An exception in a ring-3 task: a `SYSCALL` that arrived as a page fault is completed
+/// ([`syscall_fault`]); any other page fault goes to the memory server; its signal, or
+/// any other exception, goes to the task's handler or ends the task.
 fn user_trap(f: &mut TrapFrame) {
+    let lstar = crate::user::syscall_entry_address();
+    if syscall_fault::is_syscall(f.vector, f.error, f.rip, Cr2::read_raw(), lstar) {
+        if let Some((rip, rflags)) = syscall_fault::user_return(f.rcx, f.r11, false) {
+            // As `syscall_entry` would: [rflags, rip, rsp] where `receive`, `yield` and
+            // `fork` resume the task, then the call itself, which may not return.
+            let resume = [rflags, rip, f.rsp];
+            f.rax = crate::user::syscall(f.rax, [f.rdi, f.rsi, f.rdx, f.r10], &resume);
+            (f.rip, f.rflags) = (rip, rflags);
+            return;
+        }
+        // A return address outside the user half: the task gets SIGSEGV below.
+    }
     if machine::kernel_task_running() {
         // The serving tasks' memory is never lazy: any exception there is a bug, and
         // nothing could resolve their faults anyway.
         crate::kprintln!(
-            "kernel: a serving task (memory or file server) took exception {} at {:#x}, cr2 {:#x}",
+            "kernel: a serving task (memory or file server) took exception {} (error {:#x}) at {:#x}, cr2 {:#x}",
             f.vector,
+            f.error,
             f.rip,
             Cr2::read_raw()
         );

@@ -129,11 +129,13 @@ return_to_kernel:
     pop rbx
     ret
 
-/* The user program (position-independent; rdi = scenario). System calls: 0 exit(code),
+/* The user program (position-independent; rdi = scenario, rsi = the kernel's SYSCALL
+   entry point). System calls: 0 exit(code),
    1 mmap(len, prot, flags) -> address or -errno, 2 munmap(addr, len), 3 on_signal(rip). */
 .global user_prog_start
 user_prog_start:
     mov r15, rdi
+    mov r14, rsi
     lea rdi, [rip + user_on_signal]
     mov eax, 3
     syscall
@@ -146,6 +148,8 @@ user_prog_start:
     cmp r15, 4
     je 50f
     cmp r15, 5
+    je 70f
+    cmp r15, 6
     jae 60f
     jmp 40f
 10: /* map a page, use it, then touch an address with no mapping: SIGSEGV */
@@ -217,9 +221,9 @@ user_prog_start:
     movabs rax, 0xffffffff80100000
     movzx ecx, byte ptr [rax]
     jmp 90f
-60: /* scenario N >= 5: N-5 rounds of map 4 pages, touch them, unmap every other
+60: /* scenario N >= 6: N-6 rounds of map 4 pages, touch them, unmap every other
        mapping; then die of an invalid opcode in the middle of it all */
-    lea r13, [r15 - 5]
+    lea r13, [r15 - 6]
 61: test r13, r13
     jz 62f
     mov edi, 0x4000
@@ -240,6 +244,25 @@ user_prog_start:
 63: dec r13
     jmp 61b
 62: ud2
+70: /* enter the kernel as kvm-pvm delivers a SYSCALL: still in ring 3, at the entry
+       point (r14), with RCX and R11 set as SYSCALL sets them but R11 asking for IOPL 3;
+       the mmap is made, and `cli` then faults (IOPL stayed 0): SIGSEGV, exit 111 */
+    mov edi, 4096
+    mov esi, 3
+    mov edx, 0x22
+    mov eax, 1
+    lea rcx, [rip + 71f]
+    mov r11d, 0x3202
+    jmp r14
+71: cmp rax, -4096
+    ja 90f
+    mov byte ptr [rax], 7
+    cmp byte ptr [rax], 7
+    jne 90f
+    cli
+    mov edi, 77
+    mov eax, 0
+    syscall
 90: mov edi, 99
     mov eax, 0
     syscall
@@ -250,8 +273,8 @@ user_on_signal: /* rdi = signal number: exit(100 + signal) */
 .global user_prog_end
 user_prog_end:
 
-/* The agent page: the only kernel-half page a ring-3 task may touch (read and execute,
-   never write), mapped at USER_AGENT in every space. Each routine makes one access on a
+/* The agent page: the only page of the kernel image a ring-3 task may touch (read and
+   execute, never write), mapped at USER_AGENT in every client's space. Each routine makes one access on a
    client's behalf in ring 3 and exits with 0x10000 | the byte read (or 0x10000); a
    fault the server answers with a signal ends it with 128 + signal instead. */
 .section .text.user_agent, "ax"
@@ -344,6 +367,17 @@ pub fn init() {
 /// The task's registered signal handler (0: none).
 static HANDLER: AtomicU64 = AtomicU64::new(0);
 
+/// Where `SYSCALL` enters the kernel (`IA32_LSTAR`).
+pub fn syscall_entry_address() -> u64 {
+    syscall_entry as *const () as u64
+}
+
+/// A system call made through the page-fault path ([`crate::syscall_fault`]): the same
+/// dispatch as `syscall_entry`'s; `resume` is `[rflags, rip, rsp]` of the task's return.
+pub fn syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], resume: &[u64; 3]) -> u64 {
+    syscall_handler(nr, a0, a1, a2, a3, resume)
+}
+
 /// Called by the entry stub: `nr` and up to four arguments.
 ///
 /// 0 `exit(code)`, 1 `mmap(len, prot, flags)`, 2 `munmap(addr, len)`, 3
@@ -415,7 +449,7 @@ pub fn run(scenario: u64) -> u64 {
     };
     // SAFETY: `machine::load_task` loaded the task's space in CR3 with the program and a
     // stack mapped user-accessible; the task returns through `return_to_kernel`.
-    let code = unsafe { enter_user(entry, stack_top, scenario, 0, 0) };
+    let code = unsafe { enter_user(entry, stack_top, scenario, syscall_entry_address(), 0) };
     machine::end_task();
     code
 }
@@ -427,9 +461,11 @@ pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> alloc::vec::Vec<Op
     machine::run_apps(image, args)
 }
 
-/// Where the agent page is mapped, user-accessible, in every address space: PML4 entry
-/// 320, in the kernel half, so no client's layout ever sees it.
-pub const USER_AGENT: u64 = 0xffff_a000_0000_0000;
+/// Where the agent page is mapped, user read-execute, in every client's address space:
+/// the last page of the lower half, which no client may map (the server's `mmap_max`
+/// ends below it, as Linux keeps it unmapped). It was in the kernel half (PML4 entry
+/// 320) until kvm-pvm showed that ring 3 may not reach the upper half there at all.
+pub const USER_AGENT: u64 = 0x7fff_ffff_f000;
 
 /// One access the agent page makes in ring 3.
 #[derive(Clone, Copy, Debug)]

@@ -18,7 +18,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  qemu [--gdb]        boot the microkernel under QEMU and run the conformance apps
+  qemu [--accel tcg|kvm] [--gdb] [--timeout S]
+                      boot the microkernel under QEMU (TCG by default) and run the
+                      conformance apps
   bench [--quick] [--json FILE]
                       our figures beside Linux's, as ratios; callgrind counts; plot
   conformance [--filter S] [--verbose]

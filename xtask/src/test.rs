@@ -44,9 +44,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "conformance suite, hosted (memserverd, a process per client)",
         || crate::conformance::run(&["--hosted".into()]),
     )?;
-    step("the microkernel under QEMU (the main job)", || {
+    step("the microkernel under QEMU, TCG (the main job)", || {
         crate::qemu::run(&[])
     })?;
+    // The same image under hardware virtualization, where the machine has it: a skip
+    // is reported as one, never counted as a pass.
+    if crate::qemu::kvm_available() {
+        step("the microkernel under QEMU, KVM (the main job)", || {
+            crate::qemu::run(&["--accel".into(), "kvm".into()])
+        })?;
+    } else {
+        eprintln!("xtask test: the microkernel under QEMU, KVM: skipped: no /dev/kvm");
+    }
     step("every fuzz target briefly, from the seed corpus", || {
         crate::fuzz::run(&["--seconds".into(), "10".into()])
     })?;
