@@ -16,8 +16,6 @@
 
 /// Page-fault error code bits (Intel SDM vol. 3, 4.7).
 pub mod pf {
-    /// The page was present (a protection fault).
-    pub const PRESENT: u64 = 1 << 0;
     /// The access was a write.
     pub const WRITE: u64 = 1 << 1;
     /// The access was made in user mode.
@@ -68,6 +66,8 @@ mod tests {
     use super::*;
 
     const LSTAR: u64 = 0xffff_ffff_8011_77bc;
+    /// The error code's P bit: the page was present (a protection fault).
+    const PRESENT: u64 = 1 << 0;
     /// What kvm-pvm reported for the memory server task's first system call.
     const KVM_PVM_ERROR: u64 = 0x15;
 
@@ -82,7 +82,7 @@ mod tests {
     fn other_faults_are_not_system_calls() {
         // Elsewhere, a data access, a write, a reserved bit, another vector, a kernel fetch.
         assert!(!is_syscall(14, KVM_PVM_ERROR, LSTAR + 1, LSTAR + 1, LSTAR));
-        assert!(!is_syscall(14, pf::PRESENT | pf::USER, LSTAR, LSTAR, LSTAR));
+        assert!(!is_syscall(14, PRESENT | pf::USER, LSTAR, LSTAR, LSTAR));
         assert!(!is_syscall(
             14,
             KVM_PVM_ERROR | pf::WRITE,
@@ -98,13 +98,7 @@ mod tests {
             LSTAR
         ));
         assert!(!is_syscall(13, KVM_PVM_ERROR, LSTAR, LSTAR, LSTAR));
-        assert!(!is_syscall(
-            14,
-            pf::PRESENT | pf::FETCH,
-            LSTAR,
-            LSTAR,
-            LSTAR
-        ));
+        assert!(!is_syscall(14, PRESENT | pf::FETCH, LSTAR, LSTAR, LSTAR));
         // A fetch at the entry point, but the fault was for another address.
         assert!(!is_syscall(14, KVM_PVM_ERROR, LSTAR, 0x1000, LSTAR));
     }

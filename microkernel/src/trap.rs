@@ -2,7 +2,6 @@
 //! registers into a [`TrapFrame`] and calls [`trap_handler`]. An exception in ring 3 is
 //! the task's (a page fault goes to the memory server); one in the kernel is fatal.
 
-use crate::machine;
 use crate::syscall_fault;
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr2;
@@ -182,18 +181,17 @@ extern "C" fn trap_handler(f: &mut TrapFrame) {
 /// any other exception, goes to the task's handler or ends the task.
 fn user_trap(f: &mut TrapFrame) {
     let lstar = crate::user::syscall_entry_address();
-    if syscall_fault::is_syscall(f.vector, f.error, f.rip, Cr2::read_raw(), lstar) {
-        if let Some((rip, rflags)) = syscall_fault::user_return(f.rcx, f.r11, false) {
-            // As `syscall_entry` would: [rflags, rip, rsp] where `receive`, `yield` and
-            // `fork` resume the task, then the call itself, which may not return.
-            let resume = [rflags, rip, f.rsp];
-            f.rax = crate::user::syscall(f.rax, [f.rdi, f.rsi, f.rdx, f.r10], &resume);
-            (f.rip, f.rflags) = (rip, rflags);
-            return;
-        }
-        // A return address outside the user half: the task gets SIGSEGV below.
+    let lstar_fault = syscall_fault::is_syscall(f.vector, f.error, f.rip, Cr2::read_raw(), lstar);
+    // A return address outside the user half is refused: the task gets SIGSEGV below.
+    if lstar_fault && let Some((rip, rflags)) = syscall_fault::user_return(f.rcx, f.r11, false) {
+        // As `syscall_entry` would: [rflags, rip, rsp] where `receive`, `yield` and
+        // `fork` resume the task, then the call itself, which may not return.
+        let resume = [rflags, rip, f.rsp];
+        f.rax = crate::user::syscall(f.rax, [f.rdi, f.rsi, f.rdx, f.r10], &resume);
+        (f.rip, f.rflags) = (rip, rflags);
+        return;
     }
-    if machine::kernel_task_running() {
+    if crate::endpoint::kernel_task_running() {
         // The serving tasks' memory is never lazy: any exception there is a bug, and
         // nothing could resolve their faults anyway.
         crate::kprintln!(
@@ -207,14 +205,14 @@ fn user_trap(f: &mut TrapFrame) {
     }
     let signal = if f.vector == 14 {
         let addr = Cr2::read_raw();
-        let access = if f.error & 0x10 != 0 {
+        let access = if f.error & syscall_fault::pf::FETCH != 0 {
             ipc_proto::Access::Exec
-        } else if f.error & 0x2 != 0 {
+        } else if f.error & syscall_fault::pf::WRITE != 0 {
             ipc_proto::Access::Write
         } else {
             ipc_proto::Access::Read
         };
-        match machine::task_fault(addr, access) {
+        match crate::page_fault::task_fault(addr, access) {
             None => return,
             Some(s) => s.number(),
         }

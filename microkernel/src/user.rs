@@ -10,9 +10,9 @@
 //! inside another's system call (the server, the agent page), nesting on the kernel
 //! stack below it.
 
-use crate::machine;
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
+use microkernel_abi::{ACCESS_OK, AccessOp};
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
 use x86_64::instructions::tables::load_tss;
@@ -374,18 +374,12 @@ pub fn syscall_entry_address() -> u64 {
 
 /// A system call made through the page-fault path ([`crate::syscall_fault`]): the same
 /// dispatch as `syscall_entry`'s; `resume` is `[rflags, rip, rsp]` of the task's return.
-pub fn syscall(nr: u64, [a0, a1, a2, a3]: [u64; 4], resume: &[u64; 3]) -> u64 {
-    syscall_handler(nr, a0, a1, a2, a3, resume)
+pub fn syscall(nr: u64, args: [u64; 4], resume: &[u64; 3]) -> u64 {
+    crate::syscall::dispatch(nr, args, resume)
 }
 
-/// Called by the entry stub: `nr` and up to four arguments.
-///
-/// 0 `exit(code)`, 1 `mmap(len, prot, flags)`, 2 `munmap(addr, len)`, 3
-/// `on_signal(rip)`; and for the conformance app (see `app/src/sys.rs` for each one's
-/// arguments): 4 `write`, 5 `call`, 6 `spawn`, 7 `fork`, 8 `end`, 9 `access`, 10 `stats`,
-/// 11 `check`, 12 `facts`, 13 `start_peer`, 14 `ipc_call`, 15 `yield`, 16 `fork`; 20
-/// `receive` for any task that serves calls; and for the memory server task, 21..=33 the
-/// kernel stub's operations and 34 `pager_call`. Anything else is `ENOSYS`.
+/// Called by the entry stub: `nr`, up to four arguments, and `[rflags, rip, rsp]` as
+/// `syscall` left them (see [`crate::syscall::dispatch`]).
 #[unsafe(no_mangle)]
 extern "C" fn syscall_handler(
     nr: u64,
@@ -395,27 +389,12 @@ extern "C" fn syscall_handler(
     a3: u64,
     frame: &[u64; 3],
 ) -> u64 {
-    match nr {
-        // SAFETY: ends the task; enter_user's caller resumes with the code.
-        0 => unsafe { return_to_kernel(a0) },
-        1 => machine::task_mmap(a0, a1, a2),
-        2 => machine::task_munmap(a0, a1),
-        3 => {
-            HANDLER.store(a0, Ordering::Relaxed);
-            0
-        }
-        4..=14 => machine::app_syscall(nr, [a0, a1, a2, a3]),
-        // `receive` and the memory server task's stub calls: `frame` is [rflags, rip,
-        // rsp] as `syscall` left them, where `receive` resumes.
-        15 => machine::yield_now(frame[1], frame[2]),
-        16 => machine::task_fork(frame[1], frame[2]),
-        20 if !machine::server_running() => {
-            machine::peer_receive([a0, a1, a2, a3], frame[1], frame[2])
-        }
-        20..=33 => machine::server_syscall(nr, [a0, a1, a2, a3], frame[1], frame[2]),
-        34 => machine::pager_call([a0, a1, a2, a3]),
-        _ => (-(ipc_proto::Errno::ENOSYS as i64)) as u64,
-    }
+    crate::syscall::dispatch(nr, [a0, a1, a2, a3], frame)
+}
+
+/// Registers the current small task's signal handler (0: none).
+pub fn set_handler(rip: u64) {
+    HANDLER.store(rip, Ordering::Relaxed);
 }
 
 /// What a ring-3 exception turns into: the registered handler gets `signal` in `rdi`
@@ -444,21 +423,21 @@ pub fn run(scenario: u64) -> u64 {
     );
     // SAFETY: the program's bytes, between two labels of the same section.
     let code = unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) };
-    let Some((entry, stack_top)) = machine::load_task(code) else {
+    let Some((entry, stack_top)) = crate::loader::load_task(code) else {
         return u64::MAX;
     };
-    // SAFETY: `machine::load_task` loaded the task's space in CR3 with the program and a
+    // SAFETY: `crate::load_task` loaded the task's space in CR3 with the program and a
     // stack mapped user-accessible; the task returns through `return_to_kernel`.
     let code = unsafe { enter_user(entry, stack_top, scenario, syscall_entry_address(), 0) };
-    machine::end_task();
+    crate::run::end_task();
     code
 }
 
 /// Runs one app of the ELF `image` per entry of `args` under the scheduler
-/// ([`machine::run_apps`]); their exit codes.
+/// ([`crate::run_apps`]); their exit codes.
 pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> alloc::vec::Vec<Option<u64>> {
     HANDLER.store(0, Ordering::Relaxed);
-    machine::run_apps(image, args)
+    crate::scheduler::run_apps(image, args)
 }
 
 /// Where the agent page is mapped, user read-execute, in every client's address space:
@@ -466,17 +445,6 @@ pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> alloc::vec::Vec<Op
 /// ends below it, as Linux keeps it unmapped). It was in the kernel half (PML4 entry
 /// 320) until kvm-pvm showed that ring 3 may not reach the upper half there at all.
 pub const USER_AGENT: u64 = 0x7fff_ffff_f000;
-
-/// One access the agent page makes in ring 3.
-#[derive(Clone, Copy, Debug)]
-pub enum AgentOp {
-    /// Read the byte at the address.
-    Read,
-    /// Write a byte there.
-    Write(u8),
-    /// Call into the page there (its byte must be `ret`).
-    Exec,
-}
 
 /// Where `sym`, a label of the agent page, is mapped for ring 3.
 fn agent_alias(sym: *const u8) -> u64 {
@@ -495,13 +463,13 @@ pub fn agent_page_phys() -> u64 {
 
 /// Makes `op` at `addr` in ring 3 with the current address space, as the client whose
 /// space it is; `Ok(byte)` (0 for a write or an exec) or the signal it died of.
-pub fn run_agent(op: AgentOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
+pub fn run_agent(op: AccessOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
     // The agent takes no signal handler; the task it runs inside of keeps its own.
     let outer = HANDLER.swap(0, Ordering::Relaxed);
     let (rip, value) = match op {
-        AgentOp::Read => (agent_alias(core::ptr::addr_of!(agent_read)), 0),
-        AgentOp::Write(v) => (agent_alias(core::ptr::addr_of!(agent_write)), v),
-        AgentOp::Exec => (agent_alias(core::ptr::addr_of!(agent_exec)), 0),
+        AccessOp::Read => (agent_alias(core::ptr::addr_of!(agent_read)), 0),
+        AccessOp::Write(v) => (agent_alias(core::ptr::addr_of!(agent_write)), v),
+        AccessOp::Exec => (agent_alias(core::ptr::addr_of!(agent_exec)), 0),
     };
     let slot = agent_alias(core::ptr::addr_of!(agent_slot));
     // SAFETY: the agent page is mapped user-executable at USER_AGENT in every space
@@ -510,7 +478,7 @@ pub fn run_agent(op: AgentOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
     let code = unsafe { enter_user(rip, slot, addr, u64::from(value), 0) };
     HANDLER.store(outer, Ordering::Relaxed);
     match code {
-        c if c & 0x1_0000 != 0 => Ok(c as u8),
+        c if c & ACCESS_OK != 0 => Ok(c as u8),
         c if c == 128 + u64::from(ipc_proto::Signal::Bus.number()) => Err(ipc_proto::Signal::Bus),
         _ => Err(ipc_proto::Signal::Segv),
     }

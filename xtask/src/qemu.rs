@@ -50,7 +50,7 @@ impl Accel {
     fn default_timeout(self) -> Duration {
         match self {
             Self::Tcg => Duration::from_secs(120),
-            Self::Kvm => Duration::from_secs(900),
+            Self::Kvm => Duration::from_secs(1800),
         }
     }
 }
