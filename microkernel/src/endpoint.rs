@@ -3,6 +3,7 @@
 //! next `receive`, which carries the reply; the kernel's own requests to the memory
 //! server (clients starting and ending, its control messages) go the same way.
 
+use crate::trap::TrapFrame;
 use crate::{
     loader::{app_stack, place},
     run::{Entry, run_task},
@@ -15,7 +16,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use ipc_proto::{ClientId, ClientSpec, Errno, Reply, Request, ServerStats};
-use microkernel_abi::{Control, Header, MAX_MESSAGE, encode_result};
+use microkernel_abi::{AppMode, Control, Header, MAX_MESSAGE, encode_result};
 
 /// A task that serves calls: it sleeps in `receive` until one arrives. The memory
 /// server task is endpoint 0; an app's peer tasks follow.
@@ -26,8 +27,8 @@ pub(crate) struct Endpoint {
     pub(crate) client: Option<ClientId>,
     /// The client that started it, the only one that may call it (none: the kernel).
     pub(crate) owner: Option<ClientId>,
-    pub(crate) rip: u64,
-    pub(crate) rsp: u64,
+    /// Where it resumes: its registers at its last `receive`.
+    pub(crate) regs: TrapFrame,
     /// Where its next message goes, as its last `receive` named it (none: nowhere valid).
     pub(crate) buf: Option<USlice>,
     pub(crate) reply: Vec<u8>,
@@ -51,7 +52,7 @@ pub(crate) fn server_call(sender: Header, message: &[u8]) -> Result<Vec<u8>, Err
 /// the reply. The call nests on the kernel stack below the caller; a peer that dies
 /// instead is gone (`ESRCH` now and after); the memory server dying is fatal.
 pub(crate) fn endpoint_call(ep: u32, sender: Header, message: &[u8]) -> Result<Vec<u8>, Errno> {
-    let (space, client, rip, rsp, total) = with(|m| {
+    let (space, client, regs) = with(|m| {
         let e = m.endpoints.get_mut(ep as usize).ok_or(Errno::ESRCH)?;
         let space = e.space.ok_or(Errno::ESRCH)?;
         if e.dead {
@@ -65,19 +66,17 @@ pub(crate) fn endpoint_call(ep: u32, sender: Header, message: &[u8]) -> Result<V
         let mut bytes = Vec::with_capacity(total);
         bytes.extend_from_slice(&sender.encode());
         bytes.extend_from_slice(message);
-        let (buf, rip, rsp, client) = (e.buf, e.rip, e.rsp, e.client);
+        let (buf, regs, client) = (e.buf, e.regs.returning(total as u64), e.client);
         write_user(m, space, buf.ok_or(Errno::EFAULT)?, &bytes)?;
         // Marked only once the message is in: a failed delivery leaves it callable.
         m.endpoints[ep as usize].running = true;
-        Ok((space, client, rip, rsp, total as u64))
+        Ok((space, client, regs))
     })?;
     let code = run_task(Entry {
         space,
         endpoint: ep,
         client,
-        rip,
-        rsp,
-        regs: [0, 0, total],
+        regs,
     })
     .ok_or(Errno::ESRCH)?;
     let died = with(|m| {
@@ -216,8 +215,8 @@ pub fn pager_call([a0, a1, a2, a3]: [u64; 4]) -> u64 {
 }
 
 /// `receive` by endpoint `ep`: keeps its reply (`a0`, `a1` bytes), where the next message
-/// goes (`a2`, `a3` bytes) and where to resume it, and ends its run.
-pub(crate) fn receive(ep: u32, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_rsp: u64) -> ! {
+/// goes (`a2`, `a3` bytes) and where to resume it (`at`), and ends its run.
+pub(crate) fn receive(ep: u32, [a0, a1, a2, a3]: [u64; 4], at: &TrapFrame) -> ! {
     with(|m| {
         let space = m.endpoints[ep as usize].space;
         let reply = USlice::new(a0, a1, MAX_MESSAGE)
@@ -227,16 +226,16 @@ pub(crate) fn receive(ep: u32, [a0, a1, a2, a3]: [u64; 4], user_rip: u64, user_r
         e.reply = reply.unwrap_or_default();
         // A buffer the kernel cannot write takes no message (the caller sees EFAULT).
         e.buf = USlice::new(a2, a3.min(Header::LEN as u64 + MAX_MESSAGE), u64::MAX).ok();
-        (e.rip, e.rsp) = (user_rip, user_rsp);
+        e.regs = *at;
     });
     crate::user::kill(RECEIVED)
 }
 
 /// A peer task's `receive` (the app's other syscalls are [`app_syscall`]'s).
-pub fn peer_receive(a: [u64; 4], user_rip: u64, user_rsp: u64) -> u64 {
+pub fn peer_receive(a: [u64; 4], at: &TrapFrame) -> u64 {
     match RUNNING.load(Ordering::Acquire) {
         0 | NOT_AN_ENDPOINT => encode_result(Err(Errno::EPERM)),
-        ep => receive(ep, a, user_rip, user_rsp),
+        ep => receive(ep, a, at),
     }
 }
 
@@ -270,9 +269,7 @@ pub(crate) fn start_peer() -> Result<u64, Errno> {
         space,
         endpoint: ep,
         client: Some(id),
-        rip: entry,
-        rsp: stack_top,
-        regs: [1, 0, 0],
+        regs: TrapFrame::start(entry, stack_top, AppMode::Peer as u64, 0, false),
     });
     let code = code.unwrap_or(0);
     with(|m| {

@@ -287,7 +287,7 @@ impl Tally {
 /// off (as users run it), no timer.
 fn bench() -> ! {
     crate::endpoint::set_self_check(false);
-    let codes = crate::user::run_apps(APP_IMAGE, &[(AppMode::Bench as u64, 0)]);
+    let codes = crate::user::run_apps(APP_IMAGE, &[(AppMode::Bench as u64, 0, false)], false);
     let ok = codes == [Some(0)];
     kprintln!("bench: {}", if ok { "done" } else { "FAILED" });
     serial::exit_qemu(if ok { EXIT_SUCCESS } else { EXIT_FAILURE });
@@ -295,11 +295,13 @@ fn bench() -> ! {
 
 /// The main job: the apps under the preemptive scheduler, then the ring-3 checks.
 fn main_job(mode: Mode) -> ! {
-    // Four apps under the scheduler, taking turns: two conformance apps, each running
-    // half of the suite (case i goes to app i % 2) and yielding after every case, the
-    // framebuffer demo, one step of its drawing per turn, and the file demo, which forks
-    // a task of its own. Each conformance app reports its failures and exits with its
-    // totals; the demos (and the forked task) exit 0 when everything they show checks.
+    // Five apps under the preemptive scheduler: two conformance apps, each running half
+    // of the suite (case i goes to app i % 2) and yielding after every case, the
+    // framebuffer demo, one step of its drawing per turn, the file demo, which forks a
+    // task of its own, and a spinner that never yields: the timer preempts it, and it is
+    // ended once all the others have. Each conformance app reports its failures and exits
+    // with its totals; the demos (and the forked task) exit 0 when everything they show
+    // checks.
     let mut h = HwHarness;
     let stride = mode.stride();
     let apps_n = 2;
@@ -308,13 +310,14 @@ fn main_job(mode: Mode) -> ! {
     let before = h.stats();
     let shard = |k: u64| stride << 16 | apps_n << 8 | k;
     let apps = [
-        (AppMode::Conformance as u64, shard(0)),
-        (AppMode::Conformance as u64, shard(1)),
-        (AppMode::Demo as u64, 0),
-        (AppMode::FileDemo as u64, 0),
+        (AppMode::Conformance as u64, shard(0), false),
+        (AppMode::Conformance as u64, shard(1), false),
+        (AppMode::Demo as u64, 0, false),
+        (AppMode::FileDemo as u64, 0, false),
+        (AppMode::Spin as u64, 0, true),
     ];
     crate::endpoint::set_self_check(true);
-    let codes = crate::user::run_apps(APP_IMAGE, &apps);
+    let codes = crate::user::run_apps(APP_IMAGE, &apps, true);
     // After the apps' codes, those of the tasks they forked: the file demo's child.
     let forked = codes.get(apps.len()..);
     t.check(
@@ -322,7 +325,7 @@ fn main_job(mode: Mode) -> ! {
         format_args!("file demo: its forked task ended with {forked:?}"),
     );
     let mut reported = 0;
-    for (&(mode, _), code) in apps.iter().zip(&codes) {
+    for (&(mode, _, _), code) in apps.iter().zip(&codes) {
         let mode = AppMode::try_from(mode);
         let report = code.and_then(AppReport::decode);
         match (mode, *code, report) {
@@ -332,6 +335,20 @@ fn main_job(mode: Mode) -> ! {
                 reported += u32::from(r.passed) + u32::from(r.failed);
             }
             (Ok(AppMode::Demo | AppMode::FileDemo), Some(0), _) => t.passed += 1,
+            // The spinner never ends by itself: the scheduler ends it once the others
+            // are done, the timer having preempted it.
+            (Ok(AppMode::Spin), Some(code), _) => {
+                kprintln!(
+                    "scheduler: the spinning app never yielded; the timer preempted it {} times, and it was ended with the others",
+                    code & 0xffff
+                );
+                t.check(
+                    code & !0xffff == crate::scheduler::ENDED_WITH_THE_OTHERS && code & 0xffff > 0,
+                    format_args!(
+                        "the spinning app ended with {code:#x}, not preempted and ended at the end"
+                    ),
+                )
+            }
             (_, None, _) if APP_IMAGE.is_empty() => t.check(
                 false,
                 format_args!("apps: the kernel was built without them (use cargo xtask qemu)"),

@@ -3,6 +3,7 @@
 //! the memory server maps for them.
 
 use crate::boot::{DIRECT_MAP, DIRECT_MAP_SIZE};
+use crate::trap::TrapFrame;
 use crate::uslice::USlice;
 use crate::{
     endpoint::{Endpoint, FILES_EP, RECEIVED, new_client, server_call, server_request},
@@ -120,9 +121,7 @@ pub(crate) fn start_serving_task(
         space,
         endpoint: ep,
         client: None,
-        rip: entry,
-        rsp: stack_top,
-        regs: [SERVER_HEAP, heap_len, 0],
+        regs: TrapFrame::start(entry, stack_top, SERVER_HEAP, heap_len, false),
     });
     if code != Some(RECEIVED) {
         return Err("the task did not reach receive");

@@ -50,6 +50,8 @@ mod serial;
 #[cfg(any(target_os = "none", test))]
 mod syscall_fault;
 #[cfg(target_os = "none")]
+mod timer;
+#[cfg(target_os = "none")]
 mod trap;
 #[cfg(target_os = "none")]
 mod user;

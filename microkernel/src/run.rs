@@ -1,6 +1,7 @@
 //! Running a task in ring 3: its space loaded in CR3 (and the stub's TLB hook told),
 //! nested on the kernel stack below whatever runs now, until it ends its run.
 
+use crate::trap::TrapFrame;
 use crate::{
     endpoint::end_client,
     page_fault::LAST_TASK_FAULT,
@@ -53,10 +54,8 @@ pub(crate) struct Entry {
     pub(crate) endpoint: u32,
     /// The client it is (none: the memory server itself).
     pub(crate) client: Option<ClientId>,
-    pub(crate) rip: u64,
-    pub(crate) rsp: u64,
-    /// `rdi`, `rsi` and `rax` at entry.
-    pub(crate) regs: [u64; 3],
+    /// Its registers: a fresh start, or where it left off.
+    pub(crate) regs: TrapFrame,
 }
 
 /// Runs a task in ring 3 (nested below whatever runs now) until it ends its run —
@@ -68,12 +67,11 @@ pub(crate) fn run_task(e: Entry) -> Option<u64> {
     let outer = RUNNING.swap(e.endpoint, Ordering::AcqRel);
     let outer_client = e.client.map(|c| CURRENT.swap(c.0, Ordering::Relaxed));
     let outer_fault = LAST_TASK_FAULT.swap(u64::MAX, Ordering::Relaxed);
-    let [rdi, rsi, rax] = e.regs;
     // SAFETY: the task's space is loaded, mapping its code and stack user-accessible (the
-    // kernel loaded them, or the task sleeps where `receive`/`yield` left it, its wrapper
-    // keeping every other register itself); it comes back through the `exit`, `receive`
-    // or `yield` system calls, or dies through `return_to_kernel`.
-    let code = unsafe { crate::user::enter_user(e.rip, e.rsp, rdi, rsi, rax) };
+    // kernel loaded them, or the task left off there, its frame saved by the entry path
+    // or made by `TrapFrame::start`, so ring 3's selectors); it comes back through the
+    // `exit`, `receive` or `yield` system calls, a preemption, or `return_to_kernel`.
+    let code = unsafe { crate::user::enter_user(&e.regs) };
     LAST_TASK_FAULT.store(outer_fault, Ordering::Relaxed);
     if let Some(c) = outer_client {
         CURRENT.store(c, Ordering::Relaxed);

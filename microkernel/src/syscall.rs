@@ -3,6 +3,7 @@
 //! `receive`, the memory server task's kernel stub calls), each checking who may make
 //! it and turning the task's addresses into [`USlice`]s before anything else.
 
+use crate::trap::TrapFrame;
 use crate::{
     endpoint::{
         check_all, end_client, endpoint_call, new_client, pager_call, peer_receive, receive,
@@ -28,12 +29,13 @@ use microkernel_abi::{ACCESS_OK, AccessOp, Header, NONE, StubStatus, Sysnum, enc
 /// facts, an invariant violation's text.
 const SMALL: u64 = 4096;
 
-/// Every system call: `nr` and its four arguments; `resume` is `[rflags, rip, rsp]` of
-/// the task's return, where `receive`, `yield` and `fork` resume it. The result for
-/// `rax` (`-errno` on failure); `exit`, `receive` and `yield` do not return.
-pub fn dispatch(nr: u64, args: [u64; 4], resume: &[u64; 3]) -> u64 {
-    let (rip, rsp) = (resume[1], resume[2]);
-    let call = match Sysnum::try_from(nr) {
+/// Every system call, from the calling task's saved registers: the number in `rax`,
+/// the arguments in `rdi`, `rsi`, `rdx`, `r10`; the frame is also where `receive`,
+/// `yield` and `fork` resume it. The result for `rax` (`-errno` on failure); `exit`,
+/// `receive` and `yield` do not return.
+pub fn dispatch(f: &TrapFrame) -> u64 {
+    let args = [f.rdi, f.rsi, f.rdx, f.r10];
+    let call = match Sysnum::try_from(f.rax) {
         Ok(call) => call,
         Err(e) => return encode_result(Err(e)),
     };
@@ -46,10 +48,10 @@ pub fn dispatch(nr: u64, args: [u64; 4], resume: &[u64; 3]) -> u64 {
             0
         }
         Sysnum::Null => 0,
-        Sysnum::Yield => yield_now(rip, rsp),
-        Sysnum::ForkTask => task_fork(rip, rsp),
-        Sysnum::Receive if !server_running() => peer_receive(args, rip, rsp),
-        Sysnum::Receive => receive(0, args, rip, rsp),
+        Sysnum::Yield => yield_now(f),
+        Sysnum::ForkTask => task_fork(f),
+        Sysnum::Receive if !server_running() => peer_receive(args, f),
+        Sysnum::Receive => receive(0, args, f),
         Sysnum::PagerCall => pager_call(args),
         c if c.is_stub_call() => server_syscall(c, args),
         c => app_syscall(c, args),

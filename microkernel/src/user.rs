@@ -4,12 +4,13 @@
 //! the server's signals in a handler they registered.
 //!
 //! Besides the memory server task and the conformance app (ELF images, see
-//! [`crate::machine`]), the tasks are small position-independent programs (below) the
+//! [`crate::loader`]), the tasks are small position-independent programs (below) the
 //! kernel loads into memory the server maps for them. A task runs to its `exit`, or
 //! until the kernel kills it for an exception no handler takes; a task may be run from
 //! inside another's system call (the server, the agent page), nesting on the kernel
 //! stack below it.
 
+use crate::trap::TrapFrame;
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
 use microkernel_abi::{ACCESS_OK, AccessOp};
@@ -36,43 +37,27 @@ tss_rsp0: .skip 8
 
 .section .text
 /* syscall: rax = number, rdi, rsi, rdx, r10 = arguments; rax = result; rcx, r11
-   clobbered; every other register kept (so no kernel value reaches ring 3). */
+   clobbered; every other register kept (so no kernel value reaches ring 3). On the
+   task's kernel stack it builds the frame an interrupt from ring 3 would have pushed
+   (the return address and flags SYSCALL left in rcx and r11) and takes the one entry
+   path every trap takes (`isr_common` in trap.rs), back through `iretq`. */
 .global syscall_entry
 syscall_entry:
     mov [rip + user_rsp_save], rsp
     mov rsp, [rip + kstack_top]
+    push {user_ss}
     push qword ptr [rip + user_rsp_save]
-    push rcx
     push r11
-    push rdi
-    push rsi
-    push rdx
-    push r8
-    push r9
-    push r10
-    sub rsp, 8
-    lea r9, [rsp + 56]
-    mov r8, r10
-    mov rcx, rdx
-    mov rdx, rsi
-    mov rsi, rdi
-    mov rdi, rax
-    call syscall_handler
-    add rsp, 8
-    pop r10
-    pop r9
-    pop r8
-    pop rdx
-    pop rsi
-    pop rdi
-    pop r11
-    pop rcx
-    pop rsp
-    sysretq
+    push {user_cs}
+    push rcx
+    push 0
+    push {syscall_vector}
+    jmp isr_common
 
-/* enter_user(rip, rsp, arg, arg2, ret): runs a task in ring 3 (rdi = arg, rsi = arg2,
-   rax = ret) until it exits; returns its code. Nests: the outer task's context is kept
-   and restored. */
+/* enter_user(frame): runs a task in ring 3 from the saved registers at `frame` until its
+   run ends (`return_to_kernel`); returns the code it ended with. Nests: the outer task's
+   context is kept and restored. The frame is copied to the top of the task's kernel
+   stack and restored by the entry path's own `isr_return`. */
 .global enter_user
 enter_user:
     push rbx
@@ -89,27 +74,14 @@ enter_user:
     mov [rip + kstack_top], rax
     mov r11, [rip + tss_rsp0]
     mov [r11], rax
-    push 0x1b
-    push rsi
-    push 0x2
-    push 0x23
-    push rdi
-    mov rdi, rdx
-    mov rsi, rcx
-    mov rax, r8
-    xor ebx, ebx
-    xor ecx, ecx
-    xor edx, edx
-    xor ebp, ebp
-    xor r8d, r8d
-    xor r9d, r9d
-    xor r10d, r10d
-    xor r11d, r11d
-    xor r12d, r12d
-    xor r13d, r13d
-    xor r14d, r14d
-    xor r15d, r15d
-    iretq
+    sub rax, {frame_bytes}
+    mov rsi, rdi
+    mov rdi, rax
+    mov rsp, rax
+    mov ecx, {frame_words}
+    cld
+    rep movsq
+    jmp isr_return
 
 /* return_to_kernel(code): abandons the task; its enter_user returns `code`. */
 .global return_to_kernel
@@ -309,6 +281,11 @@ agent_slot:
 user_agent_end:
 "#,
     agent = const USER_AGENT,
+    user_ss = const crate::trap::USER_SS,
+    user_cs = const crate::trap::USER_CS,
+    syscall_vector = const crate::trap::SYSCALL,
+    frame_words = const crate::trap::FRAME_WORDS,
+    frame_bytes = const crate::trap::FRAME_WORDS * 8,
 );
 
 unsafe extern "C" {
@@ -322,10 +299,10 @@ unsafe extern "C" {
     static agent_write: u8;
     static agent_exec: u8;
     static agent_slot: u8;
-    /// Runs code in ring 3 at `rip` with stack `rsp` (and `rdi`, `rsi`, `rax` set from
-    /// `arg`, `arg2`, `ret`) until it ends through [`kill`] or the `exit` system call;
-    /// the code it ended with. The current space must map both, user-accessible.
-    pub fn enter_user(rip: u64, rsp: u64, arg: u64, arg2: u64, ret: u64) -> u64;
+    /// Runs a task in ring 3 from `frame` until it ends through [`kill`] or the `exit`
+    /// system call; the code it ended with. The current space must map its code and
+    /// stack user-accessible, and the frame's selectors and flags must be ring 3's.
+    pub fn enter_user(frame: &TrapFrame) -> u64;
     fn return_to_kernel(code: u64) -> !;
 }
 
@@ -356,6 +333,11 @@ pub fn init() {
     }
     let user_cs = SegmentSelector(ucode.0 | 3);
     let user_ss = SegmentSelector(udata.0 | 3);
+    // The entry path and every task's frame name them as constants.
+    assert_eq!(
+        (u64::from(user_cs.0), u64::from(user_ss.0)),
+        (crate::trap::USER_CS, crate::trap::USER_SS)
+    );
     Star::write(user_cs, user_ss, kcode, kdata).expect("sysret-compatible GDT layout");
     LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
     // Interrupts stay off in the kernel; the direction flag is clear on entry.
@@ -370,26 +352,6 @@ static HANDLER: AtomicU64 = AtomicU64::new(0);
 /// Where `SYSCALL` enters the kernel (`IA32_LSTAR`).
 pub fn syscall_entry_address() -> u64 {
     syscall_entry as *const () as u64
-}
-
-/// A system call made through the page-fault path ([`crate::syscall_fault`]): the same
-/// dispatch as `syscall_entry`'s; `resume` is `[rflags, rip, rsp]` of the task's return.
-pub fn syscall(nr: u64, args: [u64; 4], resume: &[u64; 3]) -> u64 {
-    crate::syscall::dispatch(nr, args, resume)
-}
-
-/// Called by the entry stub: `nr`, up to four arguments, and `[rflags, rip, rsp]` as
-/// `syscall` left them (see [`crate::syscall::dispatch`]).
-#[unsafe(no_mangle)]
-extern "C" fn syscall_handler(
-    nr: u64,
-    a0: u64,
-    a1: u64,
-    a2: u64,
-    a3: u64,
-    frame: &[u64; 3],
-) -> u64 {
-    crate::syscall::dispatch(nr, [a0, a1, a2, a3], frame)
 }
 
 /// Registers the current small task's signal handler (0: none).
@@ -426,18 +388,24 @@ pub fn run(scenario: u64) -> u64 {
     let Some((entry, stack_top)) = crate::loader::load_task(code) else {
         return u64::MAX;
     };
-    // SAFETY: `crate::load_task` loaded the task's space in CR3 with the program and a
-    // stack mapped user-accessible; the task returns through `return_to_kernel`.
-    let code = unsafe { enter_user(entry, stack_top, scenario, syscall_entry_address(), 0) };
+    let frame = TrapFrame::start(entry, stack_top, scenario, syscall_entry_address(), false);
+    // SAFETY: `load_task` loaded the task's space in CR3 with the program and a stack
+    // mapped user-accessible; the task returns through `return_to_kernel`.
+    let code = unsafe { enter_user(&frame) };
     crate::run::end_task();
     code
 }
 
 /// Runs one app of the ELF `image` per entry of `args` under the scheduler
-/// ([`crate::run_apps`]); their exit codes.
-pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> alloc::vec::Vec<Option<u64>> {
+/// ([`crate::scheduler::run_apps`]), preempted by the timer if `preemptive`; their exit
+/// codes.
+pub fn run_apps(
+    image: &'static [u8],
+    args: &[(u64, u64, bool)],
+    preemptive: bool,
+) -> alloc::vec::Vec<Option<u64>> {
     HANDLER.store(0, Ordering::Relaxed);
-    crate::scheduler::run_apps(image, args)
+    crate::scheduler::run_apps(image, args, preemptive)
 }
 
 /// Where the agent page is mapped, user read-execute, in every client's address space:
@@ -472,10 +440,11 @@ pub fn run_agent(op: AccessOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
         AccessOp::Exec => (agent_alias(core::ptr::addr_of!(agent_exec)), 0),
     };
     let slot = agent_alias(core::ptr::addr_of!(agent_slot));
-    // SAFETY: the agent page is mapped user-executable at USER_AGENT in every space
-    // (`boot::map_agent_page`); its routines exit through the `exit` system call, and
+    let frame = TrapFrame::start(rip, slot, addr, u64::from(value), false);
+    // SAFETY: the agent page is mapped user-executable at USER_AGENT in every client's
+    // space (`loader::map_agent`); its routines exit through the `exit` system call, and
     // any exception they take ends them through `return_to_kernel`.
-    let code = unsafe { enter_user(rip, slot, addr, u64::from(value), 0) };
+    let code = unsafe { enter_user(&frame) };
     HANDLER.store(outer, Ordering::Relaxed);
     match code {
         c if c & ACCESS_OK != 0 => Ok(c as u8),

@@ -4,50 +4,19 @@
 use ipc_proto::Errno;
 pub use microkernel_abi::Sysnum;
 
-core::arch::global_asm!(
-    r#"
-.section .text.ms_switch
-/* ms_switch(a0, a1, a2, a3, nr): a system call after which the kernel resumes the task
-   (later, after other tasks ran) with only rax set, so the callee-saved registers are
-   kept on the task's own stack across it: `receive` and `yield`. */
-.global ms_switch
-ms_switch:
-    push rbx
-    push rbp
-    push r12
-    push r13
-    push r14
-    push r15
-    mov r10, rcx
-    mov rax, r8
-    syscall
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop rbp
-    pop rbx
-    ret
-"#
-);
-
-unsafe extern "C" {
-    fn ms_switch(a0: u64, a1: u64, a2: u64, a3: u64, nr: u64) -> u64;
-}
-
 /// Lets the other scheduled apps run; returns when it is this app's turn again.
 pub fn yield_now() {
-    // SAFETY: no pointers; the kernel resumes the task after the call with every
-    // callee-saved register restored by the wrapper from the task's own stack.
-    unsafe { ms_switch(0, 0, 0, 0, Sysnum::Yield as u64) };
+    // The kernel resumes the task after the call with every register it had (but rcx
+    // and r11, as for any system call).
+    syscall(Sysnum::Yield, 0, 0, 0, 0);
 }
 
 /// Forks the calling app (see [`Sysnum::ForkTask`]): `Ok(0)` in the child, `Ok(child)` in
 /// the parent.
 pub fn fork() -> Result<u64, Errno> {
-    // SAFETY: no pointers; the child resumes from this call later, on its copy of this
-    // stack, with the callee-saved registers the wrapper saved there.
-    check(unsafe { ms_switch(0, 0, 0, 0, Sysnum::ForkTask as u64) })
+    // The child resumes from this call later, on its copy of this stack, with the
+    // caller's registers.
+    check(syscall(Sysnum::ForkTask, 0, 0, 0, 0))
 }
 
 /// Answers the last message with `reply` and waits for the next one in `buf`; the
@@ -55,10 +24,9 @@ pub fn fork() -> Result<u64, Errno> {
 pub fn receive(reply: &[u8], buf: &mut [u8]) -> usize {
     let (reply_at, reply_len) = (reply.as_ptr() as u64, reply.len() as u64);
     let (buf_at, cap) = (buf.as_mut_ptr() as u64, buf.len() as u64);
-    // SAFETY: both buffers are valid for their lengths; the kernel writes at most
-    // `buf.len()` bytes into `buf` and resumes the task after the call, with every
-    // callee-saved register restored by the wrapper from the task's own stack.
-    unsafe { ms_switch(reply_at, reply_len, buf_at, cap, Sysnum::Receive as u64) as usize }
+    // Both buffers are valid for their lengths; the kernel writes at most `buf.len()`
+    // bytes into `buf` and resumes the task after the call with its registers.
+    syscall(Sysnum::Receive, reply_at, reply_len, buf_at, cap) as usize
 }
 
 /// Makes system call `nr`.
