@@ -1,7 +1,9 @@
 //! Entry, heap, panic and console for a ring-3 task.
 
 use crate::sys;
+use alloc::vec;
 use linked_list_allocator::LockedHeap;
+use microkernel_abi::Header;
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
@@ -43,5 +45,37 @@ impl core::fmt::Write for Console {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         sys::write(s);
         Ok(())
+    }
+}
+
+/// The life of a serving task (the memory server, the file server): makes its heap,
+/// its state with `init`, then answers each message `receive` brings with `handle`
+/// (the sender, the message, the reply buffer; the reply's length), forever. Messages
+/// are at most `max_message` bytes, replies `max_reply`.
+///
+/// # Safety
+/// As [`init_heap`]'s: `[heap, heap + heap_len)` is mapped read-write for this task
+/// alone and nothing else uses it, and this is called once (the kernel starts a serving
+/// task at its entry with exactly that heap).
+pub unsafe fn serve<S>(
+    heap: u64,
+    heap_len: u64,
+    max_message: usize,
+    max_reply: usize,
+    init: impl FnOnce() -> S,
+    mut handle: impl FnMut(&mut S, Header, &[u8], &mut [u8]) -> usize,
+) -> ! {
+    // SAFETY: the caller's promise.
+    unsafe { init_heap(heap, heap_len) };
+    let mut state = init();
+    let mut buf = vec![0u8; Header::LEN + max_message];
+    let mut out = vec![0u8; max_reply];
+    let mut reply = 0;
+    loop {
+        let n = sys::receive(&out[..reply], &mut buf).min(buf.len());
+        reply = match Header::decode(&buf[..n]) {
+            Some((sender, message)) => handle(&mut state, sender, message, &mut out).min(out.len()),
+            None => 0,
+        };
     }
 }

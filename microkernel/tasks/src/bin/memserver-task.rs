@@ -18,7 +18,6 @@ extern crate alloc;
 
 #[cfg(target_os = "none")]
 mod task {
-    use alloc::vec;
     use ipc_proto::ClientId;
     use memserver::{Config, Frame, KernelStub, PageAttrs, Sender, Server, StubError};
     use microkernel_abi::{Control, Header, NONE, StubStatus};
@@ -27,54 +26,69 @@ mod task {
     /// The entry: `heap` and `heap_len` name the heap the kernel mapped for the task.
     #[unsafe(no_mangle)]
     extern "C" fn task_main(heap: u64, heap_len: u64) -> ! {
-        // SAFETY: the kernel mapped exactly this range read-write, populated, for this
-        // task alone, and starts the task once.
-        unsafe { ms_tasks::rt::init_heap(heap, heap_len) };
-        let mut buf = vec![0u8; Header::LEN + 4096];
-        let mut out = vec![0u8; ipc_proto::MAX_RESPONSE_LEN];
-        let mut server: Option<Server<RemoteStub>> = None;
-        let mut reply = 0;
-        loop {
-            let n = sys::receive(&out[..reply], &mut buf).min(buf.len());
-            reply = 0;
-            let Some((header, message)) = Header::decode(&buf[..n]) else {
-                continue;
-            };
-            match (header, server.as_mut()) {
-                // The configuration, then the control messages.
-                (Header::Control, None) => {
-                    if let Ok(cfg) = postcard::from_bytes::<Config>(message) {
-                        let mut s = Server::new(cfg, RemoteStub);
-                        // Its pager is the file server task, through the kernel; a
-                        // fresh server cannot refuse it.
-                        let _ = s.set_pager(alloc::boxed::Box::new(pager_call));
-                        server = Some(s);
+        // SAFETY: the kernel mapped exactly this heap read-write, populated, for this
+        // task alone, and enters it once.
+        unsafe {
+            ms_tasks::rt::serve(
+                heap,
+                heap_len,
+                // A request, or the configuration (at most a page, see the kernel's loader).
+                ipc_proto::MAX_REQUEST_LEN.max(4096),
+                ipc_proto::MAX_RESPONSE_LEN,
+                || None,
+                handle,
+            )
+        }
+    }
+
+    /// One message: the configuration (the first control message) makes the server;
+    /// then the control messages, and the requests of the kernel and of clients.
+    fn handle(
+        server: &mut Option<Server<RemoteStub>>,
+        sender: Header,
+        message: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        match (sender, server.as_mut()) {
+            (Header::Control, None) => {
+                if let Ok(cfg) = postcard::from_bytes::<Config>(message) {
+                    let mut s = Server::new(cfg, RemoteStub);
+                    // Its pager is the file server task, through the kernel; a fresh
+                    // server cannot refuse it.
+                    let _ = s.set_pager(alloc::boxed::Box::new(pager_call));
+                    *server = Some(s);
+                }
+                0
+            }
+            (Header::Control, Some(s)) => match message.first().map(|&b| Control::try_from(b)) {
+                // Check everything now, answering with the first violation's description
+                // (or nothing).
+                Some(Ok(Control::CheckNow)) => match s.check_invariants() {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        let e = e.as_bytes();
+                        let n = e.len().clamp(1, out.len());
+                        out[..n].copy_from_slice(&e[..n.min(e.len())]);
+                        n
                     }
+                },
+                Some(Ok(Control::SelfCheckOn)) => {
+                    s.set_self_check(true);
+                    0
                 }
-                (Header::Control, Some(s)) => {
-                    match message.first().map(|&b| Control::try_from(b)) {
-                        // Check everything now, answering with the first violation's
-                        // description (or nothing).
-                        Some(Ok(Control::CheckNow)) => {
-                            if let Err(e) = s.check_invariants() {
-                                let e = e.as_bytes();
-                                reply = e.len().clamp(1, out.len());
-                                out[..reply].copy_from_slice(&e[..reply.min(e.len())]);
-                            }
-                        }
-                        Some(Ok(Control::SelfCheckOn)) => s.set_self_check(true),
-                        Some(Ok(Control::SelfCheckOff)) => s.set_self_check(false),
-                        Some(Err(_)) | None => {}
-                    }
+                Some(Ok(Control::SelfCheckOff)) => {
+                    s.set_self_check(false);
+                    0
                 }
-                (_, None) => {}
-                (sender, Some(s)) => {
-                    let sender = match sender {
-                        Header::Client(c) => Sender::Client(ClientId(c)),
-                        _ => Sender::Kernel,
-                    };
-                    reply = s.handle_message(sender, message, &mut out);
-                }
+                Some(Err(_)) | None => 0,
+            },
+            (_, None) => 0,
+            (sender, Some(s)) => {
+                let sender = match sender {
+                    Header::Client(c) => Sender::Client(ClientId(c)),
+                    _ => Sender::Kernel,
+                };
+                s.handle_message(sender, message, out)
             }
         }
     }
