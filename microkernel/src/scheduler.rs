@@ -58,12 +58,17 @@ static LEFT_OFF: Mutex<Option<TrapFrame>> = Mutex::new(None);
 /// Whether the scheduler runs apps preemptively now.
 static PREEMPTIVE: AtomicBool = AtomicBool::new(false);
 
+/// The app whose system call this is, if a scheduled app makes it (not a serving
+/// task, a peer or a small task).
+fn scheduled_caller() -> Option<u32> {
+    let me = CURRENT.load(Ordering::Relaxed);
+    let app = RUNNING.load(Ordering::Acquire) == NOT_AN_ENDPOINT && with(|m| m.apps.contains(&me));
+    app.then_some(me)
+}
+
 /// Whether what runs in ring 3 now is a scheduled app the timer may preempt.
 pub fn preemptible_now() -> bool {
-    let me = CURRENT.load(Ordering::Relaxed);
-    PREEMPTIVE.load(Ordering::Relaxed)
-        && RUNNING.load(Ordering::Acquire) == NOT_AN_ENDPOINT
-        && with(|m| m.apps.contains(&me))
+    PREEMPTIVE.load(Ordering::Relaxed) && scheduled_caller().is_some()
 }
 
 /// The timer's tick in ring 3: a scheduled app's run ends here, to resume from `f`
@@ -81,10 +86,7 @@ pub fn preempt(f: &TrapFrame) {
 /// call (with 0) once the others had their turn. Anything else (a serving task, a small
 /// task) may not yield.
 pub fn yield_now(f: &TrapFrame) -> u64 {
-    let me = CURRENT.load(Ordering::Relaxed);
-    let scheduled =
-        RUNNING.load(Ordering::Acquire) == NOT_AN_ENDPOINT && with(|m| m.apps.contains(&me));
-    if !scheduled {
+    if scheduled_caller().is_none() {
         return encode_result(Err(Errno::EPERM));
     }
     *LEFT_OFF.lock() = Some(f.returning(0));
@@ -99,12 +101,9 @@ static FORKED: Mutex<Vec<(ClientId, TrapFrame)>> = Mutex::new(Vec::new());
 /// from the call with the caller's registers and 0; the caller gets the child's number.
 /// The child is a process of its own: it outlives its parent and is not its to end.
 pub fn task_fork(f: &TrapFrame) -> u64 {
-    let me = CURRENT.load(Ordering::Relaxed);
-    let scheduled =
-        RUNNING.load(Ordering::Acquire) == NOT_AN_ENDPOINT && with(|m| m.apps.contains(&me));
-    if !scheduled {
+    let Some(me) = scheduled_caller() else {
         return encode_result(Err(Errno::EPERM));
-    }
+    };
     match new_client(ClientSpec::DEFAULT, Some(ClientId(me))) {
         Ok(child) => {
             with(|m| m.apps.insert(child.0));

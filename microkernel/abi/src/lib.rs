@@ -203,29 +203,40 @@ impl Header {
     }
 }
 
-/// The kernel's control messages to the memory server task (one byte, after its
-/// configuration, which is the first control message).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Control {
-    /// The check of the server's invariants after every request: off (what users run).
-    SelfCheckOff = 0,
-    /// … on (the conformance suite's runs).
-    SelfCheckOn = 1,
-    /// Check every invariant now; the answer is the first violation's text, or empty.
-    CheckNow = 2,
+/// Declares a C-like enum and its `TryFrom` its number (`EINVAL` for any other).
+macro_rules! numbered {
+    ($(#[$doc:meta])* $name:ident: $repr:ty { $($(#[$vdoc:meta])* $v:ident = $n:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr($repr)]
+        pub enum $name {
+            $($(#[$vdoc])* $v = $n,)*
+        }
+
+        impl TryFrom<$repr> for $name {
+            type Error = Errno;
+
+            fn try_from(n: $repr) -> Result<Self, Errno> {
+                match n {
+                    $($n => Ok($name::$v),)*
+                    _ => Err(Errno::EINVAL),
+                }
+            }
+        }
+    };
 }
 
-impl TryFrom<u8> for Control {
-    type Error = Errno;
-
-    fn try_from(b: u8) -> Result<Self, Errno> {
-        match b {
-            0 => Ok(Control::SelfCheckOff),
-            1 => Ok(Control::SelfCheckOn),
-            2 => Ok(Control::CheckNow),
-            _ => Err(Errno::EINVAL),
-        }
+numbered! {
+    /// The kernel's control messages to the memory server task (one byte, after its
+    /// configuration, which is the first control message).
+    Control: u8 {
+        /// The check of the server's invariants after every request: off (what users
+        /// run).
+        SelfCheckOff = 0,
+        /// … on (the conformance suite's runs).
+        SelfCheckOn = 1,
+        /// Check every invariant now; the answer is the first violation's text, or empty.
+        CheckNow = 2,
     }
 }
 
@@ -264,38 +275,22 @@ impl AccessOp {
 /// The bit [`Sysnum::Access`] sets in a successful answer (below it: the byte read).
 pub const ACCESS_OK: u64 = 0x1_0000;
 
-/// What an app started from the kernel's image does (its first argument, `rdi`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u64)]
-pub enum AppMode {
-    /// Runs its share of the conformance suite (`rsi`: `apps << 8 | index`) and exits
-    /// with an [`AppReport`].
-    Conformance = 0,
-    /// A peer started by [`Sysnum::StartPeer`]: serves its owner's IPC calls.
-    Peer = 1,
-    /// Draws into the framebuffer, a band per turn.
-    Demo = 2,
-    /// Maps a file shared and private and forks.
-    FileDemo = 3,
-    /// Spins forever, never yielding: only preemption lets the others run.
-    Spin = 4,
-    /// Measures the guest benchmarks and prints them.
-    Bench = 5,
-}
-
-impl TryFrom<u64> for AppMode {
-    type Error = Errno;
-
-    fn try_from(n: u64) -> Result<Self, Errno> {
-        match n {
-            0 => Ok(AppMode::Conformance),
-            1 => Ok(AppMode::Peer),
-            2 => Ok(AppMode::Demo),
-            3 => Ok(AppMode::FileDemo),
-            4 => Ok(AppMode::Spin),
-            5 => Ok(AppMode::Bench),
-            _ => Err(Errno::EINVAL),
-        }
+numbered! {
+    /// What an app started from the kernel's image does (its first argument, `rdi`).
+    AppMode: u64 {
+        /// Runs its share of the conformance suite (`rsi`: `stride << 16 | apps << 8 |
+        /// index`) and exits with an [`AppReport`].
+        Conformance = 0,
+        /// A peer started by [`Sysnum::StartPeer`]: serves its owner's IPC calls.
+        Peer = 1,
+        /// Draws into the framebuffer, a band per turn.
+        Demo = 2,
+        /// Maps a file shared and private and forks.
+        FileDemo = 3,
+        /// Spins forever, never yielding: only preemption lets the others run.
+        Spin = 4,
+        /// Measures the guest benchmarks and prints them.
+        Bench = 5,
     }
 }
 

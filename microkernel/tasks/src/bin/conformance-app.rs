@@ -398,8 +398,8 @@ mod app {
         }
     }
 
-    /// The server's free frames (and page-table frames), through the kernel.
-    fn free_frames() -> u64 {
+    /// The server's counters, through the kernel (`None`: the kernel gave none).
+    fn server_stats() -> Option<ServerStats> {
         let mut buf = [0u8; 128];
         let n = sys::syscall(
             Sysnum::Stats,
@@ -408,10 +408,13 @@ mod app {
             0,
             0,
         );
-        sys::check(n)
-            .ok()
-            .and_then(|n| postcard::from_bytes::<ServerStats>(&buf[..n as usize]).ok())
-            .map_or(0, |s| s.free_frames + s.table_frames)
+        let n = sys::check(n).ok()? as usize;
+        postcard::from_bytes(buf.get(..n)?).ok()
+    }
+
+    /// The server's free frames (and page-table frames), through the kernel.
+    fn free_frames() -> u64 {
+        server_stats().map_or(0, |s| s.free_frames + s.table_frames)
     }
 
     /// Peer mode: serves calls from the app that started it, each one
@@ -716,18 +719,7 @@ mod app {
         }
 
         fn stats(&mut self) -> ServerStats {
-            let mut buf = [0u8; 128];
-            let n = sys::syscall(
-                Sysnum::Stats,
-                buf.as_mut_ptr() as u64,
-                buf.len() as u64,
-                0,
-                0,
-            );
-            sys::check(n)
-                .ok()
-                .and_then(|n| postcard::from_bytes(&buf[..n as usize]).ok())
-                .unwrap_or_else(|| panic!("the kernel gave no server stats ({n:#x})"))
+            server_stats().unwrap_or_else(|| panic!("the kernel gave no server stats"))
         }
 
         fn check(&mut self) -> Result<(), String> {
