@@ -9,7 +9,7 @@ use crate::{
     state::{CURRENT, NOT_AN_ENDPOINT, RUNNING, with},
 };
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use ipc_proto::{ClientId, ClientSpec, Errno};
 use microkernel_abi::encode_result;
 use spin::Mutex;
@@ -47,16 +47,25 @@ pub(crate) const PREEMPTED: u64 = 0x9EE3_0000;
 /// The exit code of a background app the scheduler ended once every other app had
 /// (the spinner), with the number of times the timer preempted it in the low 16 bits.
 pub const ENDED_WITH_THE_OTHERS: u64 = 0x5917_0000;
-/// How many preemptions in a row an app that yields keeps its place at the front of
-/// the queue for (see [`run_apps`]): 10 s.
-const FRONT_PREEMPTIONS: u32 = 10 * crate::timer::HZ;
-/// The same for an app that has not yielded yet (its first turn): 1 s.
-const FIRST_TURN_PREEMPTIONS: u32 = crate::timer::HZ;
+/// … when it must wait for the memory server (see [`may_use_server`]).
+pub(crate) const BLOCKED: u64 = 0xB10C_0000;
 
 /// The registers the last app to yield or be preempted left off with.
 static LEFT_OFF: Mutex<Option<TrapFrame>> = Mutex::new(None);
 /// Whether the scheduler runs apps preemptively now.
 static PREEMPTIVE: AtomicBool = AtomicBool::new(false);
+/// The app preempted in the middle of a piece of work with the memory server (it used
+/// it since its last yield), which has the server to itself until it yields or ends
+/// (0: none).
+static HOLDER: AtomicU32 = AtomicU32::new(0);
+/// Whether the running app used the memory server since its last yield.
+static USED_SERVER: AtomicBool = AtomicBool::new(false);
+/// Whether it used it in this run (since it was last started or resumed).
+static USED_IN_RUN: AtomicBool = AtomicBool::new(false);
+/// After this many preemptions in a row without a request of the server (1 s), an app
+/// that has not yielded no longer holds it: one that used the server once and then
+/// computes forever (the spinner maps its heap first) cannot hold it up for good.
+const IDLE_RELEASE: u32 = crate::timer::HZ;
 
 /// The app whose system call this is, if a scheduled app makes it (not a serving
 /// task, a peer or a small task).
@@ -64,6 +73,35 @@ fn scheduled_caller() -> Option<u32> {
     let me = CURRENT.load(Ordering::Relaxed);
     let app = RUNNING.load(Ordering::Acquire) == NOT_AN_ENDPOINT && with(|m| m.apps.contains(&me));
     app.then_some(me)
+}
+
+/// Whether the calling task may make a request of the memory server now (a system call
+/// or a page fault): anything but a scheduled app may; an app may unless another app
+/// was preempted in the middle of its own piece of work with the server. The
+/// conformance apps yield between cases and their leak checks need each case to run
+/// alone: preemption must not let another app's requests into the middle of one. An
+/// app that does not use the server (the spinner) is never held up.
+pub fn may_use_server() -> bool {
+    let Some(me) = scheduled_caller() else {
+        return true;
+    };
+    let holder = HOLDER.load(Ordering::Relaxed);
+    if PREEMPTIVE.load(Ordering::Relaxed) && holder != 0 && holder != me {
+        return false;
+    }
+    USED_SERVER.store(true, Ordering::Relaxed);
+    USED_IN_RUN.store(true, Ordering::Relaxed);
+    true
+}
+
+/// Ends the calling app's run to wait for the server, resuming from `f` rewound by
+/// `rewind` bytes: a system call (2 bytes) is made again, a faulting access retried.
+pub fn wait_for_server(f: &TrapFrame, rewind: u64) -> ! {
+    *LEFT_OFF.lock() = Some(TrapFrame {
+        rip: f.rip - rewind,
+        ..*f
+    });
+    crate::user::kill(BLOCKED)
 }
 
 /// Whether what runs in ring 3 now is a scheduled app the timer may preempt.
@@ -121,10 +159,10 @@ struct Run {
     id: ClientId,
     /// Its registers at its next start.
     regs: TrapFrame,
-    /// Whether it has ever yielded: an app that works in pieces.
-    yields: bool,
-    /// Preemptions since it last yielded.
-    preempted: u32,
+    /// Whether it used the memory server since its last yield.
+    used_server: bool,
+    /// Preemptions in a row without a request of the server.
+    idle: u32,
     /// Preemptions in all.
     preemptions: u32,
     /// Whether it runs only as long as the others (it is ended once they all are).
@@ -136,15 +174,13 @@ struct Run {
 /// their exit codes (`None`: it did not load), the forked apps' after the others, in the
 /// order they were forked.
 ///
-/// An app runs until it yields, ends, or (if `preemptive`) the timer preempts it. A
-/// preempted app keeps its place at the front of the queue while it has been preempted
-/// fewer than [`FRONT_PREEMPTIONS`] times since it last yielded (fewer than
-/// [`FIRST_TURN_PREEMPTIONS`] before its first yield), and goes to the back after: an
-/// app that yields between pieces of work finishes each piece alone (the conformance
-/// apps yield between cases, and their leak checks count on a case running alone),
-/// while one that never yields is preempted to the back at every tick once its first
-/// turn is over, so it cannot starve the others. When only background apps are left,
-/// they are ended with [`ENDED_WITH_THE_OTHERS`].
+/// An app runs until it yields, ends, or (if `preemptive`) the timer preempts it, and
+/// goes to the back of the queue: an app that never yields cannot starve the others.
+/// One preempted in the middle of a piece of work with the memory server holds the
+/// server until it yields (see [`may_use_server`]), or until [`IDLE_RELEASE`] of its
+/// preemptions in a row found it not using the server; another app's request
+/// meanwhile ends its run to be made again later. When only background apps are left, they are
+/// ended with [`ENDED_WITH_THE_OTHERS`].
 pub fn run_apps(
     image: &'static [u8],
     args: &[(u64, u64, bool)],
@@ -161,13 +197,15 @@ pub fn run_apps(
                 index,
                 id,
                 regs,
-                yields: false,
-                preempted: 0,
+                used_server: false,
+                idle: 0,
                 preemptions: 0,
                 background,
             });
         }
     }
+    HOLDER.store(0, Ordering::Relaxed);
+    let mut ending = Vec::new();
     while let Some(mut run) = ready.pop_front() {
         if ready.iter().chain([&run]).all(|r| r.background) {
             // Only background apps are left: the run is over for them.
@@ -178,6 +216,8 @@ pub fn run_apps(
             }
             break;
         }
+        USED_SERVER.store(run.used_server, Ordering::Relaxed);
+        USED_IN_RUN.store(false, Ordering::Relaxed);
         let code = with(|m| m.space_of(run.id)).and_then(|space| {
             run_task(Entry {
                 space,
@@ -193,41 +233,63 @@ pub fn run_apps(
                 index: codes.len() - 1,
                 id,
                 regs,
-                yields: run.yields,
-                preempted: 0,
+                used_server: false,
+                idle: 0,
                 preemptions: 0,
                 background: run.background,
             });
         }
         let left_off = LEFT_OFF.lock().take();
+        run.used_server = USED_SERVER.load(Ordering::Relaxed);
         match (code, left_off) {
             (Some(YIELDED), Some(regs)) => {
-                (run.regs, run.yields, run.preempted) = (regs, true, 0);
+                run.regs = regs;
+                run.used_server = false;
+                release(run.id);
+                ready.push_back(run);
+            }
+            (Some(BLOCKED), Some(regs)) => {
+                run.regs = regs;
                 ready.push_back(run);
             }
             (Some(PREEMPTED), Some(regs)) => {
                 run.regs = regs;
-                run.preempted += 1;
                 run.preemptions += 1;
-                let budget = if run.yields {
-                    FRONT_PREEMPTIONS
+                run.idle = if USED_IN_RUN.load(Ordering::Relaxed) {
+                    0
                 } else {
-                    FIRST_TURN_PREEMPTIONS
+                    run.idle + 1
                 };
-                if run.preempted < budget {
-                    ready.push_front(run);
+                if run.used_server && run.idle < IDLE_RELEASE {
+                    HOLDER.store(run.id.0, Ordering::Relaxed);
                 } else {
-                    ready.push_back(run);
+                    release(run.id);
                 }
+                ready.push_back(run);
             }
-            (Some(code), _) => {
-                codes[run.index] = Some(code);
-                end_app(run.id);
+            (code, _) => {
+                codes[run.index] = code;
+                release(run.id);
+                ending.push(run.id);
             }
-            (None, _) => end_app(run.id),
         }
+        // An app that ended is ended with the server once no other app's piece of work
+        // holds it (ending its clients would land in the middle of that piece).
+        if HOLDER.load(Ordering::Relaxed) == 0 {
+            for app in ending.drain(..) {
+                end_app(app);
+            }
+        }
+    }
+    for app in ending {
+        end_app(app);
     }
     PREEMPTIVE.store(false, Ordering::Relaxed);
     crate::timer::init(false);
     codes
+}
+
+/// The app's piece of work is over: if it held the server, the others may use it.
+fn release(app: ClientId) {
+    let _ = HOLDER.compare_exchange(app.0, 0, Ordering::Relaxed, Ordering::Relaxed);
 }

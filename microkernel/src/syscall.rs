@@ -25,6 +25,9 @@ use ipc_proto::{
 use memserver::{Frame, KernelStub, PageAttrs, StubError};
 use microkernel_abi::{ACCESS_OK, AccessOp, Header, NONE, StubStatus, Sysnum, encode_result};
 
+/// The length of the `syscall` instruction, to make a call again.
+const SYSCALL_LEN: u64 = 2;
+
 /// The most bytes a task's small buffers take: an encoded `ClientSpec`, the stats, the
 /// facts, an invariant violation's text.
 const SMALL: u64 = 4096;
@@ -39,6 +42,14 @@ pub fn dispatch(f: &TrapFrame) -> u64 {
         Ok(call) => call,
         Err(e) => return encode_result(Err(e)),
     };
+    let local = matches!(
+        call,
+        Sysnum::Exit | Sysnum::Write | Sysnum::Yield | Sysnum::Null | Sysnum::OnSignal
+    );
+    if !local && !crate::scheduler::may_use_server() {
+        // Another app's piece of work holds the server: this call is made again later.
+        crate::scheduler::wait_for_server(f, SYSCALL_LEN);
+    }
     match call {
         Sysnum::Exit => crate::user::kill(args[0]),
         Sysnum::Mmap => task_mmap(args[0], args[1], args[2]),

@@ -267,7 +267,11 @@ fn user_trap(f: &mut TrapFrame) {
         );
         crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
     }
-    let signal = if f.vector == 14 {
+    let signal = if f.vector == syscall_fault::PAGE_FAULT {
+        if !crate::scheduler::may_use_server() {
+            // Another app's piece of work holds the server: the access is retried later.
+            crate::scheduler::wait_for_server(f, 0);
+        }
         let addr = Cr2::read_raw();
         let access = if f.error & syscall_fault::pf::FETCH != 0 {
             ipc_proto::Access::Exec

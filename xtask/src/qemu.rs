@@ -49,7 +49,7 @@ impl Accel {
     /// the hypervisor is costly (see docs/microkernel.md for the measured times).
     fn default_timeout(self) -> Duration {
         match self {
-            Self::Tcg => Duration::from_secs(120),
+            Self::Tcg => Duration::from_secs(300),
             Self::Kvm => Duration::from_secs(1800),
         }
     }
