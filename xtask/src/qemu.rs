@@ -1,4 +1,4 @@
-//! `cargo xtask qemu [--accel tcg|kvm] [--gdb] [--timeout SECONDS]`: build the
+//! `cargo xtask qemu [--accel tcg|kvm] [--smoke] [--gdb] [--timeout SECONDS]`: build the
 //! microkernel, boot it under QEMU (PVH `-kernel` boot; TCG emulation by default, or
 //! hardware virtualization through `/dev/kvm`), stream its serial console, and succeed
 //! exactly when the guest reports success through `isa-debug-exit`.
@@ -82,12 +82,14 @@ pub struct Boot {
 /// Entry point.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut gdb = false;
+    let mut smoke = false;
     let mut accel = Accel::Tcg;
     let mut timeout = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--gdb" => gdb = true,
+            "--smoke" => smoke = true,
             "--accel" => accel = Accel::parse(it.next().ok_or("--accel needs tcg or kvm")?)?,
             "--timeout" => {
                 let s: u64 = it
@@ -107,7 +109,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     build()?;
     let boot = Boot {
         accel,
-        cmdline: None,
+        cmdline: smoke.then(|| "smoke".to_string()),
         timeout: timeout.unwrap_or_else(|| accel.default_timeout()),
         gdb,
         echo: true,
