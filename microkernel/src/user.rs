@@ -123,7 +123,7 @@ user_prog_start:
     je 70f
     cmp r15, 6
     jae 60f
-    jmp 40f
+    jmp 90f
 10: /* map a page, use it, then touch an address with no mapping: SIGSEGV */
     mov edi, 4096
     mov esi, 3
@@ -162,33 +162,6 @@ user_prog_start:
     dec r12d
     jnz 31b
     ud2
-40: /* 1000 mmap+munmap pairs; exit code: guest cycles per pair */
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
-    mov r14, rax
-    mov r13d, 1000
-41: mov edi, 4096
-    mov esi, 3
-    mov edx, 0x22
-    mov eax, 1
-    syscall
-    mov rdi, rax
-    mov esi, 4096
-    mov eax, 2
-    syscall
-    dec r13d
-    jnz 41b
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
-    sub rax, r14
-    xor edx, edx
-    mov ecx, 1000
-    div rcx
-    mov rdi, rax
-    mov eax, 0
-    syscall
 50: /* read the kernel's own image: the U/S bit faults, SIGSEGV */
     movabs rax, 0xffffffff80100000
     movzx ecx, byte ptr [rax]
