@@ -34,17 +34,53 @@ pub unsafe fn init_heap(start: u64, size: u64) {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     use core::fmt::Write as _;
-    let _ = writeln!(Console, "task panic: {info}");
+    let _ = writeln!(Console::line(), "task panic: {info}");
     sys::exit(255)
 }
 
-/// The serial console, through the `write` system call.
-pub struct Console;
+/// The serial console, through the `write` system call: a line at a time (one write
+/// per `writeln!`, flushed when the value is dropped), so a preempted app's line is not
+/// cut by another's.
+pub struct Console {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Console {
+    /// An empty line, written when dropped (or when it fills).
+    pub fn line() -> Self {
+        Console {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Ok(s) = core::str::from_utf8(&self.buf[..self.len]) {
+            sys::write(s);
+        }
+        self.len = 0;
+    }
+}
 
 impl core::fmt::Write for Console {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        sys::write(s);
+        for c in s.chars() {
+            let mut utf8 = [0; 4];
+            let c = c.encode_utf8(&mut utf8).as_bytes();
+            if self.len + c.len() > self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len..self.len + c.len()].copy_from_slice(c);
+            self.len += c.len();
+        }
         Ok(())
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

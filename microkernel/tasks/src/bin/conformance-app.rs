@@ -48,7 +48,7 @@ mod app {
             0,
         );
         let Ok(heap) = heap else {
-            let _ = writeln!(Console, "app: no heap: {heap:?}");
+            let _ = writeln!(Console::line(), "app: no heap: {heap:?}");
             sys::exit(254)
         };
         // SAFETY: the range was just mapped read-write and populated for this task alone,
@@ -70,7 +70,7 @@ mod app {
         let mut h = match RingHarness::new() {
             Ok(h) => h,
             Err(e) => {
-                let _ = writeln!(Console, "app: no facts from the kernel: {e}");
+                let _ = writeln!(Console::line(), "app: no facts from the kernel: {e}");
                 sys::exit(253)
             }
         };
@@ -81,7 +81,7 @@ mod app {
             .map(|(_, c)| c)
             .collect();
         let _ = writeln!(
-            Console,
+            Console::line(),
             "conformance (qemu, ring-3 app {} of {}): {} cases",
             k,
             n,
@@ -91,7 +91,7 @@ mod app {
         // leak checks count on the case running alone).
         let summary = conformance::runner::run(&mut h, &cases, "", &mut |name, outcome| {
             if let Err(f) = outcome {
-                let _ = writeln!(Console, "FAIL {name}: {}", f.0);
+                let _ = writeln!(Console::line(), "FAIL {name}: {}", f.0);
             }
             sys::yield_now();
         });
@@ -102,10 +102,13 @@ mod app {
                 passed += 1;
             } else {
                 failed += 1;
-                let _ = writeln!(Console, "FAIL {what}");
+                let _ = writeln!(Console::line(), "FAIL {what}");
             }
         }
-        let _ = writeln!(Console, "app {k} of {n}: {passed} passed, {failed} failed");
+        let _ = writeln!(
+            Console::line(),
+            "app {k} of {n}: {passed} passed, {failed} failed"
+        );
         let report = AppReport {
             passed: passed as u16,
             failed: failed as u16,
@@ -137,7 +140,7 @@ mod app {
         samples.sort_unstable();
         let at = |q: usize| samples.get(samples.len() * q / 100).copied().unwrap_or(0);
         let _ = writeln!(
-            Console,
+            Console::line(),
             "bench: {name} median {} p10 {} p90 {} n {}",
             at(50),
             at(10),
@@ -256,7 +259,7 @@ mod app {
             c.mmap(0, len, rw, flags, Some(fd), 0).map(|a| (fd, a))
         });
         let Ok((fd, fb)) = mapped else {
-            let _ = writeln!(Console, "demo: no framebuffer: {mapped:?}");
+            let _ = writeln!(Console::line(), "demo: no framebuffer: {mapped:?}");
             sys::exit(1)
         };
         let pixel = |x: u64, y: u64| (x as u32) << 16 | (y as u32) << 8 | ((x ^ y) as u32);
@@ -280,7 +283,7 @@ mod app {
         });
         let unmapped = c.munmap(fb, len).and_then(|()| c.close(fd));
         let _ = writeln!(
-            Console,
+            Console::line(),
             "demo: drew a {WIDTH}x{HEIGHT} gradient into fb0 (MAP_WC) in {BANDS} turns: {}",
             if drawn {
                 "every pixel checks"
@@ -311,7 +314,11 @@ mod app {
             Ok((fd, shared, private, anon))
         });
         let Ok((fd, shared, private, anon)) = maps else {
-            let _ = writeln!(Console, "file demo: cannot map {}: {maps:?}", DEMO.path);
+            let _ = writeln!(
+                Console::line(),
+                "file demo: cannot map {}: {maps:?}",
+                DEMO.path
+            );
             sys::exit(1)
         };
         let peek = |a: u64| {
@@ -343,7 +350,7 @@ mod app {
                 let untouched = peek(private + P + 1) == byte(DEMO.seed, P as usize + 1);
                 let ok = saw_parent && copied == 2 && untouched;
                 let _ = writeln!(
-                    Console,
+                    Console::line(),
                     "file demo: forked child saw the parent's data: {saw_parent}; its 2 private writes copied {copied} frames"
                 );
                 poke(shared + P, if ok { 1 } else { 2 });
@@ -385,14 +392,14 @@ mod app {
                     && closed.is_ok()
                     && written_back;
                 let _ = writeln!(
-                    Console,
+                    Console::line(),
                     "file demo: {} mapped shared and private (contents from the file server task: {from_file}); forked task {child}: its private writes stayed its own: {isolated}, its shared write reached the parent: {sees_shared} and the file: {written_back}",
                     DEMO.path
                 );
                 sys::exit(u64::from(!ok))
             }
             Err(e) => {
-                let _ = writeln!(Console, "file demo: fork failed: {e:?}");
+                let _ = writeln!(Console::line(), "file demo: fork failed: {e:?}");
                 sys::exit(1)
             }
         }
@@ -503,10 +510,10 @@ mod app {
                         Ok(0) => peer_saw = true,
                         Ok(n) => {
                             let why = String::from_utf8_lossy(&reply[..n as usize]);
-                            let _ = writeln!(Console, "app: the peer says: {why}");
+                            let _ = writeln!(Console::line(), "app: the peer says: {why}");
                         }
                         Err(e) => {
-                            let _ = writeln!(Console, "app: the call to the peer: {e}");
+                            let _ = writeln!(Console::line(), "app: the call to the peer: {e}");
                         }
                     }
                 }
