@@ -62,6 +62,13 @@ static HOLDER: AtomicU32 = AtomicU32::new(0);
 static USED_SERVER: AtomicBool = AtomicBool::new(false);
 /// Whether it used it in this run (since it was last started or resumed).
 static USED_IN_RUN: AtomicBool = AtomicBool::new(false);
+/// Timer ticks the running app has taken in this run.
+static TICKS_IN_RUN: AtomicU32 = AtomicU32::new(0);
+/// The tick that preempts an app: the first one of a run may have been pending since
+/// before it (the kernel and the serving tasks run with interrupts off, and under
+/// kvm-pvm one round of the others outlasts a tick), so an app always gets at least
+/// one tick's worth of its own before it is preempted, or it would make no progress.
+const PREEMPTING_TICK: u32 = 2;
 /// After this many preemptions in a row without a request of the server (1 s), an app
 /// that has not yielded no longer holds it: one that used the server once and then
 /// computes forever (the spinner maps its heap first) cannot hold it up for good.
@@ -113,7 +120,7 @@ pub fn preemptible_now() -> bool {
 /// after its turn comes again; anything else (a serving task, a small task, the agent
 /// page) runs with interrupts off, so is never here.
 pub fn preempt(f: &TrapFrame) {
-    if !preemptible_now() {
+    if !preemptible_now() || TICKS_IN_RUN.fetch_add(1, Ordering::Relaxed) + 1 < PREEMPTING_TICK {
         return;
     }
     *LEFT_OFF.lock() = Some(*f);
@@ -218,6 +225,7 @@ pub fn run_apps(
         }
         USED_SERVER.store(run.used_server, Ordering::Relaxed);
         USED_IN_RUN.store(false, Ordering::Relaxed);
+        TICKS_IN_RUN.store(0, Ordering::Relaxed);
         let code = with(|m| m.space_of(run.id)).and_then(|space| {
             run_task(Entry {
                 space,
