@@ -217,6 +217,10 @@ pub fn run_apps(
     HOLDER.store(0, Ordering::Relaxed);
     let mut ending = Vec::new();
     let mut skipped = 0;
+    // The apps waiting for the server, longest first: when the holder lets it go, it
+    // passes to the first (else two apps with long pieces of work could pass it back
+    // and forth forever while a third waits).
+    let mut waiters = alloc::collections::VecDeque::new();
     while let Some(mut run) = ready.pop_front() {
         if ready.iter().chain([&run]).all(|r| r.background) {
             // Only background apps are left: the run is over for them.
@@ -235,7 +239,8 @@ pub fn run_apps(
         if run.waiting && holder != 0 && holder != run.id.0 {
             skipped += 1;
             if skipped > ready.len() {
-                HOLDER.store(0, Ordering::Relaxed);
+                HOLDER.store(waiters.pop_front().unwrap_or(0), Ordering::Relaxed);
+                skipped = 0;
             }
             ready.push_back(run);
             continue;
@@ -273,12 +278,15 @@ pub fn run_apps(
             (Some(YIELDED), Some(regs)) => {
                 run.regs = regs;
                 run.used_server = false;
-                release(run.id);
+                release(run.id, &mut waiters);
                 ready.push_back(run);
             }
             (Some(BLOCKED), Some(regs)) => {
                 run.regs = regs;
                 run.waiting = true;
+                if !waiters.contains(&run.id.0) {
+                    waiters.push_back(run.id.0);
+                }
                 ready.push_back(run);
             }
             (Some(PREEMPTED), Some(regs)) => {
@@ -290,15 +298,18 @@ pub fn run_apps(
                     run.idle + 1
                 };
                 if run.used_server && run.idle < IDLE_RELEASE {
-                    HOLDER.store(run.id.0, Ordering::Relaxed);
+                    // It used the server while nobody held it, or holds it already.
+                    let _ =
+                        HOLDER.compare_exchange(0, run.id.0, Ordering::Relaxed, Ordering::Relaxed);
                 } else {
-                    release(run.id);
+                    release(run.id, &mut waiters);
                 }
                 ready.push_back(run);
             }
             (code, _) => {
                 codes[run.index] = code;
-                release(run.id);
+                waiters.retain(|&w| w != run.id.0);
+                release(run.id, &mut waiters);
                 ending.push(run.id);
             }
         }
@@ -318,7 +329,10 @@ pub fn run_apps(
     codes
 }
 
-/// The app's piece of work is over: if it held the server, the others may use it.
-fn release(app: ClientId) {
-    let _ = HOLDER.compare_exchange(app.0, 0, Ordering::Relaxed, Ordering::Relaxed);
+/// The app's piece of work is over: if it held the server, the app that has waited
+/// longest for it holds it now (or nobody).
+fn release(app: ClientId, waiters: &mut alloc::collections::VecDeque<u32>) {
+    if HOLDER.load(Ordering::Relaxed) == app.0 {
+        HOLDER.store(waiters.pop_front().unwrap_or(0), Ordering::Relaxed);
+    }
 }
