@@ -128,15 +128,9 @@ boot_gdt_ptr64:
 .p2align 12
 .global boot_pml4
 boot_pml4: .skip 4096
-.global agent_pdpt
-.global agent_pd
-.global agent_pt
 boot_pdpt: .skip 4096
 boot_pdpt_hi: .skip 4096
 boot_pd: .skip 4096 * 4
-agent_pdpt: .skip 4096
-agent_pd: .skip 4096
-agent_pt: .skip 4096
 boot_stack: .skip 1048576
 boot_stack_top:
 "#,
@@ -145,9 +139,6 @@ boot_stack_top:
 
 unsafe extern "C" {
     static mut boot_pml4: [u64; 512];
-    static mut agent_pdpt: [u64; 512];
-    static mut agent_pd: [u64; 512];
-    static mut agent_pt: [u64; 512];
     static __kernel_end: u8;
 }
 
@@ -156,28 +147,6 @@ unsafe extern "C" {
 pub fn kernel_root_phys() -> u64 {
     let va = core::ptr::addr_of!(boot_pml4) as u64;
     va - KVMA
-}
-
-/// Maps the frame at `page_phys` read-execute for ring 3 at
-/// [`USER_AGENT`](crate::user::USER_AGENT) in the kernel's PML4, before any client space
-/// copies its upper half: the one kernel-half page a task may use (see `user`).
-pub fn map_agent_page(page_phys: u64) {
-    const PRESENT: u64 = 1;
-    const WRITABLE: u64 = 2;
-    const USER: u64 = 4;
-    let table = |va: *const [u64; 512]| (va as u64 - KVMA) | PRESENT | WRITABLE | USER;
-    let index = (crate::user::USER_AGENT >> 39) as usize & 511;
-    // SAFETY: boot code only: one CPU, before any space is created; the three tables
-    // are the kernel's own, reserved for this in .bss (zeroed), and the PML4 entry was
-    // empty, so no TLB entry needs flushing.
-    unsafe {
-        let pml4 = &mut *core::ptr::addr_of_mut!(boot_pml4);
-        assert_eq!(pml4[index], 0, "the agent page's PML4 entry is free");
-        (*core::ptr::addr_of_mut!(agent_pt))[0] = page_phys | PRESENT | USER;
-        (*core::ptr::addr_of_mut!(agent_pd))[0] = table(core::ptr::addr_of!(agent_pt));
-        (*core::ptr::addr_of_mut!(agent_pdpt))[0] = table(core::ptr::addr_of!(agent_pd));
-        pml4[index] = table(core::ptr::addr_of!(agent_pdpt));
-    }
 }
 
 /// First physical address past the kernel image.

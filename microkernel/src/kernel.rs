@@ -1,15 +1,15 @@
 //! `kmain`: from the boot code to the suite's verdict.
 
 use crate::boot;
+use crate::hw_harness::HwHarness;
 use crate::kprintln;
-use crate::machine::{self, HwHarness};
 use crate::serial::{self, EXIT_FAILURE, EXIT_SUCCESS};
 use alloc::vec::Vec;
-use client_lib::Client;
 use conformance::harness::Harness;
-use ipc_proto::{ClientSpec, Prot};
+use ipc_proto::ClientSpec;
 use linked_list_allocator::LockedHeap;
 use memserver::{Config, FrameRange, StandardLayout};
+use microkernel_abi::{AppMode, AppReport};
 use x86_64::instructions::port::Port;
 
 #[global_allocator]
@@ -142,7 +142,7 @@ fn config(ram: &[(u64, u64)], fb: u64) -> (Config, Vec<(u64, u64, bool)>) {
         normal.iter().map(|r| (r.start, r.count, true)).collect();
     grants.push((dma.start, dma.count, true));
     grants.push((fb, FB_FRAMES, false));
-    let mut cfg = Config::standard(StandardLayout {
+    let cfg = Config::standard(StandardLayout {
         normal,
         dma,
         fb0: FrameRange {
@@ -150,13 +150,7 @@ fn config(ram: &[(u64, u64)], fb: u64) -> (Config, Vec<(u64, u64, bool)>) {
             count: FB_FRAMES,
         },
     });
-    cfg.self_check = true;
     (cfg, grants)
-}
-
-fn rdtsc() -> u64 {
-    // SAFETY: RDTSC has no side effects; QEMU's CPU models support it.
-    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// Entered from the boot code with the PVH start info's physical address.
@@ -189,7 +183,6 @@ extern "C" fn kmain(start_info: u64) -> ! {
     };
     crate::trap::init();
     crate::user::init();
-    boot::map_agent_page(crate::user::agent_page_phys());
     // SAFETY: IA32_PAT (0x277) takes the layout the kernel stub's cache attributes are
     // defined against; no mapping with PAT bits exists yet.
     unsafe { x86_64::registers::model_specific::Msr::new(0x277).write(kernel_stub::PAT_MSR_VALUE) };
@@ -206,7 +199,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
         (ram_frames * 4096) >> 20,
         fb * 4096
     );
-    let started = machine::start(
+    let started = crate::loader::start(
         cfg,
         &grants,
         ram_frames as usize,
@@ -223,103 +216,163 @@ extern "C" fn kmain(start_info: u64) -> ! {
         "microkernel: the memory server runs as a ring-3 task, its pager the file server task"
     );
 
-    // Four apps under the scheduler, taking turns: two conformance apps, each running
-    // half of the suite (case i goes to app i % 2) and yielding after every case, the
-    // framebuffer demo, one step of its drawing per turn, and the file demo, which forks
-    // a task of its own. Each conformance app reports its failures and exits with its
-    // totals; the demos (and the forked task) exit 0 when everything they show checks.
-    let mut h = HwHarness;
-    let total = conformance::cases::everything().len() as u32;
-    let mut summary = conformance::runner::Summary::default();
-    let before = h.stats();
-    const CONFORMANCE: u64 = 0;
-    const DEMO: u64 = 2;
-    const FILE_DEMO: u64 = 3;
-    let apps = [
-        (CONFORMANCE, 2 << 8),
-        (CONFORMANCE, 2 << 8 | 1),
-        (DEMO, 0),
-        (FILE_DEMO, 0),
-    ];
-    let codes = crate::user::run_apps(APP_IMAGE, &apps);
-    // After the apps' codes, those of the tasks they forked: the file demo's child.
-    match codes.get(apps.len()..) {
-        Some([Some(0)]) => summary.passed += 1,
-        forked => {
-            summary.failed += 1;
-            kprintln!("FAIL file demo: its forked task ended with {forked:?}");
+    match Mode::of(cmdline(start_info)) {
+        Mode::Bench => bench(),
+        mode => main_job(mode),
+    }
+}
+
+/// What the kernel command line (`-append`) asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The main job: the whole conformance suite under the scheduler, the demos, the
+    /// spinner, the ring-3 checks.
+    Full,
+    /// The same with every eighth case only: the KVM smoke run CI makes, where nested
+    /// virtualization makes the whole run take minutes.
+    Smoke,
+    /// The guest benchmarks only (`cargo xtask bench --guest`).
+    Bench,
+}
+
+impl Mode {
+    fn of(cmdline: &str) -> Mode {
+        match cmdline.split_whitespace().next() {
+            Some("bench") => Mode::Bench,
+            Some("smoke") => Mode::Smoke,
+            _ => Mode::Full,
         }
     }
-    let (mut reported, mut failed_apps) = (0, 0);
-    for (&(mode, _), code) in apps.iter().zip(&codes) {
-        match (mode, *code) {
-            // A conformance app's report: bit 32, then its skipped (bits 40..56), passed
-            // (16..32) and failed (0..16) counts.
-            (CONFORMANCE, Some(code)) if (code >> 32) & 0xff == 1 => {
-                let (skipped, passed, failed) = (
-                    u32::from((code >> 40) as u16),
-                    u32::from((code >> 16) as u16),
-                    u32::from(code as u16),
-                );
-                summary.passed += passed;
-                summary.failed += failed;
-                summary.skipped += skipped;
-                reported += passed + failed + skipped;
+
+    /// Of every `stride` cases, the conformance apps run the first `apps`.
+    fn stride(self) -> u64 {
+        if self == Mode::Smoke { 8 } else { 1 }
+    }
+}
+
+/// The kernel command line of the PVH start info (empty if there is none).
+fn cmdline(start_info: u64) -> &'static str {
+    // SAFETY: `kmain` checked the start info's magic; QEMU writes it and the command
+    // line (a NUL-terminated string, below 4 GiB, so in the direct map) before boot, and
+    // neither is ever written again.
+    let si = unsafe { &*phys::<StartInfo>(start_info) };
+    if si.cmdline_paddr == 0 {
+        return "";
+    }
+    // SAFETY: as above; the string is read up to its NUL, at most 256 bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(phys::<u8>(si.cmdline_paddr), 256) };
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(0);
+    core::str::from_utf8(&bytes[..len]).unwrap_or("")
+}
+
+/// Passed and failed checks, as the conformance runner counts them.
+#[derive(Default)]
+struct Tally {
+    passed: u32,
+    failed: u32,
+    skipped: u32,
+}
+
+impl Tally {
+    fn check(&mut self, ok: bool, what: core::fmt::Arguments<'_>) {
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+            kprintln!("FAIL {what}");
+        }
+    }
+}
+
+/// The guest benchmarks: one app in bench mode, the server's after-every-request check
+/// off (as users run it), no timer.
+fn bench() -> ! {
+    crate::endpoint::set_self_check(false);
+    let codes = crate::user::run_apps(APP_IMAGE, &[(AppMode::Bench as u64, 0, false)], false);
+    let ok = codes == [Some(0)];
+    kprintln!("bench: {}", if ok { "done" } else { "FAILED" });
+    serial::exit_qemu(if ok { EXIT_SUCCESS } else { EXIT_FAILURE });
+}
+
+/// The main job: the apps under the preemptive scheduler, then the ring-3 checks.
+fn main_job(mode: Mode) -> ! {
+    // Five apps under the preemptive scheduler: two conformance apps, each running half
+    // of the suite (case i goes to app i % 2) and yielding after every case, the
+    // framebuffer demo, one step of its drawing per turn, the file demo, which forks a
+    // task of its own, and a spinner that never yields: the timer preempts it, and it is
+    // ended once all the others have. Each conformance app reports its failures and exits
+    // with its totals; the demos (and the forked task) exit 0 when everything they show
+    // checks.
+    let mut h = HwHarness;
+    let stride = mode.stride();
+    let apps_n = 2;
+    let total = crate::hw_harness::case_count(apps_n * stride, apps_n) as u32;
+    let mut t = Tally::default();
+    let before = h.stats();
+    let shard = |k: u64| stride << 16 | apps_n << 8 | k;
+    let apps = [
+        (AppMode::Conformance as u64, shard(0), false),
+        (AppMode::Conformance as u64, shard(1), false),
+        (AppMode::Demo as u64, 0, false),
+        (AppMode::FileDemo as u64, 0, false),
+        (AppMode::Spin as u64, 0, true),
+    ];
+    crate::endpoint::set_self_check(true);
+    let codes = crate::user::run_apps(APP_IMAGE, &apps, true);
+    // After the apps' codes, those of the tasks they forked: the file demo's child.
+    let forked = codes.get(apps.len()..);
+    t.check(
+        forked == Some(&[Some(0)][..]),
+        format_args!("file demo: its forked task ended with {forked:?}"),
+    );
+    let mut reported = 0;
+    for (&(mode, _, _), code) in apps.iter().zip(&codes) {
+        let mode = AppMode::try_from(mode);
+        let report = code.and_then(AppReport::decode);
+        match (mode, *code, report) {
+            (Ok(AppMode::Conformance), _, Some(r)) => {
+                t.passed += u32::from(r.passed);
+                t.failed += u32::from(r.failed);
+                t.skipped += u32::from(r.skipped);
+                reported += u32::from(r.passed) + u32::from(r.failed) + u32::from(r.skipped);
             }
-            (DEMO | FILE_DEMO, Some(0)) => summary.passed += 1,
-            (_, outcome) => {
-                failed_apps += 1;
-                match outcome {
-                    None if APP_IMAGE.is_empty() => kprintln!(
-                        "FAIL apps: the kernel was built without them (use cargo xtask qemu)"
+            (Ok(AppMode::Demo | AppMode::FileDemo), Some(0), _) => t.passed += 1,
+            // The spinner never ends by itself: the scheduler ends it once the others
+            // are done, the timer having preempted it.
+            (Ok(AppMode::Spin), Some(code), _) => {
+                kprintln!(
+                    "scheduler: the spinning app never yielded; the timer preempted it {} times, and it was ended with the others",
+                    code & 0xffff
+                );
+                t.check(
+                    code & !0xffff == crate::scheduler::ENDED_WITH_THE_OTHERS && code & 0xffff > 0,
+                    format_args!(
+                        "the spinning app ended with {code:#x}, not preempted and ended at the end"
                     ),
-                    None => kprintln!("FAIL app {mode}: its image does not load"),
-                    Some(code) => kprintln!("FAIL app {mode}: ended with code {code:#x}"),
-                }
+                )
+            }
+            (_, None, _) if APP_IMAGE.is_empty() => t.check(
+                false,
+                format_args!("apps: the kernel was built without them (use cargo xtask qemu)"),
+            ),
+            (mode, outcome, _) => {
+                t.check(false, format_args!("app {mode:?}: ended with {outcome:?}"))
             }
         }
     }
     // Cases no app reported on (one died) count as failed.
-    summary.failed += total.saturating_sub(reported) + failed_apps;
+    t.failed += total.saturating_sub(reported);
     // The apps, their peer and every client they started are gone, and all is back.
     let after = h.stats();
     let held = |s: &ipc_proto::ServerStats| (s.free_frames + s.table_frames, s.clients);
-    if held(&after) == held(&before) && h.check().is_ok() {
-        summary.passed += 1;
-    } else {
-        summary.failed += 1;
-        kprintln!("FAIL apps: not everything returned: {before:?} then {after:?}");
-    }
-
-    // Guest cycles for an mmap+munmap round trip through encode, server, stub, decode
-    // (without the suite's invariant check after every request).
-    machine::set_self_check(false);
-    let mut p = h.spawn(ClientSpec::DEFAULT).ok();
-    if let Some(p) = p.as_mut() {
-        let mut c = Client::new(p.transport());
-        const N: u64 = 2000;
-        let t0 = rdtsc();
-        for _ in 0..N {
-            if let Ok(a) = c.mmap(
-                0,
-                4096,
-                Prot::READ | Prot::WRITE,
-                conformance::cases::PA,
-                None,
-                0,
-            ) {
-                let _ = c.munmap(a, 4096);
-            }
-        }
-        let cycles = (rdtsc() - t0) / N;
-        kprintln!(
-            "mmap+munmap round trip: {cycles} guest cycles (rdtsc under TCG emulation, not hardware figures)"
-        );
-    }
-    drop(p);
+    let back = held(&after) == held(&before) && h.check().is_ok();
+    t.check(
+        back,
+        format_args!("apps: not everything returned: {before:?} then {after:?}"),
+    );
 
     // Ring 3: tasks in their own address spaces, system calls, real faults, signals.
-    machine::set_self_check(true);
+    crate::endpoint::set_self_check(true);
     let before = h.stats();
     for (scenario, what, want) in [
         (
@@ -342,6 +395,11 @@ extern "C" fn kmain(start_info: u64) -> ! {
             "ring 3: a task reading kernel memory gets SIGSEGV in its handler",
             111,
         ),
+        (
+            5,
+            "ring 3: a SYSCALL arriving as a page fault at the entry point (kvm-pvm) is made, its return raising no IOPL",
+            111,
+        ),
     ]
     .into_iter()
     .chain((0..8u64).map(|i| {
@@ -349,27 +407,27 @@ extern "C" fn kmain(start_info: u64) -> ! {
         // points), leaving mappings, private pages and page tables behind.
         let rounds = 1 + (i * 7919 + 13) % 300;
         (
-            5 + rounds,
+            6 + rounds,
             "ring 3: a task killed mid-session is reclaimed",
             132,
         )
     })) {
         // The long sessions run without the check after every request (it would take
         // most of the boot's time); the invariants are checked once each task is gone.
-        machine::set_self_check(scenario < 5);
+        crate::endpoint::set_self_check(scenario < 6);
         let code = crate::user::run(scenario);
         if let Err(e) = h.check() {
-            summary.failed += 1;
+            t.failed += 1;
             kprintln!("FAIL {what}: invariant violated: {e}");
         } else if code == want {
-            summary.passed += 1;
+            t.passed += 1;
         } else {
-            summary.failed += 1;
+            t.failed += 1;
             kprintln!("FAIL {what}: exit code {code}, expected {want}");
         }
     }
-    // The agent page, the one kernel-half page ring 3 may use, is not writable from it,
-    // and the rest of the kernel half is not reachable at all (the MMU's U/S check).
+    // The agent page, the one kernel page ring 3 may use, is not writable from it, and
+    // the kernel half is not reachable at all (the MMU's U/S check).
     if let Ok(mut p) = h.spawn(ClientSpec::DEFAULT) {
         for (what, got) in [
             (
@@ -382,9 +440,9 @@ extern "C" fn kmain(start_info: u64) -> ! {
             ),
         ] {
             if got == Some(ipc_proto::Signal::Segv) {
-                summary.passed += 1;
+                t.passed += 1;
             } else {
-                summary.failed += 1;
+                t.failed += 1;
                 kprintln!("FAIL {what}: {got:?}");
             }
         }
@@ -393,16 +451,18 @@ extern "C" fn kmain(start_info: u64) -> ! {
     let leaked = (before.free_frames + before.table_frames) as i64
         - (after.free_frames + after.table_frames) as i64;
     if leaked == 0 && after.clients == before.clients && h.check().is_ok() {
-        summary.passed += 1;
+        t.passed += 1;
     } else {
-        summary.failed += 1;
+        t.failed += 1;
         kprintln!("FAIL ring 3: tasks' frames all returned: {leaked} frames missing");
     }
-    machine::set_self_check(false);
-    let cycles = crate::user::run(3);
-    kprintln!("ring 3: mmap+munmap round trip from a task: {cycles} guest cycles (TCG)");
-    kprintln!("{}", summary.line());
-    serial::exit_qemu(if summary.failed == 0 {
+    kprintln!(
+        "{} passed, {} failed, {} skipped",
+        t.passed,
+        t.failed,
+        t.skipped
+    );
+    serial::exit_qemu(if t.failed == 0 {
         EXIT_SUCCESS
     } else {
         EXIT_FAILURE

@@ -21,12 +21,36 @@ mod boot;
 #[cfg(any(target_os = "none", test))]
 mod elf;
 #[cfg(target_os = "none")]
+mod endpoint;
+#[cfg(target_os = "none")]
+mod hw_harness;
+#[cfg(target_os = "none")]
 mod kernel;
 #[cfg(target_os = "none")]
-mod machine;
+mod loader;
+#[cfg(target_os = "none")]
+mod page_fault;
+#[cfg(target_os = "none")]
+mod run;
+#[cfg(target_os = "none")]
+mod scheduler;
+#[cfg(target_os = "none")]
+mod state;
+#[cfg(target_os = "none")]
+mod syscall;
+#[cfg(target_os = "none")]
+mod umem;
+// The validated user range is plain code: tested on the host too.
+#[cfg(any(target_os = "none", test))]
+mod uslice;
 #[cfg(target_os = "none")]
 #[macro_use]
 mod serial;
+// Recognising a SYSCALL delivered as a page fault is plain code: tested on the host.
+#[cfg(any(target_os = "none", test))]
+mod syscall_fault;
+#[cfg(target_os = "none")]
+mod timer;
 #[cfg(target_os = "none")]
 mod trap;
 #[cfg(target_os = "none")]

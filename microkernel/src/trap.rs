@@ -1,38 +1,82 @@
-//! Exceptions: an IDT whose entries all go through one assembly stub that saves the
-//! registers into a [`TrapFrame`] and calls [`trap_handler`]. An exception in ring 3 is
+//! Every entry into the kernel from ring 3 — exceptions, the timer's interrupt and
+//! system calls (`syscall_entry` in `user` builds the same frame and jumps here) — goes
+//! through one assembly path that saves every register into a [`TrapFrame`], calls
+//! [`trap_handler`], and restores them with `iretq` (`isr_return`, which `enter_user`
+//! also uses to start or resume a task from a saved frame). An exception in ring 3 is
 //! the task's (a page fault goes to the memory server); one in the kernel is fatal.
 
-use crate::machine;
+use crate::syscall_fault;
 use x86_64::VirtAddr;
 use x86_64::registers::control::Cr2;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
-/// The registers saved by the stub, in memory order.
+/// A task's registers as the entry path saves them, in memory order: what a preempted,
+/// yielding, receiving or forked task resumes from.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct TrapFrame {
-    r15: u64,
-    r14: u64,
-    r13: u64,
-    r12: u64,
-    r11: u64,
-    r10: u64,
-    r9: u64,
-    r8: u64,
-    rbp: u64,
-    rdi: u64,
-    rsi: u64,
-    rdx: u64,
-    rcx: u64,
-    rbx: u64,
-    rax: u64,
-    vector: u64,
-    error: u64,
-    rip: u64,
-    cs: u64,
-    rflags: u64,
-    rsp: u64,
-    ss: u64,
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// The vector ([`SYSCALL`] for a system call).
+    pub vector: u64,
+    /// The exception's error code (0 if it has none).
+    pub error: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Its size in 8-byte words (`enter_user` copies it).
+pub const FRAME_WORDS: usize = core::mem::size_of::<TrapFrame>() / 8;
+/// The vector a system call's frame carries: none the CPU delivers.
+pub const SYSCALL: u64 = 0x100;
+/// The timer's vector: IRQ 0 of the legacy PIC, remapped past the exceptions.
+pub const TIMER: u8 = 0x20;
+/// Ring 3's code and stack selectors (the GDT `user::init` loads).
+pub const USER_CS: u64 = 0x23;
+pub const USER_SS: u64 = 0x1b;
+
+impl TrapFrame {
+    /// A task's first frame: ring 3 at `rip` with stack `rsp`, `rdi` and `rsi` its
+    /// arguments, every other register zero (no kernel value reaches ring 3), interrupts
+    /// on if it may be preempted.
+    pub fn start(rip: u64, rsp: u64, rdi: u64, rsi: u64, preemptible: bool) -> Self {
+        TrapFrame {
+            rip,
+            rsp,
+            rdi,
+            rsi,
+            cs: USER_CS,
+            ss: USER_SS,
+            rflags: crate::syscall_fault::RFLAGS_FIXED
+                | if preemptible {
+                    crate::syscall_fault::RFLAGS_IF
+                } else {
+                    0
+                },
+            ..TrapFrame::default()
+        }
+    }
+
+    /// The same task, resuming with `rax` as its system call's result.
+    pub fn returning(&self, rax: u64) -> Self {
+        TrapFrame { rax, ..*self }
+    }
 }
 
 core::arch::global_asm!(
@@ -68,6 +112,7 @@ ISR_NOERR 16
 ISR_ERR 17
 ISR_NOERR 18
 ISR_NOERR 19
+ISR_NOERR 32
 
 isr_common:
     push rax
@@ -88,6 +133,8 @@ isr_common:
     mov rdi, rsp
     cld
     call trap_handler
+.global isr_return
+isr_return:
     pop r15
     pop r14
     pop r13
@@ -111,18 +158,18 @@ isr_common:
 .global isr_table
 isr_table:
     .quad isr0, isr1, isr2, isr3, isr4, isr5, isr6, isr7, isr8
-    .quad isr10, isr11, isr12, isr13, isr14, isr16, isr17, isr18, isr19
+    .quad isr10, isr11, isr12, isr13, isr14, isr16, isr17, isr18, isr19, isr32
 
 "#
 );
 
 unsafe extern "C" {
-    static isr_table: [u64; 18];
+    static isr_table: [u64; 19];
 }
 
-/// The exception vectors the stubs cover, in `isr_table` order.
-const VECTORS: [u8; 18] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19,
+/// The vectors the stubs cover, in `isr_table` order: the exceptions and the timer.
+const VECTORS: [u8; 19] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, TIMER,
 ];
 
 /// Loads an IDT routing every exception to [`trap_handler`].
@@ -153,16 +200,29 @@ pub fn init() {
                 16 => drop(idt.x87_floating_point.set_handler_addr(addr)),
                 17 => drop(idt.alignment_check.set_handler_addr(addr)),
                 18 => drop(idt.machine_check.set_handler_addr(addr)),
-                _ => drop(idt.simd_floating_point.set_handler_addr(addr)),
+                19 => drop(idt.simd_floating_point.set_handler_addr(addr)),
+                _ => drop(idt[v].set_handler_addr(addr)),
             }
         }
     }
     idt.load();
 }
 
-/// Called by the stub for every exception.
+/// Called by the entry path for every exception, interrupt and system call.
 #[unsafe(no_mangle)]
 extern "C" fn trap_handler(f: &mut TrapFrame) {
+    if f.vector == SYSCALL {
+        f.rax = crate::syscall::dispatch(f);
+        return;
+    }
+    if f.vector == u64::from(TIMER) {
+        crate::timer::acknowledge();
+        // Only ring 3 runs with interrupts on; a scheduled app there is preempted.
+        if f.cs & 3 == 3 {
+            crate::scheduler::preempt(f);
+        }
+        return;
+    }
     if f.cs & 3 == 3 {
         return user_trap(f);
     }
@@ -176,30 +236,51 @@ extern "C" fn trap_handler(f: &mut TrapFrame) {
     crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
 }
 
-/// An exception in a ring-3 task: a page fault goes to the memory server; its signal,
-/// or any other exception, goes to the task's handler or ends the task.
+/// An exception in a ring-3 task: a `SYSCALL` that arrived as a page fault is completed
+/// ([`syscall_fault`]); any other page fault goes to the memory server; its signal, or
+/// any other exception, goes to the task's handler or ends the task.
 fn user_trap(f: &mut TrapFrame) {
-    if machine::kernel_task_running() {
+    let lstar = crate::user::syscall_entry_address();
+    let lstar_fault = syscall_fault::is_syscall(f.vector, f.error, f.rip, Cr2::read_raw(), lstar);
+    // A return address outside the user half is refused: the task gets SIGSEGV below.
+    // The interrupt flag the task ran with (R11, as SYSCALL saved it), for an app the
+    // timer may preempt; never for anything else.
+    let interrupts = f.r11 & syscall_fault::RFLAGS_IF != 0 && crate::scheduler::preemptible_now();
+    let resume = syscall_fault::user_return(f.rcx, f.r11, interrupts);
+    if lstar_fault && let Some((rip, rflags)) = resume {
+        // The frame `syscall_entry` would have built: the task resumes after the
+        // `syscall` (where `receive`, `yield` and `fork` resume it too), keeping the
+        // interrupt flag it ran with.
+        (f.rip, f.rflags, f.vector, f.error) = (rip, rflags, SYSCALL, 0);
+        f.rax = crate::syscall::dispatch(f);
+        return;
+    }
+    if crate::endpoint::kernel_task_running() {
         // The serving tasks' memory is never lazy: any exception there is a bug, and
         // nothing could resolve their faults anyway.
         crate::kprintln!(
-            "kernel: a serving task (memory or file server) took exception {} at {:#x}, cr2 {:#x}",
+            "kernel: a serving task (memory or file server) took exception {} (error {:#x}) at {:#x}, cr2 {:#x}",
             f.vector,
+            f.error,
             f.rip,
             Cr2::read_raw()
         );
         crate::serial::exit_qemu(crate::serial::EXIT_FAILURE);
     }
-    let signal = if f.vector == 14 {
+    let signal = if f.vector == syscall_fault::PAGE_FAULT {
+        if !crate::scheduler::may_use_server() {
+            // Another app's piece of work holds the server: the access is retried later.
+            crate::scheduler::wait_for_server(f, 0);
+        }
         let addr = Cr2::read_raw();
-        let access = if f.error & 0x10 != 0 {
+        let access = if f.error & syscall_fault::pf::FETCH != 0 {
             ipc_proto::Access::Exec
-        } else if f.error & 0x2 != 0 {
+        } else if f.error & syscall_fault::pf::WRITE != 0 {
             ipc_proto::Access::Write
         } else {
             ipc_proto::Access::Read
         };
-        match machine::task_fault(addr, access) {
+        match crate::page_fault::task_fault(addr, access) {
             None => return,
             Some(s) => s.number(),
         }

@@ -4,15 +4,16 @@
 //! the server's signals in a handler they registered.
 //!
 //! Besides the memory server task and the conformance app (ELF images, see
-//! [`crate::machine`]), the tasks are small position-independent programs (below) the
+//! [`crate::loader`]), the tasks are small position-independent programs (below) the
 //! kernel loads into memory the server maps for them. A task runs to its `exit`, or
 //! until the kernel kills it for an exception no handler takes; a task may be run from
 //! inside another's system call (the server, the agent page), nesting on the kernel
 //! stack below it.
 
-use crate::machine;
+use crate::trap::TrapFrame;
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
+use microkernel_abi::{ACCESS_OK, AccessOp};
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
 use x86_64::instructions::tables::load_tss;
@@ -36,43 +37,27 @@ tss_rsp0: .skip 8
 
 .section .text
 /* syscall: rax = number, rdi, rsi, rdx, r10 = arguments; rax = result; rcx, r11
-   clobbered; every other register kept (so no kernel value reaches ring 3). */
+   clobbered; every other register kept (so no kernel value reaches ring 3). On the
+   task's kernel stack it builds the frame an interrupt from ring 3 would have pushed
+   (the return address and flags SYSCALL left in rcx and r11) and takes the one entry
+   path every trap takes (`isr_common` in trap.rs), back through `iretq`. */
 .global syscall_entry
 syscall_entry:
     mov [rip + user_rsp_save], rsp
     mov rsp, [rip + kstack_top]
+    push {user_ss}
     push qword ptr [rip + user_rsp_save]
-    push rcx
     push r11
-    push rdi
-    push rsi
-    push rdx
-    push r8
-    push r9
-    push r10
-    sub rsp, 8
-    lea r9, [rsp + 56]
-    mov r8, r10
-    mov rcx, rdx
-    mov rdx, rsi
-    mov rsi, rdi
-    mov rdi, rax
-    call syscall_handler
-    add rsp, 8
-    pop r10
-    pop r9
-    pop r8
-    pop rdx
-    pop rsi
-    pop rdi
-    pop r11
-    pop rcx
-    pop rsp
-    sysretq
+    push {user_cs}
+    push rcx
+    push 0
+    push {syscall_vector}
+    jmp isr_common
 
-/* enter_user(rip, rsp, arg, arg2, ret): runs a task in ring 3 (rdi = arg, rsi = arg2,
-   rax = ret) until it exits; returns its code. Nests: the outer task's context is kept
-   and restored. */
+/* enter_user(frame): runs a task in ring 3 from the saved registers at `frame` until its
+   run ends (`return_to_kernel`); returns the code it ended with. Nests: the outer task's
+   context is kept and restored. The frame is copied to the top of the task's kernel
+   stack and restored by the entry path's own `isr_return`. */
 .global enter_user
 enter_user:
     push rbx
@@ -89,27 +74,14 @@ enter_user:
     mov [rip + kstack_top], rax
     mov r11, [rip + tss_rsp0]
     mov [r11], rax
-    push 0x1b
-    push rsi
-    push 0x2
-    push 0x23
-    push rdi
-    mov rdi, rdx
-    mov rsi, rcx
-    mov rax, r8
-    xor ebx, ebx
-    xor ecx, ecx
-    xor edx, edx
-    xor ebp, ebp
-    xor r8d, r8d
-    xor r9d, r9d
-    xor r10d, r10d
-    xor r11d, r11d
-    xor r12d, r12d
-    xor r13d, r13d
-    xor r14d, r14d
-    xor r15d, r15d
-    iretq
+    sub rax, {frame_bytes}
+    mov rsi, rdi
+    mov rdi, rax
+    mov rsp, rax
+    mov ecx, {frame_words}
+    cld
+    rep movsq
+    jmp isr_return
 
 /* return_to_kernel(code): abandons the task; its enter_user returns `code`. */
 .global return_to_kernel
@@ -129,11 +101,13 @@ return_to_kernel:
     pop rbx
     ret
 
-/* The user program (position-independent; rdi = scenario). System calls: 0 exit(code),
+/* The user program (position-independent; rdi = scenario, rsi = the kernel's SYSCALL
+   entry point). System calls: 0 exit(code),
    1 mmap(len, prot, flags) -> address or -errno, 2 munmap(addr, len), 3 on_signal(rip). */
 .global user_prog_start
 user_prog_start:
     mov r15, rdi
+    mov r14, rsi
     lea rdi, [rip + user_on_signal]
     mov eax, 3
     syscall
@@ -146,8 +120,10 @@ user_prog_start:
     cmp r15, 4
     je 50f
     cmp r15, 5
+    je 70f
+    cmp r15, 6
     jae 60f
-    jmp 40f
+    jmp 90f
 10: /* map a page, use it, then touch an address with no mapping: SIGSEGV */
     mov edi, 4096
     mov esi, 3
@@ -186,40 +162,13 @@ user_prog_start:
     dec r12d
     jnz 31b
     ud2
-40: /* 1000 mmap+munmap pairs; exit code: guest cycles per pair */
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
-    mov r14, rax
-    mov r13d, 1000
-41: mov edi, 4096
-    mov esi, 3
-    mov edx, 0x22
-    mov eax, 1
-    syscall
-    mov rdi, rax
-    mov esi, 4096
-    mov eax, 2
-    syscall
-    dec r13d
-    jnz 41b
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
-    sub rax, r14
-    xor edx, edx
-    mov ecx, 1000
-    div rcx
-    mov rdi, rax
-    mov eax, 0
-    syscall
 50: /* read the kernel's own image: the U/S bit faults, SIGSEGV */
     movabs rax, 0xffffffff80100000
     movzx ecx, byte ptr [rax]
     jmp 90f
-60: /* scenario N >= 5: N-5 rounds of map 4 pages, touch them, unmap every other
+60: /* scenario N >= 6: N-6 rounds of map 4 pages, touch them, unmap every other
        mapping; then die of an invalid opcode in the middle of it all */
-    lea r13, [r15 - 5]
+    lea r13, [r15 - 6]
 61: test r13, r13
     jz 62f
     mov edi, 0x4000
@@ -240,6 +189,25 @@ user_prog_start:
 63: dec r13
     jmp 61b
 62: ud2
+70: /* enter the kernel as kvm-pvm delivers a SYSCALL: still in ring 3, at the entry
+       point (r14), with RCX and R11 set as SYSCALL sets them but R11 asking for IOPL 3;
+       the mmap is made, and `cli` then faults (IOPL stayed 0): SIGSEGV, exit 111 */
+    mov edi, 4096
+    mov esi, 3
+    mov edx, 0x22
+    mov eax, 1
+    lea rcx, [rip + 71f]
+    mov r11d, 0x3202
+    jmp r14
+71: cmp rax, -4096
+    ja 90f
+    mov byte ptr [rax], 7
+    cmp byte ptr [rax], 7
+    jne 90f
+    cli
+    mov edi, 77
+    mov eax, 0
+    syscall
 90: mov edi, 99
     mov eax, 0
     syscall
@@ -250,8 +218,8 @@ user_on_signal: /* rdi = signal number: exit(100 + signal) */
 .global user_prog_end
 user_prog_end:
 
-/* The agent page: the only kernel-half page a ring-3 task may touch (read and execute,
-   never write), mapped at USER_AGENT in every space. Each routine makes one access on a
+/* The agent page: the only page of the kernel image a ring-3 task may touch (read and
+   execute, never write), mapped at USER_AGENT in every client's space. Each routine makes one access on a
    client's behalf in ring 3 and exits with 0x10000 | the byte read (or 0x10000); a
    fault the server answers with a signal ends it with 128 + signal instead. */
 .section .text.user_agent, "ax"
@@ -286,6 +254,11 @@ agent_slot:
 user_agent_end:
 "#,
     agent = const USER_AGENT,
+    user_ss = const crate::trap::USER_SS,
+    user_cs = const crate::trap::USER_CS,
+    syscall_vector = const crate::trap::SYSCALL,
+    frame_words = const crate::trap::FRAME_WORDS,
+    frame_bytes = const crate::trap::FRAME_WORDS * 8,
 );
 
 unsafe extern "C" {
@@ -299,10 +272,10 @@ unsafe extern "C" {
     static agent_write: u8;
     static agent_exec: u8;
     static agent_slot: u8;
-    /// Runs code in ring 3 at `rip` with stack `rsp` (and `rdi`, `rsi`, `rax` set from
-    /// `arg`, `arg2`, `ret`) until it ends through [`kill`] or the `exit` system call;
-    /// the code it ended with. The current space must map both, user-accessible.
-    pub fn enter_user(rip: u64, rsp: u64, arg: u64, arg2: u64, ret: u64) -> u64;
+    /// Runs a task in ring 3 from `frame` until it ends through [`kill`] or the `exit`
+    /// system call; the code it ended with. The current space must map its code and
+    /// stack user-accessible, and the frame's selectors and flags must be ring 3's.
+    pub fn enter_user(frame: &TrapFrame) -> u64;
     fn return_to_kernel(code: u64) -> !;
 }
 
@@ -333,6 +306,11 @@ pub fn init() {
     }
     let user_cs = SegmentSelector(ucode.0 | 3);
     let user_ss = SegmentSelector(udata.0 | 3);
+    // The entry path and every task's frame name them as constants.
+    assert_eq!(
+        (u64::from(user_cs.0), u64::from(user_ss.0)),
+        (crate::trap::USER_CS, crate::trap::USER_SS)
+    );
     Star::write(user_cs, user_ss, kcode, kdata).expect("sysret-compatible GDT layout");
     LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
     // Interrupts stay off in the kernel; the direction flag is clear on entry.
@@ -344,44 +322,14 @@ pub fn init() {
 /// The task's registered signal handler (0: none).
 static HANDLER: AtomicU64 = AtomicU64::new(0);
 
-/// Called by the entry stub: `nr` and up to four arguments.
-///
-/// 0 `exit(code)`, 1 `mmap(len, prot, flags)`, 2 `munmap(addr, len)`, 3
-/// `on_signal(rip)`; and for the conformance app (see `app/src/sys.rs` for each one's
-/// arguments): 4 `write`, 5 `call`, 6 `spawn`, 7 `fork`, 8 `end`, 9 `access`, 10 `stats`,
-/// 11 `check`, 12 `facts`, 13 `start_peer`, 14 `ipc_call`, 15 `yield`, 16 `fork`; 20
-/// `receive` for any task that serves calls; and for the memory server task, 21..=33 the
-/// kernel stub's operations and 34 `pager_call`. Anything else is `ENOSYS`.
-#[unsafe(no_mangle)]
-extern "C" fn syscall_handler(
-    nr: u64,
-    a0: u64,
-    a1: u64,
-    a2: u64,
-    a3: u64,
-    frame: &[u64; 3],
-) -> u64 {
-    match nr {
-        // SAFETY: ends the task; enter_user's caller resumes with the code.
-        0 => unsafe { return_to_kernel(a0) },
-        1 => machine::task_mmap(a0, a1, a2),
-        2 => machine::task_munmap(a0, a1),
-        3 => {
-            HANDLER.store(a0, Ordering::Relaxed);
-            0
-        }
-        4..=14 => machine::app_syscall(nr, [a0, a1, a2, a3]),
-        // `receive` and the memory server task's stub calls: `frame` is [rflags, rip,
-        // rsp] as `syscall` left them, where `receive` resumes.
-        15 => machine::yield_now(frame[1], frame[2]),
-        16 => machine::task_fork(frame[1], frame[2]),
-        20 if !machine::server_running() => {
-            machine::peer_receive([a0, a1, a2, a3], frame[1], frame[2])
-        }
-        20..=33 => machine::server_syscall(nr, [a0, a1, a2, a3], frame[1], frame[2]),
-        34 => machine::pager_call([a0, a1, a2, a3]),
-        _ => (-(ipc_proto::Errno::ENOSYS as i64)) as u64,
-    }
+/// Where `SYSCALL` enters the kernel (`IA32_LSTAR`).
+pub fn syscall_entry_address() -> u64 {
+    syscall_entry as *const () as u64
+}
+
+/// Registers the current small task's signal handler (0: none).
+pub fn set_handler(rip: u64) {
+    HANDLER.store(rip, Ordering::Relaxed);
 }
 
 /// What a ring-3 exception turns into: the registered handler gets `signal` in `rdi`
@@ -410,37 +358,34 @@ pub fn run(scenario: u64) -> u64 {
     );
     // SAFETY: the program's bytes, between two labels of the same section.
     let code = unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) };
-    let Some((entry, stack_top)) = machine::load_task(code) else {
+    let Some((entry, stack_top)) = crate::loader::load_task(code) else {
         return u64::MAX;
     };
-    // SAFETY: `machine::load_task` loaded the task's space in CR3 with the program and a
-    // stack mapped user-accessible; the task returns through `return_to_kernel`.
-    let code = unsafe { enter_user(entry, stack_top, scenario, 0, 0) };
-    machine::end_task();
+    let frame = TrapFrame::start(entry, stack_top, scenario, syscall_entry_address(), false);
+    // SAFETY: `load_task` loaded the task's space in CR3 with the program and a stack
+    // mapped user-accessible; the task returns through `return_to_kernel`.
+    let code = unsafe { enter_user(&frame) };
+    crate::run::end_task();
     code
 }
 
 /// Runs one app of the ELF `image` per entry of `args` under the scheduler
-/// ([`machine::run_apps`]); their exit codes.
-pub fn run_apps(image: &'static [u8], args: &[(u64, u64)]) -> alloc::vec::Vec<Option<u64>> {
+/// ([`crate::scheduler::run_apps`]), preempted by the timer if `preemptive`; their exit
+/// codes.
+pub fn run_apps(
+    image: &'static [u8],
+    args: &[(u64, u64, bool)],
+    preemptive: bool,
+) -> alloc::vec::Vec<Option<u64>> {
     HANDLER.store(0, Ordering::Relaxed);
-    machine::run_apps(image, args)
+    crate::scheduler::run_apps(image, args, preemptive)
 }
 
-/// Where the agent page is mapped, user-accessible, in every address space: PML4 entry
-/// 320, in the kernel half, so no client's layout ever sees it.
-pub const USER_AGENT: u64 = 0xffff_a000_0000_0000;
-
-/// One access the agent page makes in ring 3.
-#[derive(Clone, Copy, Debug)]
-pub enum AgentOp {
-    /// Read the byte at the address.
-    Read,
-    /// Write a byte there.
-    Write(u8),
-    /// Call into the page there (its byte must be `ret`).
-    Exec,
-}
+/// Where the agent page is mapped, user read-execute, in every client's address space:
+/// the last page of the lower half, which no client may map (the server's `mmap_max`
+/// ends below it, as Linux keeps it unmapped). It was in the kernel half (PML4 entry
+/// 320) until kvm-pvm showed that ring 3 may not reach the upper half there at all.
+pub const USER_AGENT: u64 = 0x7fff_ffff_f000;
 
 /// Where `sym`, a label of the agent page, is mapped for ring 3.
 fn agent_alias(sym: *const u8) -> u64 {
@@ -459,22 +404,23 @@ pub fn agent_page_phys() -> u64 {
 
 /// Makes `op` at `addr` in ring 3 with the current address space, as the client whose
 /// space it is; `Ok(byte)` (0 for a write or an exec) or the signal it died of.
-pub fn run_agent(op: AgentOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
+pub fn run_agent(op: AccessOp, addr: u64) -> Result<u8, ipc_proto::Signal> {
     // The agent takes no signal handler; the task it runs inside of keeps its own.
     let outer = HANDLER.swap(0, Ordering::Relaxed);
     let (rip, value) = match op {
-        AgentOp::Read => (agent_alias(core::ptr::addr_of!(agent_read)), 0),
-        AgentOp::Write(v) => (agent_alias(core::ptr::addr_of!(agent_write)), v),
-        AgentOp::Exec => (agent_alias(core::ptr::addr_of!(agent_exec)), 0),
+        AccessOp::Read => (agent_alias(core::ptr::addr_of!(agent_read)), 0),
+        AccessOp::Write(v) => (agent_alias(core::ptr::addr_of!(agent_write)), v),
+        AccessOp::Exec => (agent_alias(core::ptr::addr_of!(agent_exec)), 0),
     };
     let slot = agent_alias(core::ptr::addr_of!(agent_slot));
-    // SAFETY: the agent page is mapped user-executable at USER_AGENT in every space
-    // (`boot::map_agent_page`); its routines exit through the `exit` system call, and
+    let frame = TrapFrame::start(rip, slot, addr, u64::from(value), false);
+    // SAFETY: the agent page is mapped user-executable at USER_AGENT in every client's
+    // space (`loader::map_agent`); its routines exit through the `exit` system call, and
     // any exception they take ends them through `return_to_kernel`.
-    let code = unsafe { enter_user(rip, slot, addr, u64::from(value), 0) };
+    let code = unsafe { enter_user(&frame) };
     HANDLER.store(outer, Ordering::Relaxed);
     match code {
-        c if c & 0x1_0000 != 0 => Ok(c as u8),
+        c if c & ACCESS_OK != 0 => Ok(c as u8),
         c if c == 128 + u64::from(ipc_proto::Signal::Bus.number()) => Err(ipc_proto::Signal::Bus),
         _ => Err(ipc_proto::Signal::Segv),
     }

@@ -55,6 +55,9 @@ type Row = (&'static str, Option<f64>, Option<f64>, Option<f64>);
 
 /// Entry point.
 pub fn run(args: &[String]) -> Result<(), String> {
+    if let Some(rest) = args.strip_prefix(&["--guest".to_string()]) {
+        return crate::guest_bench::run(rest);
+    }
     let mut quick = false;
     let mut json_path: Option<PathBuf> = None;
     let mut it = args.iter();

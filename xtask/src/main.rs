@@ -7,6 +7,7 @@
 mod bench;
 mod conformance;
 mod fuzz;
+mod guest_bench;
 mod qemu;
 mod setup;
 mod test;
@@ -18,9 +19,13 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  qemu [--gdb]        boot the microkernel under QEMU and run the conformance apps
+  qemu [--accel tcg|kvm] [--smoke] [--gdb] [--timeout S]
+                      boot the microkernel under QEMU (TCG by default) and run the
+                      conformance apps (--smoke: every eighth case)
   bench [--quick] [--json FILE]
                       our figures beside Linux's, as ratios; callgrind counts; plot
+  bench --guest [--accel tcg|kvm] [--json FILE]
+                      the microkernel's own figures in cycles (rdtsc medians)
   conformance [--filter S] [--verbose]
                       run the conformance suite in-process: N passed, N failed
   fuzz [--seconds N] [--target T]

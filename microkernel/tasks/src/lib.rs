@@ -7,6 +7,9 @@
 #![no_std]
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 pub mod rt;
 #[cfg(target_os = "none")]
 pub mod sys;

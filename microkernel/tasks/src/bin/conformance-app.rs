@@ -25,18 +25,19 @@ mod app {
     use conformance::harness::{Facts, Harness, MemoryAccess, Process};
     use core::fmt::Write as _;
     use ipc_proto::{ClientSpec, Errno, MapFlags, Prot, ServerStats, Signal};
+    use microkernel_abi::{ACCESS_OK, AccessOp, AppMode, AppReport};
     use ms_tasks::rt::{self, Console};
-    use ms_tasks::sys::{self, nr};
+    use ms_tasks::sys::{self, Sysnum};
 
     /// Bytes of heap, mapped (populated) from the server at start: the suite needs under
     /// 128 KiB, and every page of the app is walked by the server's check after every
     /// request.
     const HEAP_SIZE: u64 = 256 << 10;
 
-    /// The task's entry: maps its heap, then runs the suite (`mode` 0: the cases `i`
-    /// with `i % n == k` for `shard` = `n << 8 | k`, all for `n` = 0; exits with its
-    /// totals), serves its starter's calls as a peer (`mode` 1), or runs the framebuffer
-    /// demo (`mode` 2) or the file and fork demo (`mode` 3).
+    /// The task's entry: maps its heap, then does what its [`AppMode`] says: runs the
+    /// suite (the cases `i` with `i % (n * stride) == k` for `shard` =
+    /// `stride << 16 | n << 8 | k`, all for `n` = 0; exits with its [`AppReport`]), serves its starter's calls as a peer, or
+    /// runs the framebuffer demo or the file and fork demo.
     #[unsafe(no_mangle)]
     extern "C" fn task_main(mode: u64, shard: u64) -> ! {
         let heap = Client::new(Syscalls { client: 0 }).mmap(
@@ -48,35 +49,40 @@ mod app {
             0,
         );
         let Ok(heap) = heap else {
-            let _ = writeln!(Console, "app: no heap: {heap:?}");
+            let _ = writeln!(Console::line(), "app: no heap: {heap:?}");
             sys::exit(254)
         };
         // SAFETY: the range was just mapped read-write and populated for this task alone,
         // and this is the allocator's only initialisation.
         unsafe { rt::init_heap(heap, HEAP_SIZE) };
-        match mode {
-            1 => peer(),
-            2 => demo(),
-            3 => file_demo(),
-            _ => {}
+        match AppMode::try_from(mode) {
+            Ok(AppMode::Conformance) => {}
+            Ok(AppMode::Peer) => peer(),
+            Ok(AppMode::Demo) => demo(),
+            Ok(AppMode::FileDemo) => file_demo(),
+            Ok(AppMode::Spin) => spin(),
+            Ok(AppMode::Bench) => bench(),
+            Err(_) => sys::exit(252),
         }
-        let (k, n) = ((shard & 0xff) as usize, (shard >> 8) as usize);
+        let (k, n) = ((shard & 0xff) as usize, (shard >> 8 & 0xff) as usize);
+        // A smoke run takes every `stride`-th share only.
+        let modulus = n * ((shard >> 16) as usize).max(1);
 
         let mut h = match RingHarness::new() {
             Ok(h) => h,
             Err(e) => {
-                let _ = writeln!(Console, "app: no facts from the kernel: {e}");
+                let _ = writeln!(Console::line(), "app: no facts from the kernel: {e}");
                 sys::exit(253)
             }
         };
         let cases: alloc::vec::Vec<_> = conformance::cases::everything()
             .into_iter()
             .enumerate()
-            .filter(|&(i, _)| n == 0 || i % n == k)
+            .filter(|&(i, _)| n == 0 || i % modulus == k)
             .map(|(_, c)| c)
             .collect();
         let _ = writeln!(
-            Console,
+            Console::line(),
             "conformance (qemu, ring-3 app {} of {}): {} cases",
             k,
             n,
@@ -87,10 +93,10 @@ mod app {
         let summary = conformance::runner::run(&mut h, &cases, "", &mut |name, verdict| {
             match verdict {
                 Verdict::Failed(why) => {
-                    let _ = writeln!(Console, "FAIL {name}: {why}");
+                    let _ = writeln!(Console::line(), "FAIL {name}: {why}");
                 }
                 Verdict::Skipped(why) => {
-                    let _ = writeln!(Console, "skip {name}: {why}");
+                    let _ = writeln!(Console::line(), "skip {name}: {why}");
                 }
                 Verdict::Passed => {}
             }
@@ -103,16 +109,147 @@ mod app {
                 passed += 1;
             } else {
                 failed += 1;
-                let _ = writeln!(Console, "FAIL {what}");
+                let _ = writeln!(Console::line(), "FAIL {what}");
             }
         }
         let skipped = summary.skipped;
         let _ = writeln!(
-            Console,
+            Console::line(),
             "app {k} of {n}: {passed} passed, {failed} failed, {skipped} skipped"
         );
-        // Bit 32 says the totals are the app's report, not a death.
-        sys::exit(u64::from(skipped) << 40 | 1 << 32 | u64::from(passed) << 16 | u64::from(failed))
+        let report = AppReport {
+            passed: passed as u16,
+            failed: failed as u16,
+            skipped: skipped as u16,
+        };
+        sys::exit(report.encode())
+    }
+
+    /// Samples per benchmark, and untimed warm-up runs before them.
+    const BENCH_SAMPLES: usize = 10_000;
+    const BENCH_WARM_UP: usize = 1_000;
+    /// Pages mapped per batch of the first-touch benchmark.
+    const TOUCH_BATCH: u64 = 500;
+    /// Pages of the populate benchmark's mapping.
+    const POPULATE_PAGES: u64 = 64;
+
+    /// The time-stamp counter, after every earlier instruction has completed.
+    fn tsc() -> u64 {
+        // SAFETY: LFENCE and RDTSC only order and read the counter; CR4.TSD is clear, so
+        // ring 3 may read it.
+        unsafe {
+            core::arch::x86_64::_mm_lfence();
+            core::arch::x86_64::_rdtsc()
+        }
+    }
+
+    /// Prints one benchmark's line for the kernel's log and `cargo xtask bench --guest`:
+    /// the median, 10th and 90th percentiles of `samples` in TSC cycles.
+    fn bench_report(name: &str, samples: &mut alloc::vec::Vec<u64>) {
+        samples.sort_unstable();
+        let at = |q: usize| samples.get(samples.len() * q / 100).copied().unwrap_or(0);
+        let _ = writeln!(
+            Console::line(),
+            "bench: {name} median {} p10 {} p90 {} n {}",
+            at(50),
+            at(10),
+            at(90),
+            samples.len()
+        );
+        samples.clear();
+    }
+
+    /// Times `f` `BENCH_SAMPLES` times after `BENCH_WARM_UP` untimed runs.
+    fn bench_each(samples: &mut alloc::vec::Vec<u64>, mut f: impl FnMut()) {
+        for _ in 0..BENCH_WARM_UP {
+            f();
+        }
+        for _ in 0..BENCH_SAMPLES {
+            let t0 = tsc();
+            f();
+            samples.push(tsc() - t0);
+        }
+    }
+
+    /// Bench mode: the guest benchmarks, run with interrupts off (the kernel starts no
+    /// timer in this mode) and the server's after-every-request check off, as users run
+    /// it; each line is a median of `BENCH_SAMPLES` round trips in TSC cycles.
+    fn bench() -> ! {
+        let mut samples = alloc::vec::Vec::with_capacity(BENCH_SAMPLES);
+        // A system call that does nothing.
+        bench_each(&mut samples, || {
+            sys::syscall(Sysnum::Null, 0, 0, 0, 0);
+        });
+        bench_report("null_syscall", &mut samples);
+        // A null IPC round trip to the memory server: `Hello`, encoded once.
+        let mut request = [0u8; ipc_proto::MAX_REQUEST_LEN];
+        let hello = ipc_proto::Request::Hello {
+            major: ipc_proto::PROTOCOL_MAJOR,
+            minor: ipc_proto::PROTOCOL_MINOR,
+        };
+        let n = ipc_proto::encode_request(&hello, &mut request).unwrap_or(0) as u64;
+        let mut response = alloc::vec![0u8; ipc_proto::MAX_RESPONSE_LEN];
+        let (req, resp) = (request.as_ptr() as u64, response.as_mut_ptr() as u64);
+        bench_each(&mut samples, || {
+            sys::syscall(Sysnum::Call, 0, req, n, resp);
+        });
+        bench_report("null_ipc_hello", &mut samples);
+        // mmap+munmap of one anonymous page.
+        let mut c = Client::new(Syscalls { client: 0 });
+        let (rw, pa) = (
+            Prot::READ | Prot::WRITE,
+            MapFlags::PRIVATE | MapFlags::ANONYMOUS,
+        );
+        bench_each(&mut samples, || {
+            if let Ok(a) = c.mmap(0, 4096, rw, pa, None, 0) {
+                let _ = c.munmap(a, 4096);
+            }
+        });
+        bench_report("mmap_munmap", &mut samples);
+        // First touch: a write to a page never touched, fault to resume, in batches.
+        let batches = (BENCH_SAMPLES + BENCH_WARM_UP).div_ceil(TOUCH_BATCH as usize);
+        for batch in 0..batches {
+            let Ok(a) = c.mmap(0, TOUCH_BATCH * 4096, rw, pa, None, 0) else {
+                break;
+            };
+            for page in 0..TOUCH_BATCH {
+                let p = (a + page * 4096) as *mut u8;
+                let t0 = tsc();
+                // SAFETY: a page of the mapping just made read-write for this task.
+                unsafe { p.write_volatile(1) };
+                let t = tsc() - t0;
+                if batch * TOUCH_BATCH as usize + page as usize >= BENCH_WARM_UP {
+                    samples.push(t);
+                }
+            }
+            let _ = c.munmap(a, TOUCH_BATCH * 4096);
+        }
+        samples.truncate(BENCH_SAMPLES);
+        bench_report("first_touch_fault", &mut samples);
+        // A 64-page MAP_POPULATE (the munmap after it untimed).
+        let len = POPULATE_PAGES * 4096;
+        for i in 0..BENCH_WARM_UP + BENCH_SAMPLES {
+            let t0 = tsc();
+            let mapped = c.mmap(0, len, rw, pa | MapFlags::POPULATE, None, 0);
+            let t = tsc() - t0;
+            if let Ok(a) = mapped {
+                let _ = c.munmap(a, len);
+            }
+            if i >= BENCH_WARM_UP {
+                samples.push(t);
+            }
+        }
+        bench_report("populate_64_pages", &mut samples);
+        sys::exit(0)
+    }
+
+    /// Spin mode: never yields, never calls the kernel; only the timer's preemption lets
+    /// the other apps run, and the kernel ends it once they all have.
+    fn spin() -> ! {
+        let mut n: u64 = 0;
+        loop {
+            n = core::hint::black_box(n.wrapping_add(1));
+        }
     }
 
     /// Demo mode: draws a gradient into the framebuffer (the `fb0` device window, mapped
@@ -131,7 +268,7 @@ mod app {
             c.mmap(0, len, rw, flags, Some(fd), 0).map(|a| (fd, a))
         });
         let Ok((fd, fb)) = mapped else {
-            let _ = writeln!(Console, "demo: no framebuffer: {mapped:?}");
+            let _ = writeln!(Console::line(), "demo: no framebuffer: {mapped:?}");
             sys::exit(1)
         };
         let pixel = |x: u64, y: u64| (x as u32) << 16 | (y as u32) << 8 | ((x ^ y) as u32);
@@ -155,7 +292,7 @@ mod app {
         });
         let unmapped = c.munmap(fb, len).and_then(|()| c.close(fd));
         let _ = writeln!(
-            Console,
+            Console::line(),
             "demo: drew a {WIDTH}x{HEIGHT} gradient into fb0 (MAP_WC) in {BANDS} turns: {}",
             if drawn {
                 "every pixel checks"
@@ -186,7 +323,11 @@ mod app {
             Ok((fd, shared, private, anon))
         });
         let Ok((fd, shared, private, anon)) = maps else {
-            let _ = writeln!(Console, "file demo: cannot map {}: {maps:?}", DEMO.path);
+            let _ = writeln!(
+                Console::line(),
+                "file demo: cannot map {}: {maps:?}",
+                DEMO.path
+            );
             sys::exit(1)
         };
         let peek = |a: u64| {
@@ -218,7 +359,7 @@ mod app {
                 let untouched = peek(private + P + 1) == byte(DEMO.seed, P as usize + 1);
                 let ok = saw_parent && copied == 2 && untouched;
                 let _ = writeln!(
-                    Console,
+                    Console::line(),
                     "file demo: forked child saw the parent's data: {saw_parent}; its 2 private writes copied {copied} frames"
                 );
                 poke(shared + P, if ok { 1 } else { 2 });
@@ -260,27 +401,36 @@ mod app {
                     && closed.is_ok()
                     && written_back;
                 let _ = writeln!(
-                    Console,
+                    Console::line(),
                     "file demo: {} mapped shared and private (contents from the file server task: {from_file}); forked task {child}: its private writes stayed its own: {isolated}, its shared write reached the parent: {sees_shared} and the file: {written_back}",
                     DEMO.path
                 );
                 sys::exit(u64::from(!ok))
             }
             Err(e) => {
-                let _ = writeln!(Console, "file demo: fork failed: {e:?}");
+                let _ = writeln!(Console::line(), "file demo: fork failed: {e:?}");
                 sys::exit(1)
             }
         }
     }
 
+    /// The server's counters, through the kernel (`None`: the kernel gave none).
+    fn server_stats() -> Option<ServerStats> {
+        let mut buf = [0u8; 128];
+        let n = sys::syscall(
+            Sysnum::Stats,
+            buf.as_mut_ptr() as u64,
+            buf.len() as u64,
+            0,
+            0,
+        );
+        let n = sys::check(n).ok()? as usize;
+        postcard::from_bytes(buf.get(..n)?).ok()
+    }
+
     /// The server's free frames (and page-table frames), through the kernel.
     fn free_frames() -> u64 {
-        let mut buf = [0u8; 128];
-        let n = sys::syscall(nr::STATS, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0);
-        sys::check(n)
-            .ok()
-            .and_then(|n| postcard::from_bytes::<ServerStats>(&buf[..n as usize]).ok())
-            .map_or(0, |s| s.free_frames + s.table_frames)
+        server_stats().map_or(0, |s| s.free_frames + s.table_frames)
     }
 
     /// Peer mode: serves calls from the app that started it, each one
@@ -352,14 +502,14 @@ mod app {
                     // SAFETY: the app's own shared read-write mapping of LEN bytes.
                     unsafe { ((a + i) as *mut u8).write_volatile(0x5a) };
                 }
-                let peer = sys::check(sys::syscall(nr::START_PEER, 0, 0, 0, 0));
+                let peer = sys::check(sys::syscall(Sysnum::StartPeer, 0, 0, 0, 0));
                 let mut call = alloc::vec![0x5a, 0xa5];
                 call.extend_from_slice(&LEN.to_le_bytes());
                 call.extend_from_slice(name.as_bytes());
                 let mut reply = [0u8; 4096];
                 if let Ok(ep) = peer {
                     let r = sys::syscall(
-                        nr::IPC_CALL,
+                        Sysnum::IpcCall,
                         ep,
                         call.as_ptr() as u64,
                         call.len() as u64,
@@ -369,10 +519,10 @@ mod app {
                         Ok(0) => peer_saw = true,
                         Ok(n) => {
                             let why = String::from_utf8_lossy(&reply[..n as usize]);
-                            let _ = writeln!(Console, "app: the peer says: {why}");
+                            let _ = writeln!(Console::line(), "app: the peer says: {why}");
                         }
                         Err(e) => {
-                            let _ = writeln!(Console, "app: the call to the peer: {e}");
+                            let _ = writeln!(Console::line(), "app: the call to the peer: {e}");
                         }
                     }
                 }
@@ -409,20 +559,20 @@ mod app {
         [
             (
                 "app: a request as a client the app did not start is EBADF",
-                errno(sys::syscall(nr::CALL, 4242, req, n as u64, resp)) == Some(Errno::EBADF),
+                errno(sys::syscall(Sysnum::Call, 4242, req, n as u64, resp)) == Some(Errno::EBADF),
             ),
             (
                 "app: a request read from kernel memory is EFAULT",
-                errno(sys::syscall(nr::CALL, 0, kernel, n as u64, resp)) == Some(Errno::EFAULT),
+                errno(sys::syscall(Sysnum::Call, 0, kernel, n as u64, resp)) == Some(Errno::EFAULT),
             ),
             (
                 "app: a response written to kernel memory is EFAULT",
-                errno(sys::syscall(nr::CALL, 0, req, n as u64, kernel)) == Some(Errno::EFAULT),
+                errno(sys::syscall(Sysnum::Call, 0, req, n as u64, kernel)) == Some(Errno::EFAULT),
             ),
             (
                 "app: a response written to read-only memory is EFAULT",
                 errno(sys::syscall(
-                    nr::CALL,
+                    Sysnum::Call,
                     0,
                     req,
                     n as u64,
@@ -431,32 +581,32 @@ mod app {
             ),
             (
                 "app: an oversized request is EMSGSIZE",
-                errno(sys::syscall(nr::CALL, 0, req, 1 << 20, resp)) == Some(Errno::EMSGSIZE),
+                errno(sys::syscall(Sysnum::Call, 0, req, 1 << 20, resp)) == Some(Errno::EMSGSIZE),
             ),
             (
                 "app: a garbage client spec is EINVAL",
-                errno(sys::syscall(nr::SPAWN, req, 0, 0, 0)) == Some(Errno::EINVAL),
+                errno(sys::syscall(Sysnum::Spawn, req, 0, 0, 0)) == Some(Errno::EINVAL),
             ),
             (
                 "app: ending a client it did not start is EBADF",
-                errno(sys::syscall(nr::END, 7, 0, 0, 0)) == Some(Errno::EBADF),
+                errno(sys::syscall(Sysnum::End, 7, 0, 0, 0)) == Some(Errno::EBADF),
             ),
             (
                 "app: the kernel stub's calls are the memory server's alone (EPERM)",
-                errno(sys::syscall(nr::MAP, 0, 0x1000_0000, 0x800, 3)) == Some(Errno::EPERM)
-                    && errno(sys::syscall(nr::CREATE_SPACE, 0, 0, 0, 0)) == Some(Errno::EPERM),
+                errno(sys::syscall(Sysnum::Map, 0, 0x1000_0000, 0x800, 3)) == Some(Errno::EPERM)
+                    && errno(sys::syscall(Sysnum::CreateSpace, 0, 0, 0, 0)) == Some(Errno::EPERM),
             ),
             (
                 "app: an IPC call straight to the memory server's endpoint is EBADF",
-                errno(sys::syscall(nr::IPC_CALL, 0, req, n as u64, resp)) == Some(Errno::EBADF),
+                errno(sys::syscall(Sysnum::IpcCall, 0, req, n as u64, resp)) == Some(Errno::EBADF),
             ),
             (
                 "app: an IPC call to an endpoint it did not start is EBADF",
-                errno(sys::syscall(nr::IPC_CALL, 99, req, n as u64, resp)) == Some(Errno::EBADF),
+                errno(sys::syscall(Sysnum::IpcCall, 99, req, n as u64, resp)) == Some(Errno::EBADF),
             ),
             (
                 "app: receive from a task that serves no calls is EPERM",
-                errno(sys::syscall(nr::RECEIVE, resp, 0, resp, 64)) == Some(Errno::EPERM),
+                errno(sys::syscall(Sysnum::Receive, resp, 0, resp, 64)) == Some(Errno::EPERM),
             ),
         ]
     }
@@ -473,7 +623,7 @@ mod app {
                 return Err(Errno::EINVAL);
             }
             let n = sys::check(sys::syscall(
-                nr::CALL,
+                Sysnum::Call,
                 self.client,
                 request.as_ptr() as u64,
                 request.len() as u64,
@@ -489,10 +639,11 @@ mod app {
     }
 
     impl RingProcess {
-        fn access(&mut self, op: u64, addr: u64, value: u8) -> Result<u8, Signal> {
-            let r = sys::syscall(nr::ACCESS, self.io.client, op, addr, u64::from(value));
+        fn access(&mut self, op: AccessOp, addr: u64) -> Result<u8, Signal> {
+            let (op, value) = op.encode();
+            let r = sys::syscall(Sysnum::Access, self.io.client, op, addr, value);
             match r {
-                r if r & 0x1_0000 != 0 => Ok(r as u8),
+                r if r & ACCESS_OK != 0 => Ok(r as u8),
                 r if r == u64::from(Signal::Bus.number()) => Err(Signal::Bus),
                 _ => Err(Signal::Segv),
             }
@@ -501,13 +652,13 @@ mod app {
 
     impl MemoryAccess for RingProcess {
         fn read(&mut self, addr: u64) -> Result<u8, Signal> {
-            self.access(0, addr, 0)
+            self.access(AccessOp::Read, addr)
         }
         fn write(&mut self, addr: u64, value: u8) -> Result<(), Signal> {
-            self.access(1, addr, value).map(|_| ())
+            self.access(AccessOp::Write(value), addr).map(|_| ())
         }
         fn exec(&mut self, addr: u64) -> Result<(), Signal> {
-            self.access(2, addr, 0).map(|_| ())
+            self.access(AccessOp::Exec, addr).map(|_| ())
         }
     }
 
@@ -520,7 +671,7 @@ mod app {
             let mut buf = [0u8; 128];
             let spec = postcard::to_slice(&spec, &mut buf).map_err(|_| Errno::EINVAL)?;
             let h = sys::check(sys::syscall(
-                nr::FORK,
+                Sysnum::Fork,
                 self.io.client,
                 spec.as_ptr() as u64,
                 spec.len() as u64,
@@ -534,7 +685,7 @@ mod app {
 
     impl Drop for RingProcess {
         fn drop(&mut self) {
-            sys::syscall(nr::END, self.io.client, 0, 0, 0);
+            sys::syscall(Sysnum::End, self.io.client, 0, 0, 0);
         }
     }
 
@@ -547,7 +698,7 @@ mod app {
         fn new() -> Result<RingHarness, String> {
             let mut buf = [0u8; 512];
             let n = sys::check(sys::syscall(
-                nr::FACTS,
+                Sysnum::Facts,
                 buf.as_mut_ptr() as u64,
                 buf.len() as u64,
                 0,
@@ -572,7 +723,7 @@ mod app {
             let mut buf = [0u8; 128];
             let spec = postcard::to_slice(&spec, &mut buf).map_err(|_| Errno::EINVAL)?;
             let h = sys::check(sys::syscall(
-                nr::SPAWN,
+                Sysnum::Spawn,
                 spec.as_ptr() as u64,
                 spec.len() as u64,
                 0,
@@ -584,17 +735,18 @@ mod app {
         }
 
         fn stats(&mut self) -> ServerStats {
-            let mut buf = [0u8; 128];
-            let n = sys::syscall(nr::STATS, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0);
-            sys::check(n)
-                .ok()
-                .and_then(|n| postcard::from_bytes(&buf[..n as usize]).ok())
-                .unwrap_or_else(|| panic!("the kernel gave no server stats ({n:#x})"))
+            server_stats().unwrap_or_else(|| panic!("the kernel gave no server stats"))
         }
 
         fn check(&mut self) -> Result<(), String> {
             let mut buf = [0u8; 512];
-            let n = sys::syscall(nr::CHECK, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0);
+            let n = sys::syscall(
+                Sysnum::Check,
+                buf.as_mut_ptr() as u64,
+                buf.len() as u64,
+                0,
+                0,
+            );
             match sys::check(n) {
                 Ok(0) => Ok(()),
                 Ok(n) => Err(String::from_utf8_lossy(&buf[..n as usize]).into_owned()),

@@ -13,31 +13,25 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
-extern crate alloc;
-
-#[cfg(target_os = "none")]
 mod task {
-    use alloc::vec;
     use ipc_proto::{MAX_PAGER_REQUEST_LEN, MAX_PAGER_RESPONSE_LEN};
-    use ms_tasks::sys;
 
     /// The entry: `heap` and `heap_len` name the heap the kernel mapped for the task.
+    /// Every message is a pager request (the kernel's, on the memory server's behalf).
     #[unsafe(no_mangle)]
     extern "C" fn task_main(heap: u64, heap_len: u64) -> ! {
-        // SAFETY: the kernel mapped exactly this range read-write, populated, for this
-        // task alone, and starts the task once.
-        unsafe { ms_tasks::rt::init_heap(heap, heap_len) };
-        let mut files = fileserver::fixture::conformance_fs();
-        // Each message is the sender (8 bytes, the kernel's 0) and a pager request.
-        let mut buf = vec![0u8; 8 + MAX_PAGER_REQUEST_LEN];
-        let mut out = vec![0u8; MAX_PAGER_RESPONSE_LEN];
-        let mut reply = 0;
-        loop {
-            let n = sys::receive(&out[..reply], &mut buf).min(buf.len());
-            reply = match buf.get(8..n) {
-                Some(message) => files.handle_message(message, &mut out),
-                None => 0,
-            };
+        let files = fileserver::fixture::conformance_fs;
+        // SAFETY: the kernel mapped exactly this heap read-write, populated, for this
+        // task alone, and enters it once.
+        unsafe {
+            ms_tasks::rt::serve(
+                heap,
+                heap_len,
+                MAX_PAGER_REQUEST_LEN,
+                MAX_PAGER_RESPONSE_LEN,
+                files,
+                |files, _sender, message, out| files.handle_message(message, out),
+            )
         }
     }
 }

@@ -18,61 +18,77 @@ extern crate alloc;
 
 #[cfg(target_os = "none")]
 mod task {
-    use alloc::vec;
     use ipc_proto::ClientId;
     use memserver::{Config, Frame, KernelStub, PageAttrs, Sender, Server, StubError};
-    use ms_tasks::sys::{self, nr};
+    use microkernel_abi::{Control, Header, NONE, StubStatus};
+    use ms_tasks::sys::{self, Sysnum};
 
     /// The entry: `heap` and `heap_len` name the heap the kernel mapped for the task.
     #[unsafe(no_mangle)]
     extern "C" fn task_main(heap: u64, heap_len: u64) -> ! {
-        // SAFETY: the kernel mapped exactly this range read-write, populated, for this
-        // task alone, and starts the task once.
-        unsafe { ms_tasks::rt::init_heap(heap, heap_len) };
-        let mut buf = vec![0u8; 8 + 4096];
-        let mut out = vec![0u8; ipc_proto::MAX_RESPONSE_LEN];
-        let mut server: Option<Server<RemoteStub>> = None;
-        let mut reply = 0;
-        loop {
-            let n = sys::receive(&out[..reply], &mut buf).min(buf.len());
-            reply = 0;
-            if n < 8 {
-                continue;
+        // SAFETY: the kernel mapped exactly this heap read-write, populated, for this
+        // task alone, and enters it once.
+        unsafe {
+            ms_tasks::rt::serve(
+                heap,
+                heap_len,
+                // A request, or the configuration (at most a page, see the kernel's loader).
+                ipc_proto::MAX_REQUEST_LEN.max(4096),
+                ipc_proto::MAX_RESPONSE_LEN,
+                || None,
+                handle,
+            )
+        }
+    }
+
+    /// One message: the configuration (the first control message) makes the server;
+    /// then the control messages, and the requests of the kernel and of clients.
+    fn handle(
+        server: &mut Option<Server<RemoteStub>>,
+        sender: Header,
+        message: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        match (sender, server.as_mut()) {
+            (Header::Control, None) => {
+                if let Ok(cfg) = postcard::from_bytes::<Config>(message) {
+                    let mut s = Server::new(cfg, RemoteStub);
+                    // Its pager is the file server task, through the kernel; a fresh
+                    // server cannot refuse it.
+                    let _ = s.set_pager(alloc::boxed::Box::new(pager_call));
+                    *server = Some(s);
+                }
+                0
             }
-            let sender = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
-            let message = &buf[8..n];
-            match (sender, server.as_mut()) {
-                // The configuration, then switches of the after-every-request check.
-                (nr::CONTROL, None) => {
-                    if let Ok(cfg) = postcard::from_bytes::<Config>(message) {
-                        let mut s = Server::new(cfg, RemoteStub);
-                        // Its pager is the file server task, through the kernel; a
-                        // fresh server cannot refuse it.
-                        let _ = s.set_pager(alloc::boxed::Box::new(pager_call));
-                        server = Some(s);
+            (Header::Control, Some(s)) => match message.first().map(|&b| Control::try_from(b)) {
+                // Check everything now, answering with the first violation's description
+                // (or nothing).
+                Some(Ok(Control::CheckNow)) => match s.check_invariants() {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        let e = e.as_bytes();
+                        let n = e.len().clamp(1, out.len());
+                        out[..n].copy_from_slice(&e[..n.min(e.len())]);
+                        n
                     }
-                }
-                // 0 / 1: the check after every request off / on; 2: check everything
-                // now, answering with the first violation's description (or nothing).
-                (nr::CONTROL, Some(s)) => match message.first() {
-                    Some(&2) => {
-                        if let Err(e) = s.check_invariants() {
-                            let e = e.as_bytes();
-                            reply = e.len().clamp(1, out.len());
-                            out[..reply].copy_from_slice(&e[..reply.min(e.len())]);
-                        }
-                    }
-                    Some(&on) => s.set_self_check(on == 1),
-                    None => {}
                 },
-                (_, None) => {}
-                (sender, Some(s)) => {
-                    let sender = match sender {
-                        0 => Sender::Kernel,
-                        c => Sender::Client(ClientId(c as u32)),
-                    };
-                    reply = s.handle_message(sender, message, &mut out);
+                Some(Ok(Control::SelfCheckOn)) => {
+                    s.set_self_check(true);
+                    0
                 }
+                Some(Ok(Control::SelfCheckOff)) => {
+                    s.set_self_check(false);
+                    0
+                }
+                Some(Err(_)) | None => 0,
+            },
+            (_, None) => 0,
+            (sender, Some(s)) => {
+                let sender = match sender {
+                    Header::Client(c) => Sender::Client(ClientId(c)),
+                    _ => Sender::Kernel,
+                };
+                s.handle_message(sender, message, out)
             }
         }
     }
@@ -80,7 +96,7 @@ mod task {
     /// One pager round trip to the file server task (the kernel carries it).
     fn pager_call(request: &[u8], reply: &mut [u8]) -> Result<usize, ipc_proto::Errno> {
         let r = call(
-            nr::PAGER_CALL,
+            Sysnum::PagerCall,
             request.as_ptr() as u64,
             request.len() as u64,
             reply.as_mut_ptr() as u64,
@@ -97,15 +113,15 @@ mod task {
     }
 
     fn stub_result(code: u64) -> Result<(), StubError> {
-        match code {
-            0 => Ok(()),
-            1 => Err(StubError::OutOfTableFrames),
-            2 => Err(StubError::OutOfSpaces),
-            _ => Err(StubError::Refused),
+        match StubStatus::from(code) {
+            StubStatus::Ok => Ok(()),
+            StubStatus::OutOfTableFrames => Err(StubError::OutOfTableFrames),
+            StubStatus::OutOfSpaces => Err(StubError::OutOfSpaces),
+            StubStatus::Refused => Err(StubError::Refused),
         }
     }
 
-    fn call(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+    fn call(n: Sysnum, a0: u64, a1: u64, a2: u64, a3: u64) -> u64 {
         sys::syscall(n, a0, a1, a2, a3)
     }
 
@@ -113,15 +129,15 @@ mod task {
         type Space = u32;
 
         fn create_space(&mut self) -> Result<u32, StubError> {
-            match call(nr::CREATE_SPACE, 0, 0, 0, 0) {
-                nr::NONE => Err(StubError::OutOfSpaces),
-                h if h == nr::NONE - 1 => Err(StubError::OutOfTableFrames),
+            match call(Sysnum::CreateSpace, 0, 0, 0, 0) {
+                NONE => Err(StubError::OutOfSpaces),
+                h if h == NONE - 1 => Err(StubError::OutOfTableFrames),
                 h => Ok(h as u32),
             }
         }
 
         fn destroy_space(&mut self, space: u32) {
-            call(nr::DESTROY_SPACE, u64::from(space), 0, 0, 0);
+            call(Sysnum::DestroySpace, u64::from(space), 0, 0, 0);
         }
 
         fn map(
@@ -132,7 +148,7 @@ mod task {
             attrs: PageAttrs,
         ) -> Result<(), StubError> {
             stub_result(call(
-                nr::MAP,
+                Sysnum::Map,
                 u64::from(space),
                 vaddr,
                 frame.0,
@@ -141,16 +157,22 @@ mod task {
         }
 
         fn unmap(&mut self, space: u32, vaddr: u64, pages: u64) {
-            call(nr::UNMAP, u64::from(space), vaddr, pages, 0);
+            call(Sysnum::Unmap, u64::from(space), vaddr, pages, 0);
         }
 
         fn protect(&mut self, space: u32, vaddr: u64, pages: u64, attrs: PageAttrs) {
-            call(nr::PROTECT, u64::from(space), vaddr, pages, attrs.bits());
+            call(
+                Sysnum::Protect,
+                u64::from(space),
+                vaddr,
+                pages,
+                attrs.bits(),
+            );
         }
 
         fn query(&self, space: u32, vaddr: u64) -> Option<(Frame, PageAttrs)> {
-            match call(nr::QUERY, u64::from(space), vaddr, 0, 0) {
-                nr::NONE => None,
+            match call(Sysnum::Query, u64::from(space), vaddr, 0, 0) {
+                NONE => None,
                 v => Some(unpack(v)),
             }
         }
@@ -161,7 +183,7 @@ mod task {
             let mut from = 0;
             loop {
                 let n = call(
-                    nr::MAPPINGS,
+                    Sysnum::Mappings,
                     u64::from(space),
                     from,
                     entries.as_mut_ptr() as u64,
@@ -180,22 +202,28 @@ mod task {
         }
 
         fn zero_frame(&mut self, frame: Frame) {
-            call(nr::ZERO_FRAME, frame.0, 0, 0, 0);
+            call(Sysnum::ZeroFrame, frame.0, 0, 0, 0);
         }
 
         fn copy_frame(&mut self, src: Frame, dst: Frame) {
-            call(nr::COPY_FRAME, src.0, dst.0, 0, 0);
+            call(Sysnum::CopyFrame, src.0, dst.0, 0, 0);
         }
 
         fn fill_frame(&mut self, frame: Frame, data: &[u8]) {
             let n = data.len().min(ipc_proto::PAGE_SIZE as usize);
-            call(nr::FILL_FRAME, frame.0, data.as_ptr() as u64, n as u64, 0);
+            call(
+                Sysnum::FillFrame,
+                frame.0,
+                data.as_ptr() as u64,
+                n as u64,
+                0,
+            );
         }
 
         fn read_frame(&self, frame: Frame, out: &mut [u8]) {
             let n = out.len().min(ipc_proto::PAGE_SIZE as usize);
             if call(
-                nr::READ_FRAME,
+                Sysnum::ReadFrame,
                 frame.0,
                 out.as_mut_ptr() as u64,
                 n as u64,
@@ -207,12 +235,12 @@ mod task {
         }
 
         fn donate_table_frame(&mut self, frame: Frame) -> Result<(), StubError> {
-            stub_result(call(nr::DONATE, frame.0, 0, 0, 0))
+            stub_result(call(Sysnum::Donate, frame.0, 0, 0, 0))
         }
 
         fn reclaim_table_frame(&mut self) -> Option<Frame> {
-            match call(nr::RECLAIM, 0, 0, 0, 0) {
-                nr::NONE => None,
+            match call(Sysnum::Reclaim, 0, 0, 0, 0) {
+                NONE => None,
                 f => Some(Frame(f)),
             }
         }
