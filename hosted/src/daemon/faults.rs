@@ -37,8 +37,10 @@ pub fn resolve(server: &mut Server<HostedStub>, uffd: &Uffd, fault: Fault) -> bo
     // read-only page there); more means it keeps saying "resolved" without a page.
     for _ in 0..4 {
         let Some(space) = server.space_of(fault.client) else {
+            // The client exited and still touches its window: its connection goes (its
+            // runtime then ends such accesses with SIGBUS) instead of a fault loop.
             uffd.wake(page, P);
-            return true;
+            return false;
         };
         match server.stub().query(space, page) {
             Some((frame, attrs)) if attrs.writable || !write => {
