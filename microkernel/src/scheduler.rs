@@ -313,9 +313,13 @@ pub fn run_apps(
                 ending.push(run.id);
             }
         }
-        // An app that ended is ended with the server once no other app's piece of work
-        // holds it (ending its clients would land in the middle of that piece).
-        if HOLDER.load(Ordering::Relaxed) == 0 {
+        // An app that ended is ended with the server once no other app is in the
+        // middle of a piece of work with it (holding it, or preempted after using it
+        // since its last yield): ending its clients frees frames, which would land in
+        // the middle of that piece (a conformance case's leak check saw the file demo's
+        // child's two frames come back under KVM).
+        let mid_piece = ready.iter().any(|r| r.used_server && !r.background);
+        if HOLDER.load(Ordering::Relaxed) == 0 && !mid_piece {
             for app in ending.drain(..) {
                 end_app(app);
             }
