@@ -119,11 +119,6 @@ impl HostedStub {
         Ok(())
     }
 
-    /// How many frames have bytes waiting to be placed.
-    pub fn pending_frames(&self) -> usize {
-        self.pending.len()
-    }
-
     fn set_bytes(&mut self, frame: Frame, page: &[u8; P as usize]) {
         match self.homes.get(&frame) {
             Some(&Home::Object(obj, idx)) => {

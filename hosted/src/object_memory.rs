@@ -143,11 +143,6 @@ impl ObjectMemory {
             let _ = rustix::fs::ftruncate(&fd, 0);
         }
     }
-
-    /// How many objects have a memfd.
-    pub fn objects(&self) -> usize {
-        self.objects.len()
-    }
 }
 
 fn write_all_at(fd: BorrowedFd<'_>, mut buf: &[u8], mut at: u64) -> io::Result<()> {

@@ -112,7 +112,6 @@ const IOC_API: u64 = iowr(0x3F, size_of::<ApiArg>());
 const IOC_REGISTER: u64 = iowr(0x00, size_of::<RegisterArg>());
 const IOC_WAKE: u64 = ior(0x02, size_of::<Range>());
 const IOC_COPY: u64 = iowr(0x03, size_of::<CopyArg>());
-const IOC_ZEROPAGE: u64 = iowr(0x04, size_of::<RangeModeArg>());
 const IOC_WRITEPROTECT: u64 = iowr(0x06, size_of::<WriteProtectArg>());
 const IOC_CONTINUE: u64 = iowr(0x07, size_of::<RangeModeArg>());
 const IOC_POISON: u64 = iowr(0x08, size_of::<RangeModeArg>());
@@ -242,18 +241,6 @@ impl Uffd {
         ioctl(self.fd(), IOC_COPY, &mut a)
     }
 
-    /// Places the zero page at `dst` (read-only; a write gets its own page).
-    pub fn zeropage(&self, dst: u64) -> Result<(), Refusal> {
-        let mut a = RangeModeArg {
-            range: Range {
-                start: dst,
-                len: 4096,
-            },
-            ..Default::default()
-        };
-        ioctl(self.fd(), IOC_ZEROPAGE, &mut a)
-    }
-
     /// Maps the page the shared memory file already holds at `dst`, write-protected if
     /// `wp`.
     pub fn continue_at(&self, dst: u64, wp: bool) -> Result<(), Refusal> {
@@ -334,7 +321,6 @@ mod tests {
         assert_eq!(IOC_REGISTER, 0xc020_aa00);
         assert_eq!(IOC_WAKE, 0x8010_aa02);
         assert_eq!(IOC_COPY, 0xc028_aa03);
-        assert_eq!(IOC_ZEROPAGE, 0xc020_aa04);
         assert_eq!(IOC_WRITEPROTECT, 0xc018_aa06);
         assert_eq!(IOC_CONTINUE, 0xc020_aa07);
         assert_eq!(IOC_POISON, 0xc020_aa08);

@@ -43,8 +43,6 @@ pub const SETUP_LEN: usize = 28;
 pub const OP_LEN: usize = 42;
 /// The largest packet either side sends.
 pub const MAX_PACKET: usize = 64 * 1024;
-/// Most operations in one answer.
-pub const MAX_OPS: usize = (MAX_PACKET - 1024) / OP_LEN;
 /// Most descriptors attached to one answer (the kernel's `SCM_MAX_FD` is 253).
 pub const MAX_FDS: usize = 64;
 

@@ -1,6 +1,8 @@
 //! `cargo xtask conformance [--hosted] [--filter S] [--verbose]`: run the conformance
 //! suite in-process (default) or against `memserverd` with every client a process of
-//! its own (`--hosted`), and print `N passed, N failed`.
+//! its own (`--hosted`), and print `N passed, N failed, N skipped`. `MS_DAEMON_LOG`
+//! sets the hosted daemon's `RUST_LOG` (default `warn`), e.g.
+//! `MS_DAEMON_LOG=memserver_hosted=debug` to see every connection and fault placed.
 
 use conformance::Verdict;
 use conformance::harness::Harness;
