@@ -101,6 +101,33 @@ fn with<T>(f: impl FnOnce(&mut Client<HostedClient>) -> Result<T, Errno>) -> Opt
     }
 }
 
+/// The server's window for this process, `[lo, hi)`, connecting first if needed;
+/// `Err(errno)` when the server cannot be reached. For an interposer that must tell the
+/// server's memory from the host's.
+pub fn window() -> Result<(u64, u64), c_int> {
+    with(|c| Ok(c.transport().setup()))
+        .map(|s| (s.window_lo, s.window_hi))
+        // SAFETY: the calling thread's errno slot, which `with` just set.
+        .ok_or_else(|| unsafe { *libc::__errno_location() })
+}
+
+/// Whether `[addr, addr + len)` lies in the server's window (connecting first if
+/// needed; `false` when the server cannot be reached).
+pub fn owns(addr: u64, len: u64) -> bool {
+    window().is_ok_and(|(lo, hi)| addr >= lo && addr.checked_add(len).is_some_and(|e| e <= hi))
+}
+
+/// Tells the server that this process's resource limits (`pid == None`) or process
+/// `pid`'s changed, so it reads them again; nothing when this process has no connection
+/// yet (they are read when it connects). `Err(errno)` when the server refused.
+pub fn limits_changed(pid: Option<i32>) -> Result<(), c_int> {
+    let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    match guard.as_mut() {
+        Some(c) => c.transport().limits_changed(pid).map_err(|e| e as c_int),
+        None => Ok(()),
+    }
+}
+
 fn server_fd(fd: c_int) -> Option<Fd> {
     (fd >= FD_OFFSET).then(|| Fd((fd - FD_OFFSET) as u32))
 }

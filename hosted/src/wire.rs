@@ -8,8 +8,8 @@
 //!
 //! Server to client, every answer: `[len: u16 LE][payload][count: u16 LE][count ×
 //! HostOp]`, with the descriptors the operations map attached in order. The payload is
-//! a postcard `Response` for [`KIND_REQUEST`], [`KIND_SPEC`], [`KIND_EXIT`] and
-//! [`KIND_AWAIT_EXIT`]; an encoded [`Setup`] (or a `Response` carrying the refusal) for
+//! a postcard `Response` for [`KIND_REQUEST`], [`KIND_SPEC`], [`KIND_EXIT`],
+//! [`KIND_AWAIT_EXIT`] and [`KIND_LIMITS`]; an encoded [`Setup`] (or a `Response` carrying the refusal) for
 //! [`KIND_HELLO`] and [`KIND_ADOPT`]; `[token: u64 LE]` (or a refusal) for
 //! [`KIND_FORK`]. The operations are the host mappings the server decided for the
 //! request (placement, backing, protection), never pages: the client applies them to
@@ -36,6 +36,11 @@ pub const KIND_ADOPT: u8 = 5;
 /// its clients held is reclaimed (`EBUSY` after ten seconds). Only the server's own user
 /// (or root) may ask: a test harness waits with it for what it is about to check.
 pub const KIND_AWAIT_EXIT: u8 = 6;
+/// Empty, or `[pid: i32 LE]`: the resource limits of this connection's process (or of
+/// process `pid`) changed (`setrlimit`, `prlimit`); the server reads them again from
+/// `/proc/<pid>/limits` for every client of that process (what a process says of its
+/// limits is never taken on trust). Safe to repeat.
+pub const KIND_LIMITS: u8 = 7;
 
 /// Bytes of an encoded [`Setup`].
 pub const SETUP_LEN: usize = 28;

@@ -7,7 +7,7 @@ use crate::kernel_stub::{Frame, KernelStub};
 use crate::region_map::RegionMap;
 use crate::server::Server;
 use alloc::collections::BTreeMap;
-use ipc_proto::{ClientId, ClientSpec, Errno};
+use ipc_proto::{ClientId, ClientSpec, Errno, Limits};
 
 /// `mlockall(MCL_FUTURE)`: whether mappings made from now on are locked, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +72,22 @@ impl<K: KernelStub> Server<K> {
         let space = self.new_space()?;
         let client = ClientState::new(spec, space, self.new_region_map(), self.new_fd_table());
         self.clients.insert(id, client);
+        Ok(())
+    }
+
+    /// New resource limits for a live client, as `setrlimit` gives a process: what it
+    /// holds stays, only later grants are checked. A limit lowered below what the
+    /// client holds is kept as what it holds (nothing more is granted either way), so
+    /// usage never exceeds a limit; a locked-memory limit of 0 stays 0 when nothing is
+    /// locked (`EPERM` for every lock, as Linux).
+    pub fn set_limits(&mut self, id: ClientId, limits: Limits) -> Result<(), Errno> {
+        let c = self.clients.get_mut(&id).ok_or(Errno::ESRCH)?;
+        c.spec.limits = Limits {
+            max_regions: limits.max_regions.max(c.regions.len() as u32),
+            max_bytes: limits.max_bytes.max(c.mapped_bytes),
+            max_fds: limits.max_fds.max(c.fds.len() as u32),
+            max_locked: limits.max_locked.max(c.locked_bytes),
+        };
         Ok(())
     }
 

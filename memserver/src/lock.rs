@@ -34,6 +34,9 @@ impl<K: KernelStub> Server<K> {
         if c.regions.len() + c.regions.splits(start, end) > c.spec.limits.max_regions as usize {
             return Err(Errno::ENOMEM);
         }
+        if lock && !permission::may_lock(&c.spec) {
+            return Err(Errno::EPERM);
+        }
         if lock {
             // Linux cannot fault in PROT_NONE pages, so its mlock answers ENOMEM for a
             // range holding any (found by the differential test); we refuse up front.
@@ -83,6 +86,9 @@ impl<K: KernelStub> Server<K> {
             return Err(Errno::EINVAL);
         }
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
+        if !permission::may_lock(&c.spec) {
+            return Err(Errno::EPERM);
+        }
         let onfault = flags.contains(MlockallFlags::ONFAULT);
         if flags.contains(MlockallFlags::CURRENT) {
             if !permission::unlimited_locking(&c.spec) && c.mapped_bytes > c.spec.limits.max_locked

@@ -115,6 +115,10 @@ impl<K: KernelStub> Server<K> {
         }
 
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
+        // Linux (do_mmap): MAP_LOCKED without the right to lock at all is EPERM.
+        if f.contains(MapFlags::LOCKED) && !permission::may_lock(&c.spec) {
+            return Err(Errno::EPERM);
+        }
         let lim = c.spec.limits;
         // A placed mapping lands in free space; only a fixed one replaces anything.
         let (overlap_count, overlap_bytes, overlap_locked, splits) = if v.fixed {

@@ -102,6 +102,13 @@ pub(crate) fn unlimited_locking(who: &ClientSpec) -> bool {
     who.uid == 0
 }
 
+/// Whether `who` may lock memory at all: Linux's `can_do_mlock` (a non-zero
+/// `RLIMIT_MEMLOCK`, or `CAP_IPC_LOCK`); `mlock`, `mlockall` and `MAP_LOCKED` are
+/// `EPERM` otherwise.
+pub(crate) fn may_lock(who: &ClientSpec) -> bool {
+    unlimited_locking(who) || who.limits.max_locked != 0
+}
+
 /// The most a mapping of an object fd may ever allow: a shared mapping of a read-only
 /// fd never becomes writable (POSIX: `EACCES` for `mmap` and for a later `mprotect`).
 pub(crate) fn object_max_prot(shared: bool, fd_writable: bool) -> Prot {

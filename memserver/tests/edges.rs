@@ -148,3 +148,54 @@ fn many_regions_then_everything_unmapped_leaves_nothing() {
     sys.borrow_mut().exit(id).unwrap();
     assert_eq!(sys.borrow().server.stats().free_frames, free0);
 }
+
+#[test]
+fn a_zero_lock_limit_is_eperm_and_a_lowered_limit_keeps_what_is_held() {
+    let sys = system(64);
+    let mut spec = ClientSpec::DEFAULT;
+    spec.limits.max_locked = 0;
+    let mut c = spawn(&sys, spec);
+    let rw = Prot::READ | Prot::WRITE;
+    let a = c.mmap(0, 4 * P, rw, PA, None, 0).unwrap();
+    // Linux's can_do_mlock: no RLIMIT_MEMLOCK at all is EPERM, not ENOMEM.
+    assert_eq!(c.mlock(a, P), Err(Errno::EPERM));
+    assert_eq!(c.mlockall(MlockallFlags::CURRENT), Err(Errno::EPERM));
+    assert_eq!(
+        c.mmap(0, P, rw, PA | MapFlags::LOCKED, None, 0),
+        Err(Errno::EPERM)
+    );
+    assert_eq!(c.munlock(a, P), Ok(()));
+    // Raised (setrlimit): locks work up to it.
+    let id = c.transport().id;
+    let limits = Limits {
+        max_locked: 2 * P,
+        ..Limits::DEFAULT
+    };
+    sys.borrow_mut().server.set_limits(id, limits).unwrap();
+    assert_eq!(c.mlock(a, 2 * P), Ok(()));
+    assert_eq!(c.mlock(a, 3 * P), Err(Errno::ENOMEM));
+    // Lowered below what is held: the locks stay, nothing more is granted.
+    let lowered = Limits {
+        max_locked: P,
+        ..Limits::DEFAULT
+    };
+    sys.borrow_mut().server.set_limits(id, lowered).unwrap();
+    assert_eq!(c.mlock(a + 2 * P, P), Err(Errno::ENOMEM));
+    assert!(c.page_info(a + P).unwrap().locked);
+    check(&sys);
+    // Root is never limited.
+    let mut root = spawn(
+        &sys,
+        ClientSpec {
+            uid: 0,
+            limits: Limits {
+                max_locked: 0,
+                ..Limits::DEFAULT
+            },
+            ..ClientSpec::DEFAULT
+        },
+    );
+    let b = root.mmap(0, P, rw, PA, None, 0).unwrap();
+    assert_eq!(root.mlock(b, P), Ok(()));
+    check(&sys);
+}

@@ -3,12 +3,13 @@
 use super::config::{DaemonConfig, WINDOW};
 use super::faults::{self, Fault};
 use super::host_ops::{self, HostOps};
+use super::limits;
 use crate::HostedStub;
 use crate::packet;
 use crate::uffd::{Event, Uffd};
 use crate::wire::{
-    self, KIND_ADOPT, KIND_AWAIT_EXIT, KIND_EXIT, KIND_FORK, KIND_HELLO, KIND_REQUEST, KIND_SPEC,
-    Setup,
+    self, KIND_ADOPT, KIND_AWAIT_EXIT, KIND_EXIT, KIND_FORK, KIND_HELLO, KIND_LIMITS, KIND_REQUEST,
+    KIND_SPEC, Setup,
 };
 use ipc_proto::{ClientId, ClientSpec, Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Reply, Request};
 use memserver::region::RegionBacking;
@@ -127,7 +128,9 @@ impl Daemon {
         let Ok(cred) = rustix::net::sockopt::socket_peercred(&sock) else {
             return None;
         };
+        // SO_PEERCRED: the effective ids of the process when it connected.
         let (uid, gid) = (cred.uid.as_raw(), cred.gid.as_raw());
+        let pid = cred.pid.as_raw_nonzero().get();
         let count = self.per_uid.get(&uid).copied().unwrap_or(0);
         if count >= self.max_per_uid {
             log::warn!("uid {uid}: {count} connections, refusing another");
@@ -138,9 +141,12 @@ impl Daemon {
             self.answer_err(&sock, Errno::EAGAIN);
             return None;
         };
+        // Its process's own RLIMIT_MEMLOCK and RLIMIT_AS, read from /proc (a process
+        // that is gone already gets the defaults and is dropped soon after).
         let spec = ClientSpec {
             uid,
             gid,
+            limits: limits::of_process(pid).unwrap_or_default(),
             ..ClientSpec::DEFAULT
         };
         if let Err(e) = self
@@ -158,7 +164,7 @@ impl Daemon {
             Conn {
                 sock,
                 client,
-                pid: cred.pid.as_raw_nonzero().get(),
+                pid,
                 uid,
                 uffd: None,
                 trusted: uid == 0 || uid == self.own_uid,
@@ -273,6 +279,17 @@ impl Daemon {
                 }
                 Err(e) => encode(&Err(e), &mut payload),
             },
+            KIND_LIMITS => {
+                let pid = match body.len() {
+                    0 => self.conns.get(&id).map(|c| c.pid),
+                    _ => body.try_into().ok().map(i32::from_le_bytes),
+                };
+                let resp = match pid {
+                    Some(pid) => self.reread_limits(pid),
+                    None => return After::Close,
+                };
+                encode(&resp, &mut payload)
+            }
             KIND_AWAIT_EXIT => {
                 let pid = body.try_into().map(i32::from_le_bytes);
                 match pid {
@@ -391,6 +408,31 @@ impl Daemon {
             self.server.stub_mut().attach(space, u);
         }
         r
+    }
+
+    /// Reads process `pid`'s limits again and gives them to each of its clients
+    /// (`ESRCH` when it has none or is gone).
+    fn reread_limits(&mut self, pid: i32) -> Result<Reply, Errno> {
+        let clients: Vec<ClientId> = self
+            .conns
+            .values()
+            .filter(|c| c.pid == pid && !c.exited)
+            .map(|c| c.client)
+            .collect();
+        if clients.is_empty() {
+            return Err(Errno::ESRCH);
+        }
+        let limits = limits::of_process(pid).ok_or(Errno::ESRCH)?;
+        for client in clients {
+            self.server.set_limits(client, limits)?;
+            log::debug!(
+                "client {}: limits of process {pid}: {} bytes locked, {} bytes mapped",
+                client.0,
+                limits.max_locked,
+                limits.max_bytes
+            );
+        }
+        Ok(Reply::Done)
     }
 
     fn fork(&mut self, id: ConnId, body: &[u8]) -> Result<u64, Errno> {

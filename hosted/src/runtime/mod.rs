@@ -157,6 +157,16 @@ impl HostedClient {
         Ok(HostedClient::start(sock, uffd, setup))
     }
 
+    /// Tells the server the resource limits of this process (`None`) or of process
+    /// `pid` changed: it reads them again from `/proc` (`ESRCH` when that process has
+    /// no client).
+    pub fn limits_changed(&mut self, pid: Option<i32>) -> Result<(), Errno> {
+        match pid {
+            Some(pid) => self.call_kind(wire::KIND_LIMITS, &pid.to_le_bytes()),
+            None => self.call_kind(wire::KIND_LIMITS, &[]),
+        }
+    }
+
     /// Waits until the server has reclaimed every client of process `pid`: what a
     /// harness does before it counts frames. Only a process of the server's own user
     /// may (`EPERM`); `EBUSY` when the process is still served after ten seconds.
