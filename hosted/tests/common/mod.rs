@@ -139,6 +139,14 @@ impl Daemon {
         c
     }
 
+    /// A command running the unmodified `program` with its memory calls served by this
+    /// server: `LD_PRELOAD` of `libmemserver_preload.so`.
+    pub fn preloaded(&self, program: &Path) -> Command {
+        let mut c = self.command(program);
+        c.env("LD_PRELOAD", preload_lib());
+        c
+    }
+
     /// Kills the server with SIGKILL, as a crash would, and reaps it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -202,6 +210,27 @@ fn memserver_lib() -> &'static Path {
         let lib = target.join("debug/libmemserver_hosted.a");
         assert!(lib.exists(), "{} not built", lib.display());
         lib
+    })
+}
+
+/// `libmemserver_preload.so`, built once per test run in the same target directory as
+/// [`memserver_lib`] (a cdylib of another package is not built for this one's tests).
+pub fn preload_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = manifest.join("../target/c-abi");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-q", "-p", "memserver-preload", "--target-dir"])
+            .arg(&target)
+            .status()
+            .expect("run cargo");
+        assert!(built.success(), "building libmemserver_preload.so failed");
+        let lib = target.join("debug/libmemserver_preload.so");
+        assert!(lib.exists(), "{} not built", lib.display());
+        // Canonical: the dynamic linker resolves LD_PRELOAD from any working directory.
+        lib.canonicalize().unwrap_or(lib)
     })
 }
 
