@@ -9,6 +9,7 @@ pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
 pub fn run(_args: &[String]) -> Result<(), String> {
     ensure_rust_target()?;
     ensure_qemu()?;
+    ensure_sqlite3()?;
     Ok(())
 }
 
@@ -24,14 +25,22 @@ pub fn ensure_rust_target() -> Result<(), String> {
 
 /// Installs `qemu-system-x86_64` from Debian's packages if it is not on PATH.
 pub fn ensure_qemu() -> Result<(), String> {
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
+    ensure_command("qemu-system-x86_64", "qemu-system-x86")
+}
+
+/// Installs Debian's `sqlite3` CLI if it is not on PATH: the real program the hosted
+/// tests run unmodified under `LD_PRELOAD` (`hosted/tests/sqlite.rs`).
+pub fn ensure_sqlite3() -> Result<(), String> {
+    ensure_command("sqlite3", "sqlite3")
+}
+
+/// Installs Debian package `package` (apt-get, through sudo unless root) when `command
+/// --version` cannot run; nothing when it can.
+fn ensure_command(command: &str, package: &str) -> Result<(), String> {
+    if Command::new(command).arg("--version").output().is_ok() {
         return Ok(());
     }
-    eprintln!("xtask: installing qemu-system-x86 (apt-get)");
+    eprintln!("xtask: installing {package} (apt-get)");
     let sudo = !is_root();
     let apt = |args: &[&str]| {
         if sudo {
@@ -43,12 +52,12 @@ pub fn ensure_qemu() -> Result<(), String> {
         }
     };
     apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "qemu-system-x86"])?;
-    Command::new("qemu-system-x86_64")
+    apt(&["install", "-y", "-qq", package])?;
+    Command::new(command)
         .arg("--version")
         .output()
         .map(|_| ())
-        .map_err(|e| format!("qemu-system-x86_64 still missing after apt-get: {e}"))
+        .map_err(|e| format!("{command} still missing after apt-get: {e}"))
 }
 
 fn is_root() -> bool {

@@ -11,6 +11,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     setup::ensure_rust_target()?;
     setup::ensure_qemu()?;
+    setup::ensure_sqlite3()?;
+    // The hosted tests build libmemserver_preload.so themselves (target/c-abi, as
+    // the C programs' static library), before they run a program under LD_PRELOAD.
     step("unit, property and scenario tests", || {
         setup::status("cargo", &["test", "--workspace", "--quiet"])
     })?;
