@@ -5,7 +5,7 @@
 
 use crate::host;
 use crate::log::debug;
-use crate::mem::{errno, guarded};
+use crate::mem::guarded;
 use crate::route;
 use libc::{c_char, c_int, mode_t, off_t};
 use memserver_hosted::c_abi;
@@ -85,14 +85,8 @@ pub unsafe extern "C" fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
     guarded(
         // SAFETY: the caller's contract passes through.
         || unsafe { host::fstat(fd, st) },
-        || {
-            // SAFETY: the caller's contract passes through.
-            let r = unsafe { c_abi::ms_fstat(fd, st) };
-            if r != 0 && errno() == libc::EBADF {
-                debug(format_args!("fstat({fd}) -> EBADF"));
-            }
-            r
-        },
+        // SAFETY: the caller's contract passes through.
+        || unsafe { c_abi::ms_fstat(fd, st) },
     )
 }
 

@@ -34,8 +34,13 @@ fn emit(args: fmt::Arguments<'_>) {
     let _ = line.write_str("memserver-preload: ");
     let _ = line.write_fmt(args);
     line.buf[line.len] = b'\n';
-    // SAFETY: writes `len + 1` initialized bytes of our own buffer to stderr.
-    unsafe { libc::write(2, line.buf.as_ptr().cast(), line.len + 1) };
+    // SAFETY: writes `len + 1` initialized bytes of our own buffer to stderr; the
+    // caller's errno (the answer being logged) is put back after, whatever write did.
+    unsafe {
+        let saved = *libc::__errno_location();
+        libc::write(2, line.buf.as_ptr().cast(), line.len + 1);
+        *libc::__errno_location() = saved;
+    }
 }
 
 /// Whether `MEMSERVER_LOG=debug` (read once).
