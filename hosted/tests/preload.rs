@@ -285,3 +285,27 @@ fn the_calls_program_passes_as_plain_linux() {
     let bin = build_c("preload", Build::PlainLinux);
     run(Command::new(&bin.0), DEADLINE).assert_passed("preload.c (plain Linux)");
 }
+
+#[test]
+fn an_unreachable_server_is_one_stderr_line_and_the_connections_errno() {
+    let bin = build_c("preload", Build::PlainLinux);
+    let d = Daemon::start("64M");
+    let mut cmd = d.preloaded(&bin.0);
+    let nowhere = d.socket.with_extension("nowhere");
+    cmd.env("MEMSERVER_SOCKET", &nowhere);
+    let r = run(cmd, DEADLINE);
+    // The first mapping without an address needs the server: it fails with ENOENT
+    // (no socket there), and the program reports it.
+    assert_eq!(r.code(), Some(1), "{}", r.describe());
+    assert!(
+        r.stdout.contains("mmap anonymous (errno 2)"),
+        "{}",
+        r.describe()
+    );
+    let said = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("memserver-preload: cannot reach memserverd at "))
+        .count();
+    assert_eq!(said, 1, "one line, once: {}", r.stderr);
+}

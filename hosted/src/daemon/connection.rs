@@ -422,8 +422,12 @@ impl Daemon {
         if clients.is_empty() {
             return Err(Errno::ESRCH);
         }
-        let limits = limits::of_process(pid).ok_or(Errno::ESRCH)?;
+        let read = limits::of_process(pid).ok_or(Errno::ESRCH)?;
         for client in clients {
+            // Only what the process's limits say changes: region and fd limits stay.
+            let mut limits = self.server.spec_of(client).ok_or(Errno::ESRCH)?.limits;
+            limits.max_locked = read.max_locked;
+            limits.max_bytes = read.max_bytes;
             self.server.set_limits(client, limits)?;
             log::debug!(
                 "client {}: limits of process {pid}: {} bytes locked, {} bytes mapped",
