@@ -294,6 +294,11 @@ pub unsafe extern "C" fn mremap(
                     c_abi::ms_mremap(old, old_len, new_len, flags, new_addr),
                     "server",
                 ),
+                Route::Host if moves_into_window(flags, new_addr as u64, new_len as u64) => {
+                    // The host would place it over whatever the server has there.
+                    set_errno(libc::EINVAL);
+                    (libc::MAP_FAILED, "refused (a host mapping into the window)")
+                }
                 Route::Host => (
                     host::mremap(
                         old as u64,
@@ -317,6 +322,13 @@ pub unsafe extern "C" fn mremap(
             r
         },
     )
+}
+
+/// Whether an `mremap` with `flags` moves its mapping to `[new, new + len)` touching the
+/// server's window.
+fn moves_into_window(flags: c_int, new: u64, len: u64) -> bool {
+    flags & libc::MREMAP_FIXED != 0
+        && route::window().is_ok_and(|w| route::classify(new, len, w) != Route::Host)
 }
 
 /// `mlockall(2)`: the server locks every mapping in the window (and with `MCL_FUTURE`
