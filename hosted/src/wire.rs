@@ -13,7 +13,8 @@
 //! [`KIND_HELLO`] and [`KIND_ADOPT`]; `[token: u64 LE]` (or a refusal) for
 //! [`KIND_FORK`]. The operations are the host mappings the server decided for the
 //! request (placement, backing, protection), never pages: the client applies them to
-//! its window before it returns to the program.
+//! its window before it returns to the program; and, for `shm_open`, the descriptor of
+//! the object's bytes the program gets as its fd.
 
 /// First message: empty payload, the client's userfaultfd attached.
 pub const KIND_HELLO: u8 = 0;
@@ -158,12 +159,18 @@ pub enum HostOp {
         /// Linux's advice number.
         advice: u8,
     },
+    /// The next attached descriptor is the process's own descriptor of the bytes of
+    /// the object its server fd `fd` names (what `shm_open` returns to the program).
+    Descriptor {
+        /// The server's fd.
+        fd: u32,
+    },
 }
 
 impl HostOp {
     /// Whether it consumes an attached descriptor.
     pub fn takes_fd(&self) -> bool {
-        matches!(self, HostOp::MapObject { .. })
+        matches!(self, HostOp::MapObject { .. } | HostOp::Descriptor { .. })
     }
 
     /// Its fixed-size encoding.
@@ -196,6 +203,7 @@ impl HostOp {
                 u8::from(object),
             ),
             HostOp::Advise { addr, len, advice } => (5, addr, len, 0, 0, advice, 0),
+            HostOp::Descriptor { fd } => (6, u64::from(fd), 0, 0, 0, 0, 0),
         };
         let mut out = [0u8; OP_LEN];
         out[0] = kind;
@@ -245,6 +253,9 @@ impl HostOp {
                 addr: w(0)?,
                 len: w(1)?,
                 advice: x,
+            },
+            6 => HostOp::Descriptor {
+                fd: u32::try_from(w(0)?).ok()?,
             },
             _ => return None,
         })
@@ -318,6 +329,7 @@ mod tests {
                 len: 4096,
                 advice: 4,
             },
+            HostOp::Descriptor { fd: 3 },
         ];
         let mut out = Vec::new();
         encode_answer(b"xyz", &ops, &mut out).expect("fits");

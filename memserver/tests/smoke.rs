@@ -88,3 +88,32 @@ fn shm_is_shared_between_clients() {
     assert_eq!(read(&mut b, pd + 2 * P), Err(Signal::Bus));
     check(&sys);
 }
+
+#[test]
+fn an_object_grown_outside_the_server_follows_but_never_shrinks() {
+    let sys = system(256);
+    let mut a = spawn(&sys, ClientSpec::DEFAULT);
+    let id = a.transport().id;
+    let fd = a
+        .shm_open("grown", OFlags::RDWR | OFlags::CREAT, 0o600)
+        .unwrap();
+    let ro = a.shm_open("grown", OFlags::RDONLY, 0).unwrap();
+    let (obj, writable) = sys.borrow().server.shm_of_fd(id, fd).expect("a shm fd");
+    assert!(writable);
+    assert_eq!(sys.borrow().server.shm_of_fd(id, ro), Some((obj, false)));
+    assert_eq!(sys.borrow().server.shm_of_fd(id, Fd(9999)), None);
+    sys.borrow_mut().server.object_grown(obj, 5000);
+    assert_eq!(a.fstat(fd).unwrap().size, 5000);
+    // Smaller is not a growth; past the largest object is refused.
+    sys.borrow_mut().server.object_grown(obj, 10);
+    assert_eq!(a.fstat(fd).unwrap().size, 5000);
+    sys.borrow_mut().server.object_grown(obj, u64::MAX);
+    assert_eq!(a.fstat(fd).unwrap().size, 5000);
+    // The grown page is there to map.
+    let p = a
+        .mmap(0, 2 * P, Prot::READ, MapFlags::SHARED, Some(fd), 0)
+        .unwrap();
+    assert_eq!(read(&mut a, p + P), Ok(0));
+    assert_eq!(read(&mut a, p + 2 * P - 1), Ok(0));
+    check(&sys);
+}

@@ -228,6 +228,7 @@ impl Daemon {
                 } else {
                     match ipc_proto::decode_request(body) {
                         Ok(req) => {
+                            host_ops::sync_size(&mut self.server, client, &req);
                             let resp = self.server.handle(Sender::Client(client), &req);
                             match &resp {
                                 Ok(reply) => match host_ops::for_request(

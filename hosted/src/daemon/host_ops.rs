@@ -8,6 +8,7 @@ use crate::object_memory::ObjectMemory;
 use crate::wire::HostOp;
 use ipc_proto::{Advice, ClientId, PAGE_SIZE, Prot, Reply, Request};
 use memserver::Server;
+use memserver::object::ObjectId;
 use memserver::region::RegionBacking;
 use rustix::fd::OwnedFd;
 use std::io;
@@ -85,6 +86,17 @@ pub fn for_request(
                 object,
             });
         }
+        (Request::ShmOpen { .. }, Reply::Fd(fd)) => {
+            // The program's fd is a descriptor of the object's bytes (`read(2)`,
+            // `write(2)`, `dup`, `fork` work on it as on Linux), read-only unless the fd
+            // may write; the server's fd stays the one that maps and sizes it.
+            if let Some((obj, writable)) = server.shm_of_fd(client, *fd) {
+                let size = server.object_size(obj).unwrap_or(0);
+                let memfd = server.stub_mut().memory.object(obj, size)?;
+                out.fds.push(ObjectMemory::handout(memfd, writable)?);
+                out.ops.push(HostOp::Descriptor { fd: fd.0 });
+            }
+        }
         (Request::Madvise { addr, len, advice }, Reply::Done) => {
             let host = match advice {
                 Advice::DontNeed => Some(libc::MADV_DONTNEED),
@@ -105,6 +117,34 @@ pub fn for_request(
         _ => {}
     }
     Ok(out)
+}
+
+/// Brings the size of the shm object `req` names (through `fd`) up to its bytes: the
+/// program may have written past its end through its descriptor, as on Linux, before it
+/// asks for its size or maps it.
+pub fn sync_size(server: &mut Server<HostedStub>, client: ClientId, req: &Request) {
+    let fd = match req {
+        Request::Fstat { fd } => *fd,
+        Request::Mmap(args) => match args.fd {
+            Some(fd) => fd,
+            None => return,
+        },
+        _ => return,
+    };
+    if let Some((obj, _)) = server.shm_of_fd(client, fd) {
+        object_grown(server, obj);
+    }
+}
+
+/// The server's size of `obj` follows its memfd's, if that grew.
+pub fn object_grown(server: &mut Server<HostedStub>, obj: ObjectId) {
+    let size = server
+        .stub()
+        .memory
+        .existing(obj)
+        .and_then(|fd| rustix::fs::fstat(fd).ok())
+        .map_or(0, |st| st.st_size as u64);
+    server.object_grown(obj, size);
 }
 
 /// One host mapping per region of `client` in `[start, end)`, as the regions are now.

@@ -46,6 +46,9 @@ pub struct HostedClient {
     link: Arc<Link>,
     /// Where answers are received (one allocation for the connection's life).
     buf: Vec<u8>,
+    /// Descriptors the last answer handed the program, by server fd (closed at the next
+    /// call unless taken).
+    handed: Vec<(u32, OwnedFd)>,
 }
 
 impl HostedClient {
@@ -88,7 +91,15 @@ impl HostedClient {
         HostedClient {
             link,
             buf: vec![0; wire::MAX_PACKET],
+            handed: Vec::new(),
         }
+    }
+
+    /// The process's own descriptor of the object server fd `fd` names, if the last
+    /// answer handed one over (`shm_open`'s does).
+    pub fn take_descriptor(&mut self, fd: ipc_proto::Fd) -> Option<OwnedFd> {
+        let i = self.handed.iter().position(|(f, _)| *f == fd.0)?;
+        Some(self.handed.swap_remove(i).1)
     }
 
     /// What the server told this connection.
@@ -100,7 +111,15 @@ impl HostedClient {
         if self.link.dead.load(Ordering::Acquire) {
             return Err(Errno::EIO);
         }
-        let r = transport::exchange(&self.link, &mut self.buf, kind, payload, out);
+        self.handed.clear();
+        let r = transport::exchange(
+            &self.link,
+            &mut self.buf,
+            kind,
+            payload,
+            out,
+            &mut self.handed,
+        );
         if r == Err(Errno::EIO) {
             self.link.dead.store(true, Ordering::Release);
         }
