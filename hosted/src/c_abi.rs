@@ -104,9 +104,8 @@ extern "C" fn fork_child() {
         let old = old.into_transport();
         let setup = old.setup();
         old.forsake();
-        let adopted = token.and_then(|t| {
-            HostedClient::adopt(&socket_path(), t, (setup.window_lo, setup.window_hi)).ok()
-        });
+        let adopted =
+            token.and_then(|t| HostedClient::adopt(&socket_path(), t, setup.windows()).ok());
         // Without the clone the child's inherited window is not served: its next call
         // connects afresh, as a new client.
         *guard = adopted.map(Client::new);

@@ -39,7 +39,7 @@ pub const KIND_ADOPT: u8 = 5;
 pub const KIND_AWAIT_EXIT: u8 = 6;
 
 /// Bytes of an encoded [`Setup`].
-pub const SETUP_LEN: usize = 28;
+pub const SETUP_LEN: usize = 44;
 /// Bytes of an encoded [`HostOp`].
 pub const OP_LEN: usize = 42;
 /// The largest packet either side sends.
@@ -58,16 +58,37 @@ pub struct Setup {
     pub mem_size: u64,
     /// The client's number (as the server logs it).
     pub client: u32,
+    /// Lowest address of the window below 2 GiB that `MAP_32BIT` places into.
+    pub low_lo: u64,
+    /// One past its highest.
+    pub low_hi: u64,
 }
 
 impl Setup {
+    /// The client's two windows, the main one first: the only addresses the server
+    /// maps into.
+    pub fn windows(&self) -> [(u64, u64); 2] {
+        [(self.window_lo, self.window_hi), (self.low_lo, self.low_hi)]
+    }
+
+    /// Whether `[addr, addr + len)` (non-empty) lies inside one window.
+    pub fn owns(&self, addr: u64, len: u64) -> bool {
+        len > 0
+            && self
+                .windows()
+                .iter()
+                .any(|&(lo, hi)| addr >= lo && addr.checked_add(len).is_some_and(|e| e <= hi))
+    }
+
     /// Its encoding.
     pub fn encode(&self) -> [u8; SETUP_LEN] {
         let mut b = [0u8; SETUP_LEN];
         b[..8].copy_from_slice(&self.window_lo.to_le_bytes());
         b[8..16].copy_from_slice(&self.window_hi.to_le_bytes());
         b[16..24].copy_from_slice(&self.mem_size.to_le_bytes());
-        b[24..].copy_from_slice(&self.client.to_le_bytes());
+        b[24..28].copy_from_slice(&self.client.to_le_bytes());
+        b[28..36].copy_from_slice(&self.low_lo.to_le_bytes());
+        b[36..].copy_from_slice(&self.low_hi.to_le_bytes());
         b
     }
 
@@ -81,6 +102,8 @@ impl Setup {
             window_hi: u64_at(b, 8)?,
             mem_size: u64_at(b, 16)?,
             client: u32::from_le_bytes(b.get(24..28)?.try_into().ok()?),
+            low_lo: u64_at(b, 28)?,
+            low_hi: u64_at(b, 36)?,
         })
     }
 }
@@ -358,8 +381,10 @@ mod tests {
             window_hi: 2,
             mem_size: 3,
             client: 4,
+            low_lo: 5,
+            low_hi: 6,
         };
         assert_eq!(Setup::decode(&s.encode()), Some(s));
-        assert_eq!(Setup::decode(&s.encode()[..27]), None);
+        assert_eq!(Setup::decode(&s.encode()[..SETUP_LEN - 1]), None);
     }
 }

@@ -1,6 +1,6 @@
 //! [`Daemon`]: the server, its connections and what each message does.
 
-use super::config::{DaemonConfig, WINDOW};
+use super::config::{DaemonConfig, LOW_WINDOW, WINDOW};
 use super::faults::{self, Fault};
 use super::host_ops::{self, HostOps};
 use crate::HostedStub;
@@ -236,7 +236,7 @@ impl Daemon {
                                     client,
                                     &req,
                                     reply,
-                                    WINDOW,
+                                    [WINDOW, LOW_WINDOW],
                                 ) {
                                     Ok(o) => {
                                         ops = o;
@@ -345,6 +345,8 @@ impl Daemon {
             window_hi: WINDOW.1,
             mem_size: self.mem_size,
             client,
+            low_lo: LOW_WINDOW.0,
+            low_hi: LOW_WINDOW.1,
         }
         .encode();
         out[..s.len()].copy_from_slice(&s);
@@ -453,7 +455,9 @@ impl Daemon {
         let (client, Some(u)) = (c.client, c.uffd.clone()) else {
             return;
         };
-        for r in self.server.regions_in(client, WINDOW.0, WINDOW.1) {
+        let mut regions = self.server.regions_in(client, LOW_WINDOW.0, LOW_WINDOW.1);
+        regions.extend(self.server.regions_in(client, WINDOW.0, WINDOW.1));
+        for r in regions {
             if !r.shared || matches!(r.backing, RegionBacking::Anon { .. }) {
                 let _ = u.write_protect(r.start, r.end - r.start, true);
             }

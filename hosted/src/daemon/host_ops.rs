@@ -30,11 +30,18 @@ fn prot_bits(p: Prot) -> u8 {
     (p.bits() & 0x7) as u8
 }
 
+/// The parts of `[addr, addr + len)` inside each window.
+fn clip(addr: u64, len: u64, windows: [(u64, u64); 2]) -> impl Iterator<Item = (u64, u64)> {
+    windows
+        .into_iter()
+        .filter_map(move |w| clip_one(addr, len, w))
+}
+
 /// `[addr, addr + len)` clipped to `window`, if anything is left.
-fn clip(addr: u64, len: u64, window: (u64, u64)) -> Option<(u64, u64)> {
+fn clip_one(addr: u64, len: u64, window: (u64, u64)) -> Option<(u64, u64)> {
     let start = addr.max(window.0);
     let end = addr.saturating_add(pages(len)).min(window.1);
-    (start < end).then_some((start, end - start))
+    (start < end).then(|| (start, end - start))
 }
 
 /// The operations `client`'s request `req`, answered `reply`, needs.
@@ -43,7 +50,7 @@ pub fn for_request(
     client: ClientId,
     req: &Request,
     reply: &Reply,
-    window: (u64, u64),
+    windows: [(u64, u64); 2],
 ) -> io::Result<HostOps> {
     let mut out = HostOps::default();
     match (req, reply) {
@@ -51,12 +58,12 @@ pub fn for_request(
             map_range(server, client, *addr, *addr + pages(args.len), &mut out)?;
         }
         (Request::Munmap { addr, len }, Reply::Done) => {
-            if let Some((addr, len)) = clip(*addr, *len, window) {
+            for (addr, len) in clip(*addr, *len, windows) {
                 out.ops.push(HostOp::Reserve { addr, len });
             }
         }
         (Request::Mprotect { addr, len, prot }, Reply::Done) => {
-            if let Some((addr, len)) = clip(*addr, *len, window) {
+            for (addr, len) in clip(*addr, *len, windows) {
                 out.ops.push(HostOp::Protect {
                     addr,
                     len,
@@ -106,12 +113,14 @@ pub fn for_request(
                 Advice::DoFork => Some(libc::MADV_DOFORK),
                 _ => None,
             };
-            if let (Some(advice), Some((addr, len))) = (host, clip(*addr, *len, window)) {
-                out.ops.push(HostOp::Advise {
-                    addr,
-                    len,
-                    advice: advice as u8,
-                });
+            if let Some(advice) = host {
+                for (addr, len) in clip(*addr, *len, windows) {
+                    out.ops.push(HostOp::Advise {
+                        addr,
+                        len,
+                        advice: advice as u8,
+                    });
+                }
             }
         }
         _ => {}
@@ -174,7 +183,7 @@ pub fn map_range(
                     let floor = server
                         .regions_in(client, r.start.saturating_sub(limit), r.start)
                         .last()
-                        .map_or(server.config().mmap_min, |below| below.end);
+                        .map_or(server.config().floor_of(r.start), |below| below.end);
                     let low = r.start.saturating_sub(limit).max(floor);
                     if low < r.start {
                         out.ops.push(HostOp::MapAnon {
@@ -220,4 +229,24 @@ pub fn map_range(
         out.fds.push(fd);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_clipped_to_each_window_it_touches() {
+        let windows = [(1 << 40, 2 << 40), (1 << 30, 1 << 31)];
+        // Inside the main window only: nothing in the low one (and no underflow).
+        let v: Vec<_> = clip(1 << 40, 8192, windows).collect();
+        assert_eq!(v, [(1 << 40, 8192)]);
+        // Inside the low window only.
+        let v: Vec<_> = clip(1 << 30, 100, windows).collect();
+        assert_eq!(v, [(1 << 30, 4096)]);
+        // Across both, and the gap between is never touched.
+        let v: Vec<_> = clip(0, u64::MAX, windows).collect();
+        assert_eq!(v, [(1 << 40, 1 << 40), (1 << 30, 1 << 30)]);
+        assert_eq!(clip(0, 4096, windows).count(), 0);
+    }
 }

@@ -58,23 +58,23 @@ impl HostedClient {
         let sock = transport::connect(path)?;
         let (uffd, _kernel_faults) = Uffd::create()?;
         let setup = transport::greet(sock.as_fd(), wire::KIND_HELLO, &[], uffd.fd())?;
-        let len = setup
-            .window_hi
-            .checked_sub(setup.window_lo)
-            .ok_or(io::ErrorKind::InvalidData)?;
-        // The window must be empty: MAP_FIXED_NOREPLACE refuses it if anything of the
-        // process is there. It is then left empty (an access there is SEGV_MAPERR, as
+        // Both windows must be empty: MAP_FIXED_NOREPLACE refuses one if anything of the
+        // process is there. They are then left empty (an access there is SEGV_MAPERR, as
         // anywhere unmapped): Linux places a process's own mappings top-down from far
-        // above it, so only the runtime maps there.
-        // SAFETY: fresh address space, unmapped again at once.
-        unsafe {
-            let probe = rustix::mm::mmap_anonymous(
-                setup.window_lo as *mut _,
-                len as usize,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED_NOREPLACE,
-            )?;
-            rustix::mm::munmap(probe, len as usize)?;
+        // above the main window, and below 2 GiB only a non-PIE program's image and heap
+        // lie, under the low window, so only the runtime maps there.
+        for (lo, hi) in setup.windows() {
+            let len = hi.checked_sub(lo).ok_or(io::ErrorKind::InvalidData)?;
+            // SAFETY: fresh address space, unmapped again at once.
+            unsafe {
+                let probe = rustix::mm::mmap_anonymous(
+                    lo as *mut _,
+                    len as usize,
+                    ProtFlags::empty(),
+                    MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED_NOREPLACE,
+                )?;
+                rustix::mm::munmap(probe, len as usize)?;
+            }
         }
         Ok(HostedClient::start(sock, uffd, setup))
     }
@@ -163,10 +163,10 @@ impl HostedClient {
     /// In a forked child: a connection of its own that becomes the clone `token`
     /// names. The window and its mappings came with `fork`; they are registered with a
     /// new userfaultfd the server gets.
-    pub fn adopt(path: &str, token: u64, window: (u64, u64)) -> io::Result<HostedClient> {
+    pub fn adopt(path: &str, token: u64, windows: [(u64, u64); 2]) -> io::Result<HostedClient> {
         let sock = transport::connect(path)?;
         let (uffd, _) = Uffd::create()?;
-        fork::register_inherited(&uffd, window)?;
+        fork::register_inherited(&uffd, windows)?;
         let setup = transport::greet(
             sock.as_fd(),
             wire::KIND_ADOPT,
