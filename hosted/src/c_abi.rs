@@ -318,8 +318,9 @@ pub extern "C" fn ms_shm_unlink(name: *const c_char) -> c_int {
 pub extern "C" fn ms_ftruncate(fd: c_int, len: off_t) -> c_int {
     match server_fd(fd) {
         Some(f) => status(with(|c| c.ftruncate(f, len))),
-        // SAFETY: plain libc call with the caller's arguments.
-        None => unsafe { libc::ftruncate(fd, len) },
+        // SAFETY: the system call with the caller's arguments (not libc's `ftruncate`,
+        // which an interposing library may be: it would call this again).
+        None => unsafe { libc::syscall(libc::SYS_ftruncate, fd, len) as c_int },
     }
 }
 
@@ -332,8 +333,8 @@ pub extern "C" fn ms_close(fd: c_int) -> c_int {
         return status(with(|c| c.close(Fd((fd - FD_OFFSET) as u32))));
     }
     let object = server_fd(fd).zip(file_id(fd));
-    // SAFETY: plain libc call with the caller's argument.
-    let r = unsafe { libc::close(fd) };
+    // SAFETY: the system call with the caller's argument (see ms_ftruncate).
+    let r = unsafe { libc::syscall(libc::SYS_close, fd) as c_int };
     if let Some((f, id)) = object {
         let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
         let mut objects = OPEN_OBJECTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -355,7 +356,7 @@ pub extern "C" fn ms_close(fd: c_int) -> c_int {
 pub unsafe extern "C" fn ms_fstat(fd: c_int, st: *mut libc::stat) -> c_int {
     let Some(f) = server_fd(fd) else {
         // SAFETY: the caller's contract passes through.
-        return unsafe { libc::fstat(fd, st) };
+        return unsafe { libc::syscall(libc::SYS_fstat, fd, st) as c_int };
     };
     if st.is_null() {
         set_errno(libc::EFAULT);

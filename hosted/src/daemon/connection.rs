@@ -328,11 +328,16 @@ impl Daemon {
         e: std::io::Error,
     ) -> Result<Reply, Errno> {
         log::warn!("client {}: host mappings: {e}", client.0);
-        if let (Request::Mmap(args), Reply::Mapped { addr }) = (req, reply) {
-            let undo = Request::Munmap {
+        let undo = match (req, reply) {
+            (Request::Mmap(args), Reply::Mapped { addr }) => Some(Request::Munmap {
                 addr: *addr,
                 len: args.len,
-            };
+            }),
+            // The program never learns of an fd it has no descriptor for.
+            (Request::ShmOpen { .. }, Reply::Fd(fd)) => Some(Request::Close { fd: *fd }),
+            _ => None,
+        };
+        if let Some(undo) = undo {
             let _ = self.server.handle(Sender::Client(client), &undo);
         }
         Err(Errno::ENFILE)
