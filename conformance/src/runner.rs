@@ -34,7 +34,7 @@ impl Need {
     /// Whether the server under test, as `facts` describe it, offers this.
     pub fn met(self, facts: &Facts) -> bool {
         match self {
-            Need::LowWindow => facts.mmap_min < 1 << 31,
+            Need::LowWindow => facts.mmap_min < 1 << 31 || facts.low_window.is_some(),
         }
     }
 

@@ -13,7 +13,8 @@
 //! [`KIND_HELLO`] and [`KIND_ADOPT`]; `[token: u64 LE]` (or a refusal) for
 //! [`KIND_FORK`]. The operations are the host mappings the server decided for the
 //! request (placement, backing, protection), never pages: the client applies them to
-//! its window before it returns to the program.
+//! its window before it returns to the program; and, for `shm_open`, the descriptor of
+//! the object's bytes the program gets as its fd.
 
 /// First message: empty payload, the client's userfaultfd attached.
 pub const KIND_HELLO: u8 = 0;
@@ -43,7 +44,7 @@ pub const KIND_AWAIT_EXIT: u8 = 6;
 pub const KIND_LIMITS: u8 = 7;
 
 /// Bytes of an encoded [`Setup`].
-pub const SETUP_LEN: usize = 28;
+pub const SETUP_LEN: usize = 44;
 /// Bytes of an encoded [`HostOp`].
 pub const OP_LEN: usize = 42;
 /// The largest packet either side sends.
@@ -62,16 +63,37 @@ pub struct Setup {
     pub mem_size: u64,
     /// The client's number (as the server logs it).
     pub client: u32,
+    /// Lowest address of the window below 2 GiB that `MAP_32BIT` places into.
+    pub low_lo: u64,
+    /// One past its highest.
+    pub low_hi: u64,
 }
 
 impl Setup {
+    /// The client's two windows, the main one first: the only addresses the server
+    /// maps into.
+    pub fn windows(&self) -> [(u64, u64); 2] {
+        [(self.window_lo, self.window_hi), (self.low_lo, self.low_hi)]
+    }
+
+    /// Whether `[addr, addr + len)` (non-empty) lies inside one window.
+    pub fn owns(&self, addr: u64, len: u64) -> bool {
+        len > 0
+            && self
+                .windows()
+                .iter()
+                .any(|&(lo, hi)| addr >= lo && addr.checked_add(len).is_some_and(|e| e <= hi))
+    }
+
     /// Its encoding.
     pub fn encode(&self) -> [u8; SETUP_LEN] {
         let mut b = [0u8; SETUP_LEN];
         b[..8].copy_from_slice(&self.window_lo.to_le_bytes());
         b[8..16].copy_from_slice(&self.window_hi.to_le_bytes());
         b[16..24].copy_from_slice(&self.mem_size.to_le_bytes());
-        b[24..].copy_from_slice(&self.client.to_le_bytes());
+        b[24..28].copy_from_slice(&self.client.to_le_bytes());
+        b[28..36].copy_from_slice(&self.low_lo.to_le_bytes());
+        b[36..].copy_from_slice(&self.low_hi.to_le_bytes());
         b
     }
 
@@ -85,6 +107,8 @@ impl Setup {
             window_hi: u64_at(b, 8)?,
             mem_size: u64_at(b, 16)?,
             client: u32::from_le_bytes(b.get(24..28)?.try_into().ok()?),
+            low_lo: u64_at(b, 28)?,
+            low_hi: u64_at(b, 36)?,
         })
     }
 }
@@ -163,12 +187,18 @@ pub enum HostOp {
         /// Linux's advice number.
         advice: u8,
     },
+    /// The next attached descriptor is the process's own descriptor of the bytes of
+    /// the object its server fd `fd` names (what `shm_open` returns to the program).
+    Descriptor {
+        /// The server's fd.
+        fd: u32,
+    },
 }
 
 impl HostOp {
     /// Whether it consumes an attached descriptor.
     pub fn takes_fd(&self) -> bool {
-        matches!(self, HostOp::MapObject { .. })
+        matches!(self, HostOp::MapObject { .. } | HostOp::Descriptor { .. })
     }
 
     /// Its fixed-size encoding.
@@ -201,6 +231,7 @@ impl HostOp {
                 u8::from(object),
             ),
             HostOp::Advise { addr, len, advice } => (5, addr, len, 0, 0, advice, 0),
+            HostOp::Descriptor { fd } => (6, u64::from(fd), 0, 0, 0, 0, 0),
         };
         let mut out = [0u8; OP_LEN];
         out[0] = kind;
@@ -250,6 +281,9 @@ impl HostOp {
                 addr: w(0)?,
                 len: w(1)?,
                 advice: x,
+            },
+            6 => HostOp::Descriptor {
+                fd: u32::try_from(w(0)?).ok()?,
             },
             _ => return None,
         })
@@ -323,6 +357,7 @@ mod tests {
                 len: 4096,
                 advice: 4,
             },
+            HostOp::Descriptor { fd: 3 },
         ];
         let mut out = Vec::new();
         encode_answer(b"xyz", &ops, &mut out).expect("fits");
@@ -351,8 +386,10 @@ mod tests {
             window_hi: 2,
             mem_size: 3,
             client: 4,
+            low_lo: 5,
+            low_hi: 6,
         };
         assert_eq!(Setup::decode(&s.encode()), Some(s));
-        assert_eq!(Setup::decode(&s.encode()[..27]), None);
+        assert_eq!(Setup::decode(&s.encode()[..SETUP_LEN - 1]), None);
     }
 }

@@ -126,6 +126,11 @@ fn portable_against_memserverd() {
 }
 
 #[test]
+fn descriptors_against_memserverd() {
+    against_memserverd("descriptors", "256M", DEADLINE).assert_passed("descriptors");
+}
+
+#[test]
 fn fork_against_memserverd() {
     against_memserverd("fork", "256M", DEADLINE).assert_passed("fork");
 }
@@ -217,6 +222,11 @@ fn isolation_other_uid_as_plain_linux() {
     }
     plain_linux("isolation", &["--attacker-uid", "65534"], DEADLINE)
         .assert_passed("isolation, other uid (plain Linux)");
+}
+
+#[test]
+fn descriptors_as_plain_linux() {
+    plain_linux("descriptors", &[], DEADLINE).assert_passed("descriptors (plain Linux)");
 }
 
 #[test]

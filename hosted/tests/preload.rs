@@ -5,7 +5,8 @@
 //! window, the server counts the client and its object while the program holds them,
 //! the library's debug log says "server" for those and "host" for the program's own
 //! memory (malloc'd, the stack, a hint far from the window), and the limits the server
-//! enforces are the process's own `RLIMIT_MEMLOCK` / `RLIMIT_AS`.
+//! enforces are the process's own `RLIMIT_MEMLOCK` / `RLIMIT_AS`. `descriptors.c`
+//! (shm fds are real descriptors: read, write, dup, fork) runs unmodified too.
 
 mod common;
 
@@ -161,6 +162,11 @@ fn fork_under_ld_preload() {
 #[test]
 fn own_handler_under_ld_preload() {
     under_preload("own_handler", &[], DEADLINE);
+}
+
+#[test]
+fn descriptors_under_ld_preload() {
+    under_preload("descriptors", &[], DEADLINE);
 }
 
 #[test]

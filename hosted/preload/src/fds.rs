@@ -24,7 +24,7 @@ pub unsafe extern "C" fn shm_open(name: *const c_char, oflag: c_int, mode: mode_
             -1
         },
         || {
-            if let Err(e) = route::window() {
+            if let Err(e) = route::windows() {
                 crate::mem::set_errno(e);
                 return -1;
             }
@@ -47,7 +47,7 @@ pub unsafe extern "C" fn shm_unlink(name: *const c_char) -> c_int {
             -1
         },
         || {
-            if let Err(e) = route::window() {
+            if let Err(e) = route::windows() {
                 crate::mem::set_errno(e);
                 return -1;
             }

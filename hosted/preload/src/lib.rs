@@ -8,11 +8,12 @@
 //! The library exports the standard names (`mmap`, `munmap`, `mprotect`, `msync`,
 //! `mlock`, `munlock`, `mlockall`, `munlockall`, `mremap`, `madvise`, `shm_open`,
 //! `shm_unlink`, `close`, `ftruncate`, `fstat`, the large-file aliases `mmap64`,
-//! `ftruncate64`, `fstat64`, and `setrlimit`, `setrlimit64`, `prlimit`, `prlimit64`),
+//! `ftruncate64`, `fstat64`, `setrlimit`, `setrlimit64`, `prlimit`, `prlimit64`, and
+//! `fork`, made inside a call so the runtime's own fork handlers reach the host),
 //! so the dynamic linker binds the program's calls (and its libraries') to them ahead of
 //! libc. Each decides ([`route`]) whether the call is the server's (new mappings
-//! without an address, and everything in the server's window) or the host's
-//! (everything outside the window: the program image, libc's heap, thread stacks, host
+//! without an address, and everything in the server's windows) or the host's
+//! (everything outside them: the program image, libc's heap, thread stacks, host
 //! files the server does not map), and makes it through the C ABI (`ms_*`) or as the
 //! raw system call ([`host`]). A call made while the runtime itself is inside one goes
 //! straight to the host ([`guard`]): the runtime's own `close` or `mmap` binds to these
@@ -20,6 +21,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod fds;
+pub mod fork;
 pub mod guard;
 pub mod host;
 pub mod log;

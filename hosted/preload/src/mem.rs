@@ -1,10 +1,10 @@
-//! The memory calls: the server's in its window and for new mappings without an
+//! The memory calls: the server's in its windows and for new mappings without an
 //! address, the host's everywhere else.
 
 use crate::guard::enter;
 use crate::host;
 use crate::log::debug;
-use crate::route::{self, Route, Span};
+use crate::route::{self, Route, Windows};
 use libc::{c_int, c_void, off_t, size_t};
 use memserver_hosted::c_abi;
 
@@ -27,7 +27,7 @@ pub(crate) fn errno() -> c_int {
 }
 
 /// A range call (`munmap`, `mprotect`, ...): the server's part through `server`, the
-/// host's through `host`; a straddling range is cut at the window's edges and the first
+/// host's through `host`; a range crossing a window's edge is cut there and the first
 /// failure is the answer.
 fn ranged(
     name: &str,
@@ -39,14 +39,15 @@ fn ranged(
     let (r, whose) = match route::range(addr, len) {
         Route::Server => (server(addr, len), "server"),
         Route::Host => (host(addr, len), "host"),
-        Route::Split {
-            server: s,
-            host: parts,
-        } => {
-            let mut r = server(s.0, s.1 - s.0);
-            let mut e = errno();
-            for (a, b) in parts.into_iter().flatten() {
-                if host(a, b - a) != 0 && r == 0 {
+        Route::Split(pieces) => {
+            let (mut r, mut e) = (0, 0);
+            for ((a, b), servers) in pieces.into_iter().flatten() {
+                let ri = if servers {
+                    server(a, b - a)
+                } else {
+                    host(a, b - a)
+                };
+                if ri != 0 && r == 0 {
                     r = -1;
                     e = errno();
                 }
@@ -77,9 +78,9 @@ impl std::fmt::Display for ErrnoNote {
     }
 }
 
-/// `mmap(2)`: a new mapping without an address, or in the window, is the server's
-/// (an fd the server does not map, `ENODEV`, is then the host's, outside the window);
-/// one at or hinted at an address outside the window is the host's.
+/// `mmap(2)`: a new mapping without an address, or in a window, is the server's
+/// (an fd the server does not map, `ENODEV`, is then the host's, anywhere);
+/// one at or hinted at an address outside the windows is the host's.
 ///
 /// # Safety
 /// As `mmap(2)`: `MAP_FIXED` replaces whatever the caller had at `addr`.
@@ -109,14 +110,14 @@ pub unsafe extern "C" fn mmap(
     if route == Route::Host {
         let r = host::mmap(addr as u64, len as u64, prot, flags, fd, off);
         debug(format_args!(
-            "mmap({addr:p}, {len:#x}, fd {fd}) -> host (outside the window): {r:p}"
+            "mmap({addr:p}, {len:#x}, fd {fd}) -> host (outside the windows): {r:p}"
         ));
         return r;
     }
     let r = c_abi::ms_mmap(addr, len, prot, flags, fd, off);
     if r == libc::MAP_FAILED && errno() == libc::ENODEV && fd >= 0 && !fixed {
         // An fd of the host's the server does not map (a device, a pipe, or a file
-        // before the server maps host files): the host maps it, outside the window.
+        // before the server maps host files): the host maps it, where it likes.
         let r = host::mmap(0, len as u64, prot, flags, fd, off);
         debug(format_args!(
             "mmap({addr:p}, {len:#x}, fd {fd}) -> host (the server does not map this fd): {r:p}"
@@ -264,7 +265,7 @@ pub extern "C" fn munlock(addr: *const c_void, len: size_t) -> c_int {
     )
 }
 
-/// `mremap(2)`: a mapping in the window is moved by the server, any other by the host.
+/// `mremap(2)`: a mapping in a window is moved by the server, any other by the host.
 /// `new_addr` is read only with `MREMAP_FIXED` (C passes it as the fifth, variadic
 /// argument; a fixed fifth parameter is ABI-compatible on x86-64).
 ///
@@ -297,7 +298,7 @@ pub unsafe extern "C" fn mremap(
                 Route::Host if moves_into_window(flags, new_addr as u64, new_len as u64) => {
                     // The host would place it over whatever the server has there.
                     set_errno(libc::EINVAL);
-                    (libc::MAP_FAILED, "refused (a host mapping into the window)")
+                    (libc::MAP_FAILED, "refused (a host mapping into a window)")
                 }
                 Route::Host => (
                     host::mremap(
@@ -309,10 +310,10 @@ pub unsafe extern "C" fn mremap(
                     ),
                     "host",
                 ),
-                Route::Split { .. } => {
+                Route::Split(_) => {
                     // One mapping is never both's: the range names two.
                     set_errno(libc::EFAULT);
-                    (libc::MAP_FAILED, "refused (straddles the window)")
+                    (libc::MAP_FAILED, "refused (crosses a window edge)")
                 }
             };
             debug(format_args!(
@@ -325,17 +326,17 @@ pub unsafe extern "C" fn mremap(
 }
 
 /// Whether an `mremap` with `flags` moves its mapping to `[new, new + len)` touching the
-/// server's window.
+/// server's windows.
 fn moves_into_window(flags: c_int, new: u64, len: u64) -> bool {
     flags & libc::MREMAP_FIXED != 0
-        && route::window().is_ok_and(|w| route::classify(new, len, w) != Route::Host)
+        && route::windows().is_ok_and(|ws| route::classify(new, len, &ws) != Route::Host)
 }
 
-/// `mlockall(2)`: the server locks every mapping in the window (and with `MCL_FUTURE`
-/// each later one); the host's part is every mapping outside the window now (the
+/// `mlockall(2)`: the server locks every mapping in its windows (and with `MCL_FUTURE`
+/// each later one); the host's part is every mapping outside them now (the
 /// program image, heap, stacks), locked with `mlock` (`mlock2(MLOCK_ONFAULT)` for
 /// `MCL_ONFAULT`). `MCL_FUTURE` is not passed to the host: the host would then lock and
-/// fill the window's own host mappings as the runtime makes them, before the server
+/// fill the windows' own host mappings as the runtime makes them, before the server
 /// places their pages. So host mappings made after the call are not locked.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn mlockall(flags: c_int) -> c_int {
@@ -343,14 +344,14 @@ pub extern "C" fn mlockall(flags: c_int) -> c_int {
         // SAFETY: the raw system call with the caller's flags.
         || unsafe { libc::syscall(libc::SYS_mlockall, flags) as c_int },
         || {
-            let window = route::window();
-            let mut r = match window {
+            let windows = route::windows();
+            let mut r = match windows {
                 Ok(_) => c_abi::ms_mlockall(flags),
                 // Nothing of this process is the server's: the host's part is all.
                 Err(_) => 0,
             };
             if r == 0 && flags & libc::MCL_CURRENT != 0 {
-                r = lock_host_mappings(window.ok(), flags & libc::MCL_ONFAULT != 0);
+                r = lock_host_mappings(windows.ok(), flags & libc::MCL_ONFAULT != 0);
             }
             debug(format_args!(
                 "mlockall({flags:#x}) -> server and host: {r}{}",
@@ -361,9 +362,9 @@ pub extern "C" fn mlockall(flags: c_int) -> c_int {
     )
 }
 
-/// Locks every accessible mapping of the process outside `window` (read from
-/// `/proc/self/maps`): `0`, or `-1` with the first refusal's errno.
-fn lock_host_mappings(window: Option<Span>, onfault: bool) -> c_int {
+/// Locks every accessible mapping of the process outside the server's `windows` (read
+/// from `/proc/self/maps`): `0`, or `-1` with the first refusal's errno.
+fn lock_host_mappings(windows: Option<Windows>, onfault: bool) -> c_int {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return -1;
     };
@@ -379,7 +380,7 @@ fn lock_host_mappings(window: Option<Span>, onfault: bool) -> c_int {
         let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else {
             continue;
         };
-        let in_window = window.is_some_and(|(lo, hi)| s >= lo && e <= hi);
+        let in_window = windows.is_some_and(|ws| ws.iter().any(|&(lo, hi)| s >= lo && e <= hi));
         // Linux's mlockall skips what cannot be faulted in: PROT_NONE mappings (guard
         // pages, reservations) and the vsyscall page above user space.
         let no_access = perms.starts_with("---");
@@ -408,7 +409,7 @@ fn lock_host_mappings(window: Option<Span>, onfault: bool) -> c_int {
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn munlockall() -> c_int {
     guarded(host::munlockall, || {
-        let server = match route::window() {
+        let server = match route::windows() {
             Ok(_) => c_abi::ms_munlockall(),
             Err(_) => 0,
         };

@@ -1,6 +1,6 @@
 //! [`Daemon`]: the server, its connections and what each message does.
 
-use super::config::{DaemonConfig, WINDOW};
+use super::config::{DaemonConfig, LOW_WINDOW, WINDOW};
 use super::faults::{self, Fault};
 use super::host_ops::{self, HostOps};
 use super::limits;
@@ -234,6 +234,7 @@ impl Daemon {
                 } else {
                     match ipc_proto::decode_request(body) {
                         Ok(req) => {
+                            host_ops::sync_size(&mut self.server, client, &req);
                             let resp = self.server.handle(Sender::Client(client), &req);
                             match &resp {
                                 Ok(reply) => match host_ops::for_request(
@@ -241,7 +242,7 @@ impl Daemon {
                                     client,
                                     &req,
                                     reply,
-                                    WINDOW,
+                                    [WINDOW, LOW_WINDOW],
                                 ) {
                                     Ok(o) => {
                                         ops = o;
@@ -344,11 +345,16 @@ impl Daemon {
         e: std::io::Error,
     ) -> Result<Reply, Errno> {
         log::warn!("client {}: host mappings: {e}", client.0);
-        if let (Request::Mmap(args), Reply::Mapped { addr }) = (req, reply) {
-            let undo = Request::Munmap {
+        let undo = match (req, reply) {
+            (Request::Mmap(args), Reply::Mapped { addr }) => Some(Request::Munmap {
                 addr: *addr,
                 len: args.len,
-            };
+            }),
+            // The program never learns of an fd it has no descriptor for.
+            (Request::ShmOpen { .. }, Reply::Fd(fd)) => Some(Request::Close { fd: *fd }),
+            _ => None,
+        };
+        if let Some(undo) = undo {
             let _ = self.server.handle(Sender::Client(client), &undo);
         }
         Err(Errno::ENFILE)
@@ -361,6 +367,8 @@ impl Daemon {
             window_hi: WINDOW.1,
             mem_size: self.mem_size,
             client,
+            low_lo: LOW_WINDOW.0,
+            low_hi: LOW_WINDOW.1,
         }
         .encode();
         out[..s.len()].copy_from_slice(&s);
@@ -498,7 +506,9 @@ impl Daemon {
         let (client, Some(u)) = (c.client, c.uffd.clone()) else {
             return;
         };
-        for r in self.server.regions_in(client, WINDOW.0, WINDOW.1) {
+        let mut regions = self.server.regions_in(client, LOW_WINDOW.0, LOW_WINDOW.1);
+        regions.extend(self.server.regions_in(client, WINDOW.0, WINDOW.1));
+        for r in regions {
             if !r.shared || matches!(r.backing, RegionBacking::Anon { .. }) {
                 let _ = u.write_protect(r.start, r.end - r.start, true);
             }

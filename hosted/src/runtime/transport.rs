@@ -53,7 +53,8 @@ pub fn greet(
 }
 
 /// Sends one message and waits for its answer (received into `buf`, which must hold
-/// [`wire::MAX_PACKET`] bytes): applies the host mappings it carries, then copies its
+/// [`wire::MAX_PACKET`] bytes): applies the host mappings it carries, puts the
+/// descriptors it hands the program into `handed` (by server fd), then copies its
 /// payload into `out`. `EIO` when the server is gone.
 pub fn exchange(
     link: &Link,
@@ -61,6 +62,7 @@ pub fn exchange(
     kind: u8,
     payload: &[u8],
     out: &mut [u8],
+    handed: &mut Vec<(u32, OwnedFd)>,
 ) -> Result<usize, Errno> {
     let mut msg = [0u8; ipc_proto::MAX_REQUEST_LEN + 1];
     let m = msg.get_mut(..payload.len() + 1).ok_or(Errno::EMSGSIZE)?;
@@ -81,7 +83,10 @@ pub fn exchange(
         } else {
             None
         };
-        apply::apply(&link.uffd, &link.setup, op, fd.as_ref().map(|f| f.as_fd()));
+        match (op, fd) {
+            (wire::HostOp::Descriptor { fd: server_fd }, Some(fd)) => handed.push((server_fd, fd)),
+            (op, fd) => apply::apply(&link.uffd, &link.setup, op, fd.as_ref().map(|f| f.as_fd())),
+        }
     }
     let dst = out.get_mut(..answer.len()).ok_or(Errno::EMSGSIZE)?;
     dst.copy_from_slice(answer);
