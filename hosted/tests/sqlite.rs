@@ -23,7 +23,18 @@ use std::time::{Duration, Instant};
 /// A backstop for a hung sqlite3, not a timing assertion.
 const DEADLINE: Duration = Duration::from_secs(300);
 
+/// The one case's name, for `--list` and name filters (as libtest's).
+const NAME: &str = "sqlite3_under_ld_preload";
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        println!("{NAME}: test");
+        return;
+    }
+    if !selected(&args) {
+        return;
+    }
     let found = Command::new("sqlite3").arg("--version").output();
     let version = match found {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -44,6 +55,27 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Whether libtest's arguments select this case: flags mean nothing here (a flag's
+/// value is skipped), `--skip WORD` drops it when its name contains WORD, and any other
+/// word is a name filter it must match when one is given.
+fn selected(args: &[String]) -> bool {
+    const WITH_VALUE: [&str; 5] = ["--test-threads", "--format", "--color", "--logfile", "-Z"];
+    let mut filters = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--skip" {
+            if it.next().is_some_and(|w| NAME.contains(w.as_str())) {
+                return false;
+            }
+        } else if WITH_VALUE.contains(&a.as_str()) {
+            it.next();
+        } else if !a.starts_with('-') {
+            filters.push(a);
+        }
+    }
+    filters.is_empty() || filters.iter().any(|f| NAME.contains(f.as_str()))
 }
 
 /// A directory of its own, removed when dropped.
