@@ -195,9 +195,11 @@ pub extern "C" fn ms_mprotect(addr: *mut c_void, len: size_t, prot: c_int) -> c_
 pub extern "C" fn ms_msync(addr: *mut c_void, len: size_t, flags: c_int) -> c_int {
     status(with(|c| {
         c.msync(addr as u64, len as u64, c_args::msync_flags(flags)?)?;
+        // An address, never dereferenced here: the host looks up its mappings.
+        let start = addr as usize as *mut c_void;
         // SAFETY: msync only reads the mappings of a range the server just found mapped
         // (and so the host too: its mappings mirror the server's regions).
-        if unsafe { libc::msync(addr, len, flags) } != 0 {
+        if unsafe { libc::msync(start, len, flags) } != 0 {
             let e = std::io::Error::last_os_error().raw_os_error();
             let raw = e.and_then(|e| u16::try_from(e).ok());
             return Err(raw.and_then(Errno::from_raw).unwrap_or(Errno::EIO));

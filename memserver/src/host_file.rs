@@ -173,8 +173,7 @@ mod tests {
         c: u32,
         key: HostFileKey,
         access: HostFileAccess,
-        prot: Prot,
-        flags: MapFlags,
+        (prot, flags): (Prot, MapFlags),
         offset: u64,
         len: u64,
     ) -> Result<u64, Errno> {
@@ -206,10 +205,10 @@ mod tests {
     #[test]
     fn one_object_per_file_shared_by_every_client_while_mapped() {
         let mut s = server(2);
-        let a = map(&mut s, 1, KEY, RW, rw(), MapFlags::SHARED, 0, 2 * P).unwrap();
-        let b = map(&mut s, 2, KEY, RO, Prot::READ, MapFlags::PRIVATE, 0, P).unwrap();
+        let a = map(&mut s, 1, KEY, RW, (rw(), MapFlags::SHARED), 0, 2 * P).unwrap();
+        let b = map(&mut s, 2, KEY, RO, (Prot::READ, MapFlags::PRIVATE), 0, P).unwrap();
         let other = HostFileKey { dev: 8, ino: 43 };
-        map(&mut s, 2, other, RO, Prot::READ, MapFlags::SHARED, P, P).unwrap();
+        map(&mut s, 2, other, RO, (Prot::READ, MapFlags::SHARED), P, P).unwrap();
         let files = s.host_files();
         assert_eq!(files.len(), 2);
         assert_eq!(files[0].key, KEY);
@@ -247,17 +246,17 @@ mod tests {
         };
         let shared = MapFlags::SHARED;
         assert_eq!(
-            map(&mut s, 1, KEY, wo, Prot::READ, shared, 0, P),
+            map(&mut s, 1, KEY, wo, (Prot::READ, shared), 0, P),
             Err(Errno::EACCES)
         );
         assert_eq!(
-            map(&mut s, 1, KEY, RO, rw(), shared, 0, P),
+            map(&mut s, 1, KEY, RO, (rw(), shared), 0, P),
             Err(Errno::EACCES)
         );
         // A private copy-on-write mapping of a read-only fd may be written.
-        let p = map(&mut s, 1, KEY, RO, rw(), MapFlags::PRIVATE, 0, P).unwrap();
+        let p = map(&mut s, 1, KEY, RO, (rw(), MapFlags::PRIVATE), 0, P).unwrap();
         // A shared read-only mapping of a read-only fd never becomes writable.
-        let r = map(&mut s, 1, KEY, RO, Prot::READ, shared, 0, P).unwrap();
+        let r = map(&mut s, 1, KEY, RO, (Prot::READ, shared), 0, P).unwrap();
         assert_eq!(s.mprotect(ClientId(1), r, P, rw()), Err(Errno::EACCES));
         assert_eq!(s.mprotect(ClientId(1), p, P, Prot::READ), Ok(()));
         // A failed mapping leaves no object behind.
@@ -270,7 +269,15 @@ mod tests {
         let mut s = server(1);
         let off = (i64::MAX as u64) & !(P - 1);
         assert_eq!(
-            map(&mut s, 1, KEY, RO, Prot::READ, MapFlags::SHARED, off, 2 * P),
+            map(
+                &mut s,
+                1,
+                KEY,
+                RO,
+                (Prot::READ, MapFlags::SHARED),
+                off,
+                2 * P
+            ),
             Err(Errno::EOVERFLOW)
         );
         assert!(s.host_files().is_empty());
@@ -282,8 +289,8 @@ mod tests {
         let mut s = server(1);
         let free = s.stats().free_frames;
         let flags = MapFlags::PRIVATE | MapFlags::POPULATE;
-        let a = map(&mut s, 1, KEY, RW, rw(), flags, 0, 2 * P).unwrap();
-        let b = map(&mut s, 1, KEY, RW, rw(), MapFlags::SHARED, 0, 2 * P).unwrap();
+        let a = map(&mut s, 1, KEY, RW, (rw(), flags), 0, 2 * P).unwrap();
+        let b = map(&mut s, 1, KEY, RW, (rw(), MapFlags::SHARED), 0, 2 * P).unwrap();
         let id = ClientId(1);
         assert_eq!(s.mlock(id, b, 2 * P, true), Ok(()));
         assert_eq!(s.madvise(id, a, 2 * P, Advice::WillNeed), Ok(()));
