@@ -316,6 +316,41 @@ mod tests {
     }
 
     #[test]
+    fn a_clone_maps_the_same_file_and_moves_keep_it() {
+        let mut s = server(1);
+        let a = map(&mut s, 1, KEY, RW, (rw(), MapFlags::SHARED), 0, 2 * P).unwrap();
+        map(&mut s, 1, KEY, RW, (rw(), MapFlags::PRIVATE), 0, P).unwrap();
+        let cloned = Request::ClientCloned {
+            parent: ClientId(1),
+            child: ClientId(2),
+            spec: ClientSpec::DEFAULT,
+        };
+        assert_eq!(s.handle(Sender::Kernel, &cloned), Ok(Reply::Done));
+        assert_eq!(s.host_files()[0].mapped_pages, 6);
+        let moved = s
+            .mremap(
+                ClientId(2),
+                a,
+                2 * P,
+                4 * P,
+                ipc_proto::MremapFlags::MAYMOVE,
+                0,
+            )
+            .unwrap();
+        let r = s.region_at(ClientId(2), moved).unwrap();
+        assert!(s.is_host_backed(&r) && r.len() == 4 * P);
+        assert_eq!(s.host_files()[0].mapped_pages, 8);
+        for c in [1, 2] {
+            let exited = Request::ClientExited {
+                client: ClientId(c),
+            };
+            assert_eq!(s.handle(Sender::Kernel, &exited), Ok(Reply::Done));
+        }
+        assert!(s.host_files().is_empty());
+        assert_eq!(s.check_invariants(), Ok(()));
+    }
+
+    #[test]
     fn host_keys_never_meet_pager_keys_or_names() {
         let mut s = server(1);
         let fd = s.open_host_file(ClientId(1), KEY, P, RO).unwrap();

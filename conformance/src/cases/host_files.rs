@@ -2,8 +2,9 @@
 //! deciding placement, rights and accounting and the host's page cache holding the
 //! pages. One object per file shared by every client, `MAP_SHARED` writes seen by
 //! `read(2)` and every mapping, `pwrite` seen through the mappings, `MAP_PRIVATE`
-//! copy-on-write, the zero tail, `SIGBUS` past the end, and Linux's errnos (`EACCES` by
-//! open mode, `ENODEV` for a directory, `EOVERFLOW`). Only a transport with a host
+//! copy-on-write, the zero tail, `SIGBUS` past the end, `mremap` moving a mapping with
+//! its file, and Linux's errnos (`EACCES` by open mode, `ENODEV` for a directory,
+//! `EOVERFLOW`). Only a transport with a host
 //! kernel runs them ([`Need::HostFiles`](crate::Need::HostFiles)).
 
 use super::*;
@@ -22,6 +23,7 @@ cases![
     host_file_directory_is_enodev if HostFiles,
     host_file_offset_past_the_maximum_is_eoverflow if HostFiles,
     host_file_is_one_object_alive_while_mapped if HostFiles,
+    host_file_mremap_moves_a_mapping_with_its_file if HostFiles,
 ];
 
 /// The test file: two pages and ten bytes.
@@ -271,6 +273,39 @@ fn host_file_is_one_object_alive_while_mapped(h: &mut dyn Harness) -> Outcome {
         client(&mut *q).munmap(b, 2 * P).ctx("munmap q")?;
         client(&mut *q).munmap(c, P).ctx("munmap q again")?;
         ensure_eq!(h.stats().shm_objects, objects);
+        Ok(())
+    })
+}
+
+fn host_file_mremap_moves_a_mapping_with_its_file(h: &mut dyn Harness) -> Outcome {
+    with_file(h, "hf-mremap", |h, path| {
+        let mut p = proc(h)?;
+        // The file's page, then a page of something else, so growing must move.
+        let at = hole(&mut *p, 2)?;
+        let args = MmapArgs {
+            addr: at,
+            len: P,
+            prot: RW,
+            flags: SHARED | MapFlags::FIXED,
+            fd: None,
+            offset: 0,
+        };
+        let a = p
+            .mmap_host_file(path, HostOpen::ReadWrite, args)
+            .ctx("mmap fixed")?;
+        ensure_eq!(a, at);
+        let after = fixed(&mut *p, at + P, P, Prot::READ).ctx("block")?;
+        p.write(a + 3, 0x33).ctx("write")?;
+        let b = client(&mut *p)
+            .mremap(a, P, 3 * P, ipc_proto::MremapFlags::MAYMOVE, 0)
+            .ctx("mremap")?;
+        ensure!(b != a, "moved");
+        ensure_eq!(p.read(b + 3), Ok(0x33));
+        ensure_eq!(p.read(b + P + 1), Ok(byte(P + 1)));
+        p.write(b + 2 * P, 0x44).ctx("write the grown part")?;
+        ensure_eq!(read_file(h, path)?[2 * P as usize], 0x44);
+        expect_signal(p.read(a), Signal::Segv, "the old place")?;
+        client(&mut *p).munmap(after, P).ctx("munmap")?;
         Ok(())
     })
 }
