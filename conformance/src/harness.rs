@@ -66,6 +66,8 @@ pub struct Facts {
     pub mmap_min: u64,
     /// One past the highest.
     pub mmap_max: u64,
+    /// A second range below 2 GiB that only `MAP_32BIT` places into, if any.
+    pub low_window: Option<(u64, u64)>,
     /// The default bank's name (e.g. `normal`).
     pub default_bank: String,
     /// A second, small bank (e.g. `dma`) and its size in frames.

@@ -45,6 +45,7 @@ pub fn facts_of(cfg: &Config, exclusive: bool) -> Facts {
     Facts {
         mmap_min: cfg.mmap_min,
         mmap_max: cfg.mmap_max,
+        low_window: cfg.low_window,
         default_bank: cfg.banks[0].name.clone(),
         small_bank: (cfg.banks[1].name.clone(), frames(&cfg.banks[1])),
         device: (

@@ -38,7 +38,7 @@ impl Need {
     /// facts cannot tell is the harness's to say ([`Harness::offers`]).
     pub fn met(self, facts: &Facts) -> bool {
         match self {
-            Need::LowWindow => facts.mmap_min < 1 << 31,
+            Need::LowWindow => facts.mmap_min < 1 << 31 || facts.low_window.is_some(),
             Need::HostFiles => false,
         }
     }

@@ -1,7 +1,7 @@
 /* The calls portable programs and test suites make the way they make them: shm names
  * without the leading slash (the same object as with it), a mapping grown with mremap
  * (its bytes move with it), madvise(MADV_DONTNEED) then zeros, and the errnos Linux
- * gives for an impossible length and a closed fd. Passes as a plain Linux program and
+ * gives for an impossible length and a closed fd, and MAP_32BIT below 2 GiB. Passes as a plain Linux program and
  * against memserverd. Prints "N passed, N failed". */
 #define _GNU_SOURCE
 #include <sys/mman.h>
@@ -78,6 +78,16 @@ int main(void) {
         errno = 0;
         CHECK(madvise(d, page, 12345) == -1 && errno == EINVAL, "unknown advice is EINVAL");
         munmap(d, 4 * page);
+    }
+
+    /* MAP_32BIT places below 2 GiB, as Linux does on x86-64. */
+    char *low = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+    CHECK(low != MAP_FAILED && (unsigned long)low + 2 * page <= 1UL << 31,
+          "MAP_32BIT is below 2 GiB (%p)", (void *)low);
+    if (low != MAP_FAILED) {
+        low[page] = 'l';
+        CHECK(low[page] == 'l' && low[0] == 0, "a MAP_32BIT mapping is memory");
+        munmap(low, 2 * page);
     }
 
     /* Errnos Linux gives. */

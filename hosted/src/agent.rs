@@ -175,7 +175,7 @@ fn fork_agent(
 ) -> Result<Option<u32>, Errno> {
     let spec: ClientSpec = postcard::from_bytes(spec).map_err(|_| Errno::EINVAL)?;
     let token = client.fork_token(Some(&spec))?;
-    let window = (client.setup().window_lo, client.setup().window_hi);
+    let window = client.setup().windows();
     // SAFETY: fork; the child goes on as a single-threaded copy of this agent.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -462,6 +462,7 @@ impl Harness for HostedHarness {
         Facts {
             mmap_min: self.setup.window_lo,
             mmap_max: self.setup.window_hi,
+            low_window: Some((self.setup.low_lo, self.setup.low_hi)),
             default_bank: "normal".into(),
             small_bank: ("dma".into(), DMA_FRAMES),
             device: ("fb0".into(), FB_FRAMES * 4096),

@@ -3,9 +3,14 @@
 //! the environment variable `MEMSERVER_SOCKET`. `include/memserver/sys/mman.h` declares
 //! them, and with `MEMSERVER_STANDARD_NAMES` maps the standard names onto them.
 //!
-//! The server's fds are handed to C as [`FD_OFFSET`]` + n`, so they never collide with
-//! the process's own: `ms_close`, `ms_ftruncate` and `ms_fstat` pass any other fd to
-//! libc.
+//! `ms_shm_open` returns a real descriptor of the process: one of the object's bytes
+//! (read-only unless opened `O_RDWR`), so `read(2)`, `write(2)`, `lseek`, `dup`,
+//! `select` and `fork` treat it as Linux does. The runtime knows it by the file it
+//! names (device and inode, [`OpenObjects`]), whichever number it goes by, and maps and
+//! sizes it through the server's own fd for the object. Files of the server's RAM file
+//! server (`ms_open_file`) are numbered from [`FD_OFFSET`] instead: their bytes are a
+//! cache of the file that only the server may write back. `ms_close`, `ms_ftruncate`
+//! and `ms_fstat` pass any other fd to libc.
 
 use crate::runtime::HostedClient;
 use client_lib::{Client, c_args};
@@ -18,6 +23,50 @@ use std::sync::Mutex;
 pub const FD_OFFSET: c_int = 1 << 29;
 
 static CLIENT: Mutex<Option<Client<HostedClient>>> = Mutex::new(None);
+
+/// The process's descriptors of shm objects, by the file they name and their access:
+/// which server fd maps and sizes that object with those rights. Touched only under the
+/// [`CLIENT`] lock, so a `fork` (whose prepare handler holds that lock) copies it whole;
+/// the child's clone has the same server fds.
+static OPEN_OBJECTS: Mutex<Vec<(FileId, Fd)>> = Mutex::new(Vec::new());
+
+/// A descriptor's file (device, inode) and whether it is open for writing.
+type FileId = (u64, u64, bool);
+
+/// What `fd` names, if it is open.
+fn file_id(fd: c_int) -> Option<FileId> {
+    // SAFETY: a descriptor number the caller passed; fcntl and fstat only read it.
+    let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+    let mode = rustix::fs::fcntl_getfl(fd).ok()?;
+    let st = rustix::fs::fstat(fd).ok()?;
+    let writable = mode & rustix::fs::OFlags::RWMODE != rustix::fs::OFlags::RDONLY;
+    Some((st.st_dev, st.st_ino, writable))
+}
+
+/// The server fd behind the process's descriptor `fd`: one of a shm object's bytes, or
+/// a number from [`FD_OFFSET`].
+fn server_fd(fd: c_int) -> Option<Fd> {
+    if fd >= FD_OFFSET {
+        return Some(Fd((fd - FD_OFFSET) as u32));
+    }
+    // The connection's lock first, as everywhere (see OPEN_OBJECTS).
+    let _client = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    let objects = OPEN_OBJECTS.lock().unwrap_or_else(|e| e.into_inner());
+    if fd < 0 || objects.is_empty() {
+        return None;
+    }
+    let id = file_id(fd)?;
+    objects.iter().find(|(i, _)| *i == id).map(|(_, f)| *f)
+}
+
+/// Whether a descriptor of the process names `id`.
+fn still_open(id: FileId) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return true;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<c_int>().ok())
+        .any(|n| file_id(n) == Some(id))
+}
 
 type Guard = std::sync::MutexGuard<'static, Option<Client<HostedClient>>>;
 
@@ -55,9 +104,8 @@ extern "C" fn fork_child() {
         let old = old.into_transport();
         let setup = old.setup();
         old.forsake();
-        let adopted = token.and_then(|t| {
-            HostedClient::adopt(&socket_path(), t, (setup.window_lo, setup.window_hi)).ok()
-        });
+        let adopted =
+            token.and_then(|t| HostedClient::adopt(&socket_path(), t, setup.windows()).ok());
         // Without the clone the child's inherited window is not served: its next call
         // connects afresh, as a new client.
         *guard = adopted.map(Client::new);
@@ -101,10 +149,6 @@ fn with<T>(f: impl FnOnce(&mut Client<HostedClient>) -> Result<T, Errno>) -> Opt
     }
 }
 
-fn server_fd(fd: c_int) -> Option<Fd> {
-    (fd >= FD_OFFSET).then(|| Fd((fd - FD_OFFSET) as u32))
-}
-
 fn status(r: Option<()>) -> c_int {
     if r.is_some() { 0 } else { -1 }
 }
@@ -123,8 +167,8 @@ pub extern "C" fn ms_mmap(
 ) -> *mut c_void {
     let fd = match fd {
         -1 => -1,
-        fd if fd >= FD_OFFSET => fd - FD_OFFSET,
         _ if flags & libc::MAP_ANONYMOUS != 0 => -1,
+        fd if let Some(f) = server_fd(fd) => f.0 as c_int,
         fd => {
             // SAFETY: F_GETFD only asks whether `fd` is open.
             if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
@@ -242,7 +286,8 @@ fn name_arg(name: *const c_char) -> Result<&'static str, Errno> {
     s.to_str().map_err(|_| Errno::EINVAL)
 }
 
-/// `shm_open(3)`: returns an fd from [`FD_OFFSET`] up.
+/// `shm_open(3)`: returns a descriptor of the object's bytes (close-on-exec, as
+/// glibc's).
 #[unsafe(no_mangle)]
 pub extern "C" fn ms_shm_open(name: *const c_char, oflag: c_int, mode: mode_t) -> c_int {
     with(|c| {
@@ -251,7 +296,22 @@ pub extern "C" fn ms_shm_open(name: *const c_char, oflag: c_int, mode: mode_t) -
             c_args::oflags(oflag)?,
             c_args::mode(mode).bits(),
         )?;
-        Ok(FD_OFFSET + fd.0 as c_int)
+        let mine = c.transport().take_descriptor(fd);
+        let Some((mine, id)) = mine.and_then(|d| {
+            let id = file_id(rustix::fd::AsRawFd::as_raw_fd(&d))?;
+            Some((d, id))
+        }) else {
+            let _ = c.close(fd);
+            return Err(Errno::EIO);
+        };
+        // One server fd serves every descriptor of the object with the same access.
+        let mut objects = OPEN_OBJECTS.lock().unwrap_or_else(|e| e.into_inner());
+        if objects.iter().any(|(i, _)| *i == id) {
+            let _ = c.close(fd);
+        } else {
+            objects.push((id, fd));
+        }
+        Ok(rustix::fd::IntoRawFd::into_raw_fd(mine))
     })
     .unwrap_or(-1)
 }
@@ -279,19 +339,34 @@ pub extern "C" fn ms_shm_unlink(name: *const c_char) -> c_int {
 pub extern "C" fn ms_ftruncate(fd: c_int, len: off_t) -> c_int {
     match server_fd(fd) {
         Some(f) => status(with(|c| c.ftruncate(f, len))),
-        // SAFETY: plain libc call with the caller's arguments.
-        None => unsafe { libc::ftruncate(fd, len) },
+        // SAFETY: the system call with the caller's arguments (not libc's `ftruncate`,
+        // which an interposing library may be: it would call this again).
+        None => unsafe { libc::syscall(libc::SYS_ftruncate, fd, len) as c_int },
     }
 }
 
-/// `close(2)`: a server fd goes to the server, any other to libc.
+/// `close(2)`: a number from [`FD_OFFSET`] goes to the server; any other descriptor
+/// is closed by libc, and when it was the process's last of a shm object with its
+/// access, the server fd behind it is closed too.
 #[unsafe(no_mangle)]
 pub extern "C" fn ms_close(fd: c_int) -> c_int {
-    match server_fd(fd) {
-        Some(f) => status(with(|c| c.close(f))),
-        // SAFETY: plain libc call with the caller's argument.
-        None => unsafe { libc::close(fd) },
+    if fd >= FD_OFFSET {
+        return status(with(|c| c.close(Fd((fd - FD_OFFSET) as u32))));
     }
+    let object = server_fd(fd).zip(file_id(fd));
+    // SAFETY: the system call with the caller's argument (see ms_ftruncate).
+    let r = unsafe { libc::syscall(libc::SYS_close, fd) as c_int };
+    if let Some((f, id)) = object {
+        let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut objects = OPEN_OBJECTS.lock().unwrap_or_else(|e| e.into_inner());
+        if !still_open(id) && objects.iter().any(|&(i, g)| i == id && g == f) {
+            objects.retain(|(i, _)| *i != id);
+            if let Some(c) = guard.as_mut() {
+                let _ = c.close(f);
+            }
+        }
+    }
+    r
 }
 
 /// `fstat(2)`: a server fd is described by the server, any other by libc.
@@ -302,7 +377,7 @@ pub extern "C" fn ms_close(fd: c_int) -> c_int {
 pub unsafe extern "C" fn ms_fstat(fd: c_int, st: *mut libc::stat) -> c_int {
     let Some(f) = server_fd(fd) else {
         // SAFETY: the caller's contract passes through.
-        return unsafe { libc::fstat(fd, st) };
+        return unsafe { libc::syscall(libc::SYS_fstat, fd, st) as c_int };
     };
     if st.is_null() {
         set_errno(libc::EFAULT);

@@ -89,7 +89,11 @@ impl HostedStub {
     }
 
     /// Makes page `idx` of `obj`'s memfd hold `frame` (the object's page there): its
-    /// pending bytes, or zeros, unless it is there already. The memfd must exist.
+    /// bytes, unless it is there already. The memfd must exist.
+    ///
+    /// A frame with no bytes yet (a new zero page) takes what the memfd holds there:
+    /// nothing (a hole, which reads zero) unless the program wrote it through its
+    /// descriptor of the object, and those bytes are the object's, as on Linux.
     pub fn place_in_object(
         &mut self,
         frame: Frame,
@@ -100,9 +104,13 @@ impl HostedStub {
         if self.homes.get(&frame) == Some(&home) {
             return Ok(());
         }
-        let mut page = [0u8; P as usize];
-        self.bytes(frame, &mut page);
-        self.memory.write_page(obj, idx, &page)?;
+        if self.pending.contains_key(&frame) || self.homes.contains_key(&frame) {
+            let mut page = [0u8; P as usize];
+            self.bytes(frame, &mut page);
+            self.memory.write_page(obj, idx, &page)?;
+        } else {
+            self.memory.touch_page(obj, idx)?;
+        }
         self.pending.remove(&frame);
         self.homes.insert(frame, home);
         Ok(())

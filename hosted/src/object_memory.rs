@@ -84,6 +84,13 @@ impl ObjectMemory {
         write_all_at(fd, &page, idx * P)
     }
 
+    /// Makes sure page `idx` of `obj` (which must have a memfd) exists, keeping its
+    /// bytes: zeros where it was a hole.
+    pub fn touch_page(&self, obj: ObjectId, idx: u64) -> io::Result<()> {
+        let fd = self.existing(obj).ok_or(io::ErrorKind::NotFound)?;
+        touch(fd, idx)
+    }
+
     /// Writes page `idx` of device `dev` (which must have a memfd).
     pub fn write_device_page(&self, dev: u8, idx: u64, data: &[u8]) -> io::Result<()> {
         let fd = self.devices.get(&dev).ok_or(io::ErrorKind::NotFound)?;
@@ -97,8 +104,7 @@ impl ObjectMemory {
     /// bytes kept otherwise): a device's frames are never zeroed.
     pub fn touch_device_page(&self, dev: u8, idx: u64) -> io::Result<()> {
         let fd = self.devices.get(&dev).ok_or(io::ErrorKind::NotFound)?;
-        rustix::fs::fallocate(fd, FallocateFlags::KEEP_SIZE, idx * P, P)?;
-        Ok(())
+        touch(fd.as_fd(), idx)
     }
 
     /// Reads page `idx` of `obj` into `out` (zeros where it has none).
@@ -143,6 +149,12 @@ impl ObjectMemory {
             let _ = rustix::fs::ftruncate(&fd, 0);
         }
     }
+}
+
+/// Page `idx` of `fd` exists, zero if it was a hole, its bytes kept otherwise.
+fn touch(fd: BorrowedFd<'_>, idx: u64) -> io::Result<()> {
+    rustix::fs::fallocate(fd, FallocateFlags::KEEP_SIZE, idx * P, P)?;
+    Ok(())
 }
 
 fn write_all_at(fd: BorrowedFd<'_>, mut buf: &[u8], mut at: u64) -> io::Result<()> {

@@ -11,9 +11,11 @@
 //! a postcard `Response` for [`KIND_REQUEST`], [`KIND_MMAP_FILE`], [`KIND_SPEC`],
 //! [`KIND_EXIT`] and [`KIND_AWAIT_EXIT`]; an encoded [`Setup`] (or a `Response` carrying
 //! the refusal) for [`KIND_HELLO`] and [`KIND_ADOPT`]; `[token: u64 LE]` (or a refusal)
-//! for [`KIND_FORK`]; a list of host files (or a refusal) for [`KIND_HOST_FILES`]. The operations are the host mappings the server decided for the
-//! request (placement, backing, protection), never pages: the client applies them to
-//! its window before it returns to the program.
+//! for [`KIND_FORK`]; a list of host files (or a refusal) for [`KIND_HOST_FILES`]. The
+//! operations are the host mappings the server decided for the request (placement,
+//! backing, protection), never pages: the client applies them to its window before it
+//! returns to the program; and, for `shm_open`, the descriptor of the object's bytes the
+//! program gets as its fd.
 
 /// First message: empty payload, the client's userfaultfd attached.
 pub const KIND_HELLO: u8 = 0;
@@ -49,7 +51,7 @@ pub const KIND_MMAP_FILE: u8 = 7;
 pub const KIND_HOST_FILES: u8 = 8;
 
 /// Bytes of an encoded [`Setup`].
-pub const SETUP_LEN: usize = 28;
+pub const SETUP_LEN: usize = 44;
 /// Bytes of an encoded [`HostOp`].
 pub const OP_LEN: usize = 42;
 /// The largest packet either side sends.
@@ -68,16 +70,37 @@ pub struct Setup {
     pub mem_size: u64,
     /// The client's number (as the server logs it).
     pub client: u32,
+    /// Lowest address of the window below 2 GiB that `MAP_32BIT` places into.
+    pub low_lo: u64,
+    /// One past its highest.
+    pub low_hi: u64,
 }
 
 impl Setup {
+    /// The client's two windows, the main one first: the only addresses the server
+    /// maps into.
+    pub fn windows(&self) -> [(u64, u64); 2] {
+        [(self.window_lo, self.window_hi), (self.low_lo, self.low_hi)]
+    }
+
+    /// Whether `[addr, addr + len)` (non-empty) lies inside one window.
+    pub fn owns(&self, addr: u64, len: u64) -> bool {
+        len > 0
+            && self
+                .windows()
+                .iter()
+                .any(|&(lo, hi)| addr >= lo && addr.checked_add(len).is_some_and(|e| e <= hi))
+    }
+
     /// Its encoding.
     pub fn encode(&self) -> [u8; SETUP_LEN] {
         let mut b = [0u8; SETUP_LEN];
         b[..8].copy_from_slice(&self.window_lo.to_le_bytes());
         b[8..16].copy_from_slice(&self.window_hi.to_le_bytes());
         b[16..24].copy_from_slice(&self.mem_size.to_le_bytes());
-        b[24..].copy_from_slice(&self.client.to_le_bytes());
+        b[24..28].copy_from_slice(&self.client.to_le_bytes());
+        b[28..36].copy_from_slice(&self.low_lo.to_le_bytes());
+        b[36..].copy_from_slice(&self.low_hi.to_le_bytes());
         b
     }
 
@@ -91,6 +114,8 @@ impl Setup {
             window_hi: u64_at(b, 8)?,
             mem_size: u64_at(b, 16)?,
             client: u32::from_le_bytes(b.get(24..28)?.try_into().ok()?),
+            low_lo: u64_at(b, 28)?,
+            low_hi: u64_at(b, 36)?,
         })
     }
 }
@@ -184,6 +209,12 @@ pub enum HostOp {
         /// Linux's advice number.
         advice: u8,
     },
+    /// The next attached descriptor is the process's own descriptor of the bytes of
+    /// the object its server fd `fd` names (what `shm_open` returns to the program).
+    Descriptor {
+        /// The server's fd.
+        fd: u32,
+    },
 }
 
 /// What a moved mapping is of: it is registered again as such.
@@ -219,7 +250,10 @@ impl RemapBacking {
 impl HostOp {
     /// Whether it consumes an attached descriptor.
     pub fn takes_fd(&self) -> bool {
-        matches!(self, HostOp::MapObject { .. } | HostOp::MapFile { .. })
+        matches!(
+            self,
+            HostOp::MapObject { .. } | HostOp::MapFile { .. } | HostOp::Descriptor { .. }
+        )
     }
 
     /// Its fixed-size encoding.
@@ -239,7 +273,7 @@ impl HostOp {
                 prot,
                 shared,
                 offset,
-            } => (6, addr, len, offset, 0, prot, u8::from(shared)),
+            } => (7, addr, len, offset, 0, prot, u8::from(shared)),
             HostOp::Reserve { addr, len } => (2, addr, len, 0, 0, 0, 0),
             HostOp::Protect { addr, len, prot } => (3, addr, len, 0, 0, prot, 0),
             HostOp::Remap {
@@ -259,6 +293,7 @@ impl HostOp {
                 backing.to_byte(),
             ),
             HostOp::Advise { addr, len, advice } => (5, addr, len, 0, 0, advice, 0),
+            HostOp::Descriptor { fd } => (6, u64::from(fd), 0, 0, 0, 0, 0),
         };
         let mut out = [0u8; OP_LEN];
         out[0] = kind;
@@ -309,7 +344,10 @@ impl HostOp {
                 len: w(1)?,
                 advice: x,
             },
-            6 => HostOp::MapFile {
+            6 => HostOp::Descriptor {
+                fd: u32::try_from(w(0)?).ok()?,
+            },
+            7 => HostOp::MapFile {
                 addr: w(0)?,
                 len: w(1)?,
                 offset: w(2)?,
@@ -452,6 +490,7 @@ mod tests {
                 len: 4096,
                 advice: 4,
             },
+            HostOp::Descriptor { fd: 3 },
         ];
         let mut out = Vec::new();
         encode_answer(b"xyz", &ops, &mut out).expect("fits");
@@ -502,8 +541,10 @@ mod tests {
             window_hi: 2,
             mem_size: 3,
             client: 4,
+            low_lo: 5,
+            low_hi: 6,
         };
         assert_eq!(Setup::decode(&s.encode()), Some(s));
-        assert_eq!(Setup::decode(&s.encode()[..27]), None);
+        assert_eq!(Setup::decode(&s.encode()[..SETUP_LEN - 1]), None);
     }
 }

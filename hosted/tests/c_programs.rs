@@ -126,6 +126,11 @@ fn portable_against_memserverd() {
 }
 
 #[test]
+fn descriptors_against_memserverd() {
+    against_memserverd("descriptors", "256M", DEADLINE).assert_passed("descriptors");
+}
+
+#[test]
 fn fork_against_memserverd() {
     against_memserverd("fork", "256M", DEADLINE).assert_passed("fork");
 }
@@ -227,6 +232,11 @@ fn host_files_against_memserverd() {
 #[test]
 fn host_files_as_plain_linux() {
     plain_linux("host_files", &[], DEADLINE).assert_passed("host_files (plain Linux)");
+}
+
+#[test]
+fn descriptors_as_plain_linux() {
+    plain_linux("descriptors", &[], DEADLINE).assert_passed("descriptors (plain Linux)");
 }
 
 #[test]

@@ -42,6 +42,10 @@ pub struct Config {
     pub mmap_min: u64,
     /// One past the highest address a mapping may use.
     pub mmap_max: u64,
+    /// A second range, below 2 GiB, that only `MAP_32BIT` places into (and `MAP_FIXED`
+    /// may name), for a kernel whose main range lies above it (the hosted runtime's).
+    /// `None`: `MAP_32BIT` places in the main range, below 2 GiB.
+    pub low_window: Option<(u64, u64)>,
     /// Most named shm objects at once (`ENOSPC` beyond).
     pub max_shm_objects: u32,
     /// Most open files in the system: fds of every client plus shared anonymous objects
@@ -90,6 +94,21 @@ impl StandardLayout {
 }
 
 impl Config {
+    /// Whether a mapping may lie at `[start, end)`: inside the main range or inside
+    /// the low window.
+    pub fn usable(&self, start: u64, end: u64) -> bool {
+        let inside = |(lo, hi): (u64, u64)| start >= lo && end <= hi && start <= end;
+        inside((self.mmap_min, self.mmap_max)) || self.low_window.is_some_and(inside)
+    }
+
+    /// The lowest address of the range holding `addr` (a stack grows no lower).
+    pub fn floor_of(&self, addr: u64) -> u64 {
+        match self.low_window {
+            Some((lo, hi)) if addr < hi && addr < self.mmap_min => lo,
+            _ => self.mmap_min,
+        }
+    }
+
     /// The configuration every runtime here serves (the microkernel, `memserverd`, the
     /// conformance suite, the tests): banks `normal` (the default) and `dma`, the device
     /// window `fb0`, and `uart0`, a device with nothing to map (`ENODEV`), with the
@@ -123,6 +142,7 @@ impl Config {
             devices: Vec::new(),
             mmap_min: 0x1_0000,
             mmap_max: 0x7fff_ffff_f000,
+            low_window: None,
             max_shm_objects: 1024,
             max_open_files: 8192,
             max_object_size: total * ipc_proto::PAGE_SIZE,

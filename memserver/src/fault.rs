@@ -273,7 +273,7 @@ impl<K: KernelStub> Server<K> {
     /// the stack limit and the limits allow; returns the grown region.
     fn grow_stack(&mut self, id: ClientId, va: u64) -> Option<crate::region::Region> {
         let limit = self.cfg.stack_grow_limit;
-        let floor = self.cfg.mmap_min;
+        let floor = self.cfg.floor_of(va);
         let c = self.clients.get_mut(&id)?;
         let above = *c.regions.next_at_or_above(va)?;
         // Only anonymous stacks grow: growing an object mapping down would need an offset

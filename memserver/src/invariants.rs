@@ -57,7 +57,7 @@ impl<K: KernelStub> Server<K> {
                 if r.start % PAGE_SIZE != 0 || r.end % PAGE_SIZE != 0 || r.start >= r.end {
                     return Err(format!("{id:?}: malformed region {r:?}"));
                 }
-                if r.start < self.cfg.mmap_min || r.end > self.cfg.mmap_max {
+                if !self.cfg.usable(r.start, r.end) {
                     return Err(format!("{id:?}: region outside the window {r:?}"));
                 }
                 if let Some(p) = prev {

@@ -261,12 +261,14 @@ impl<K: KernelStub> Server<K> {
 
     /// The address of a `MAP_FIXED` or `MAP_FIXED_NOREPLACE` mapping, if it may go there.
     fn check_fixed(&self, id: ClientId, addr: u64, len: u64, f: MapFlags) -> Result<u64, Errno> {
-        if addr < self.cfg.mmap_min {
-            return Err(Errno::EPERM);
-        }
-        match addr.checked_add(len) {
-            Some(end) if end <= self.cfg.mmap_max => {}
-            _ => return Err(Errno::ENOMEM),
+        let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
+        if !self.cfg.usable(addr, end) {
+            let low = self.cfg.low_window.is_some_and(|(lo, _)| addr >= lo);
+            return Err(if addr < self.cfg.mmap_min && !low {
+                Errno::EPERM
+            } else {
+                Errno::ENOMEM
+            });
         }
         let c = self.clients.get(&id).ok_or(Errno::ESRCH)?;
         if f.contains(MapFlags::FIXED_NOREPLACE) && !c.regions.is_free(addr, addr + len) {
@@ -350,18 +352,24 @@ impl<K: KernelStub> Server<K> {
     /// Picks an address for a non-fixed mapping: the hint if it is free and inside the
     /// window, otherwise the highest free gap.
     fn place(&mut self, id: ClientId, hint: u64, len: u64, low: bool) -> Result<u64, Errno> {
-        let (lo, mut hi) = (self.cfg.mmap_min, self.cfg.mmap_max);
-        if low {
-            hi = hi.min(LOW_2G);
-        }
+        let (lo, hi) = match (low, self.cfg.low_window) {
+            (true, Some((lo, hi))) => (lo, hi.min(LOW_2G)),
+            (true, None) => (self.cfg.mmap_min, self.cfg.mmap_max.min(LOW_2G)),
+            (false, _) => (self.cfg.mmap_min, self.cfg.mmap_max),
+        };
         let c = self.clients.get_mut(&id).ok_or(Errno::ESRCH)?;
+        // A hint is taken where a mapping may lie and nothing is (below 2 GiB for
+        // MAP_32BIT), in either range, as Linux takes one anywhere free.
         let h = hint & !PAGE_MASK;
         if h != 0
-            && h >= lo
-            && h.checked_add(len).is_some_and(|e| e <= hi)
-            && c.regions.is_free(h, h + len)
+            && h.checked_add(len).is_some_and(|e| {
+                (!low || e <= LOW_2G) && self.cfg.usable(h, e) && c.regions.is_free(h, e)
+            })
         {
             return Ok(h);
+        }
+        if lo < self.cfg.mmap_min {
+            return c.regions.find_free_in(len, lo, hi).ok_or(Errno::ENOMEM);
         }
         c.regions
             .find_free_top_down(len, lo, hi)

@@ -283,6 +283,15 @@ impl RegionMap {
         }
     }
 
+    /// Finds `len` bytes of free space in `[lo, hi)`, which may lie below the window (a
+    /// second, low window's placements), as high as it fits.
+    pub fn find_free_in(&self, len: u64, lo: u64, hi: u64) -> Option<u64> {
+        if hi < lo || hi - lo < len {
+            return None;
+        }
+        self.scan_down(len, lo, hi, hi).map(|(addr, _)| addr)
+    }
+
     /// Walks gaps downward from `top`; returns the placement and the largest gap skipped.
     fn scan_down(&self, len: u64, lo: u64, hi: u64, mut top: u64) -> Option<(u64, u64)> {
         let mut largest = 0;

@@ -131,7 +131,7 @@ impl<K: KernelStub> Server<K> {
             if new_addr < old_addr + old_len && old_addr < new_end {
                 return Err(Errno::EINVAL);
             }
-            if new_addr < lo {
+            if new_addr < lo && !self.cfg.usable(new_addr, new_end) {
                 return Err(Errno::EPERM);
             }
             Some(new_addr)
@@ -197,7 +197,7 @@ impl<K: KernelStub> Server<K> {
         // Grow in place when the old range ends the region and the space after is free.
         if v.fixed.is_none() && v.old_len > 0 && !v.dontunmap && old_end == r.end {
             let new_end = v.old_addr + v.new_len;
-            if new_end <= self.cfg.mmap_max && c.regions.is_free(old_end, new_end) {
+            if self.cfg.usable(r.start, new_end) && c.regions.is_free(old_end, new_end) {
                 let ext = Region {
                     start: old_end,
                     end: new_end,

@@ -162,4 +162,29 @@ impl<K: KernelStub> Server<K> {
             self.mem.release(f);
         }
     }
+
+    /// The shm object `fd` of client `id` names, and whether the fd may write: for a
+    /// kernel that gives the client a descriptor of the object's bytes of its own (the
+    /// hosted runtime's real descriptors). Files, banks and devices are `None`.
+    pub fn shm_of_fd(&self, id: ClientId, fd: Fd) -> Option<(ObjectId, bool)> {
+        let e = self.clients.get(&id)?.fds.get(fd)?;
+        match e.target {
+            FdTarget::Shm(obj) if self.file_key(obj).is_none() => Some((obj, e.writable)),
+            _ => None,
+        }
+    }
+
+    /// Shm object `obj` grew to `len` bytes outside the server (a `write(2)` past its
+    /// end through a descriptor of its bytes, which the hosted kernel allows): its size
+    /// follows. It never shrinks this way, nor passes the largest object size, and a
+    /// file's size is its pager's alone.
+    pub fn object_grown(&mut self, obj: ObjectId, len: u64) {
+        let grows = self
+            .objects
+            .get(&obj)
+            .is_some_and(|o| o.file.is_none() && len > o.size);
+        if grows && len <= self.cfg.max_object_size {
+            self.truncate_object(obj, len);
+        }
+    }
 }

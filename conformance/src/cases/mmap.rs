@@ -421,12 +421,24 @@ fn mmap_data_survives_many_touches(h: &mut dyn Harness) -> Outcome {
 fn mmap_fixed_below_the_floor_is_eperm(h: &mut dyn Harness) -> Outcome {
     let f = h.facts();
     let mut p = proc(h)?;
+    let floor = f
+        .low_window
+        .map_or(f.mmap_min, |(lo, _)| lo.min(f.mmap_min));
     expect_err(
-        fixed(&mut *p, f.mmap_min - P, P, RW),
+        fixed(&mut *p, floor - P, P, RW),
         Errno::EPERM,
-        "MAP_FIXED below mmap_min",
+        "MAP_FIXED below the lowest usable address",
     )?;
-    expect_err(fixed(&mut *p, 0, P, RW), Errno::EPERM, "MAP_FIXED at 0")
+    expect_err(fixed(&mut *p, 0, P, RW), Errno::EPERM, "MAP_FIXED at 0")?;
+    // Between a low window and the main range nothing may lie: no room there.
+    match f.low_window {
+        Some((_, hi)) if hi < f.mmap_min => expect_err(
+            fixed(&mut *p, hi, P, RW),
+            Errno::ENOMEM,
+            "MAP_FIXED between the low window and the main range",
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn mmap_of_a_closed_fd_is_ebadf(h: &mut dyn Harness) -> Outcome {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 /// The clients' window: 16 TiB well away from where Linux places a program's mappings.
 pub const WINDOW: (u64, u64) = (0x2000_0000_0000, 0x3000_0000_0000);
+/// The window `MAP_32BIT` places into, where Linux's own `MAP_32BIT` does (1–2 GiB).
+pub const LOW_WINDOW: (u64, u64) = (1 << 30, 1 << 31);
 /// Frame number of the first frame (any value; frames are names).
 const FRAME_BASE: u64 = 0x100;
 /// Frames of the small `dma` bank.
@@ -93,6 +95,7 @@ impl DaemonConfig {
         ));
         cfg.mmap_min = WINDOW.0;
         cfg.mmap_max = WINDOW.1;
+        cfg.low_window = Some(LOW_WINDOW);
         cfg.self_check = self.self_check;
         cfg
     }

@@ -1,6 +1,6 @@
 //! [`Daemon`]: the server, its connections and what each message does.
 
-use super::config::{DaemonConfig, WINDOW};
+use super::config::{DaemonConfig, LOW_WINDOW, WINDOW};
 use super::faults::{self, Fault};
 use super::host_ops::{self, HostOps};
 use crate::HostedStub;
@@ -228,6 +228,7 @@ impl Daemon {
                 } else {
                     match ipc_proto::decode_request(body) {
                         Ok(req) => {
+                            host_ops::sync_size(&mut self.server, client, &req);
                             let resp = self.server.handle(Sender::Client(client), &req);
                             match &resp {
                                 Ok(reply) => match host_ops::for_request(
@@ -235,7 +236,7 @@ impl Daemon {
                                     client,
                                     &req,
                                     reply,
-                                    WINDOW,
+                                    [WINDOW, LOW_WINDOW],
                                     None,
                                 ) {
                                     Ok(o) => {
@@ -368,7 +369,8 @@ impl Daemon {
             .server
             .handle(Sender::Client(client), &Request::Close { fd });
         let reply = resp?;
-        match host_ops::for_request(&mut self.server, client, &req, &reply, WINDOW, Some(file)) {
+        let windows = [WINDOW, LOW_WINDOW];
+        match host_ops::for_request(&mut self.server, client, &req, &reply, windows, Some(file)) {
             Ok(o) => {
                 *ops = o;
                 Ok(reply)
@@ -404,11 +406,16 @@ impl Daemon {
         e: std::io::Error,
     ) -> Result<Reply, Errno> {
         log::warn!("client {}: host mappings: {e}", client.0);
-        if let (Request::Mmap(args), Reply::Mapped { addr }) = (req, reply) {
-            let undo = Request::Munmap {
+        let undo = match (req, reply) {
+            (Request::Mmap(args), Reply::Mapped { addr }) => Some(Request::Munmap {
                 addr: *addr,
                 len: args.len,
-            };
+            }),
+            // The program never learns of an fd it has no descriptor for.
+            (Request::ShmOpen { .. }, Reply::Fd(fd)) => Some(Request::Close { fd: *fd }),
+            _ => None,
+        };
+        if let Some(undo) = undo {
             let _ = self.server.handle(Sender::Client(client), &undo);
         }
         Err(Errno::ENFILE)
@@ -421,6 +428,8 @@ impl Daemon {
             window_hi: WINDOW.1,
             mem_size: self.mem_size,
             client,
+            low_lo: LOW_WINDOW.0,
+            low_hi: LOW_WINDOW.1,
         }
         .encode();
         out[..s.len()].copy_from_slice(&s);
@@ -529,7 +538,9 @@ impl Daemon {
         let (client, Some(u)) = (c.client, c.uffd.clone()) else {
             return;
         };
-        for r in self.server.regions_in(client, WINDOW.0, WINDOW.1) {
+        let mut regions = self.server.regions_in(client, LOW_WINDOW.0, LOW_WINDOW.1);
+        regions.extend(self.server.regions_in(client, WINDOW.0, WINDOW.1));
+        for r in regions {
             // A host file's private pages are the host's own copy-on-write after `fork`.
             if self.server.is_host_backed(&r) {
                 continue;

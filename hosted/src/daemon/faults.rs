@@ -35,6 +35,7 @@ pub fn resolve(server: &mut Server<HostedStub>, uffd: &Uffd, fault: Fault) -> bo
     let write = fault.flags & (FLAG_WRITE | FLAG_WP) != 0;
     // The server's answer can take two rounds (a copy-on-write after a read fault put a
     // read-only page there); more means it keeps saying "resolved" without a page.
+    let mut grown = false;
     for _ in 0..4 {
         let Some(space) = server.space_of(fault.client) else {
             // The client exited and still touches its window: its connection goes (its
@@ -63,6 +64,17 @@ pub fn resolve(server: &mut Server<HostedStub>, uffd: &Uffd, fault: Fault) -> bo
                 };
                 match server.handle(Sender::Kernel, &req) {
                     Ok(Reply::FaultResolved) => {}
+                    Ok(Reply::Signal(Signal::Bus)) if !grown => {
+                        // Past the object's end as the server knew it: the program may
+                        // have written it longer through its descriptor; ask again once.
+                        grown = true;
+                        match server.region_at(fault.client, page).map(|r| r.backing) {
+                            Some(RegionBacking::Object { obj, .. }) => {
+                                super::host_ops::object_grown(server, obj);
+                            }
+                            _ => return signal(fault, Signal::Bus),
+                        }
+                    }
                     Ok(Reply::Signal(s)) => return signal(fault, s),
                     _ => return signal(fault, Signal::Segv),
                 }

@@ -9,6 +9,7 @@ use crate::object_memory::ObjectMemory;
 use crate::wire::{HostOp, RemapBacking};
 use ipc_proto::{Advice, ClientId, PAGE_SIZE, Prot, Reply, Request};
 use memserver::Server;
+use memserver::object::ObjectId;
 use memserver::region::RegionBacking;
 use rustix::fd::OwnedFd;
 use std::io;
@@ -30,11 +31,18 @@ fn prot_bits(p: Prot) -> u8 {
     (p.bits() & 0x7) as u8
 }
 
+/// The parts of `[addr, addr + len)` inside each window.
+fn clip(addr: u64, len: u64, windows: [(u64, u64); 2]) -> impl Iterator<Item = (u64, u64)> {
+    windows
+        .into_iter()
+        .filter_map(move |w| clip_one(addr, len, w))
+}
+
 /// `[addr, addr + len)` clipped to `window`, if anything is left.
-fn clip(addr: u64, len: u64, window: (u64, u64)) -> Option<(u64, u64)> {
+fn clip_one(addr: u64, len: u64, window: (u64, u64)) -> Option<(u64, u64)> {
     let start = addr.max(window.0);
     let end = addr.saturating_add(pages(len)).min(window.1);
-    (start < end).then_some((start, end - start))
+    (start < end).then(|| (start, end - start))
 }
 
 /// The operations `client`'s request `req`, answered `reply`, needs; `file` is the
@@ -44,7 +52,7 @@ pub fn for_request(
     client: ClientId,
     req: &Request,
     reply: &Reply,
-    window: (u64, u64),
+    windows: [(u64, u64); 2],
     file: Option<&OwnedFd>,
 ) -> io::Result<HostOps> {
     let mut out = HostOps::default();
@@ -60,12 +68,12 @@ pub fn for_request(
             )?;
         }
         (Request::Munmap { addr, len }, Reply::Done) => {
-            if let Some((addr, len)) = clip(*addr, *len, window) {
+            for (addr, len) in clip(*addr, *len, windows) {
                 out.ops.push(HostOp::Reserve { addr, len });
             }
         }
         (Request::Mprotect { addr, len, prot }, Reply::Done) => {
-            if let Some((addr, len)) = clip(*addr, *len, window) {
+            for (addr, len) in clip(*addr, *len, windows) {
                 out.ops.push(HostOp::Protect {
                     addr,
                     len,
@@ -97,6 +105,17 @@ pub fn for_request(
                 backing,
             });
         }
+        (Request::ShmOpen { .. }, Reply::Fd(fd)) => {
+            // The program's fd is a descriptor of the object's bytes (`read(2)`,
+            // `write(2)`, `dup`, `fork` work on it as on Linux), read-only unless the fd
+            // may write; the server's fd stays the one that maps and sizes it.
+            if let Some((obj, writable)) = server.shm_of_fd(client, *fd) {
+                let size = server.object_size(obj).unwrap_or(0);
+                let memfd = server.stub_mut().memory.object(obj, size)?;
+                out.fds.push(ObjectMemory::handout(memfd, writable)?);
+                out.ops.push(HostOp::Descriptor { fd: fd.0 });
+            }
+        }
         (Request::Madvise { addr, len, advice }, Reply::Done) => {
             let host = match advice {
                 Advice::DontNeed => Some(libc::MADV_DONTNEED),
@@ -106,17 +125,47 @@ pub fn for_request(
                 Advice::DoFork => Some(libc::MADV_DOFORK),
                 _ => None,
             };
-            if let (Some(advice), Some((addr, len))) = (host, clip(*addr, *len, window)) {
-                out.ops.push(HostOp::Advise {
-                    addr,
-                    len,
-                    advice: advice as u8,
-                });
+            if let Some(advice) = host {
+                for (addr, len) in clip(*addr, *len, windows) {
+                    out.ops.push(HostOp::Advise {
+                        addr,
+                        len,
+                        advice: advice as u8,
+                    });
+                }
             }
         }
         _ => {}
     }
     Ok(out)
+}
+
+/// Brings the size of the shm object `req` names (through `fd`) up to its bytes: the
+/// program may have written past its end through its descriptor, as on Linux, before it
+/// asks for its size or maps it.
+pub fn sync_size(server: &mut Server<HostedStub>, client: ClientId, req: &Request) {
+    let fd = match req {
+        Request::Fstat { fd } => *fd,
+        Request::Mmap(args) => match args.fd {
+            Some(fd) => fd,
+            None => return,
+        },
+        _ => return,
+    };
+    if let Some((obj, _)) = server.shm_of_fd(client, fd) {
+        object_grown(server, obj);
+    }
+}
+
+/// The server's size of `obj` follows its memfd's, if that grew.
+pub fn object_grown(server: &mut Server<HostedStub>, obj: ObjectId) {
+    let size = server
+        .stub()
+        .memory
+        .existing(obj)
+        .and_then(|fd| rustix::fs::fstat(fd).ok())
+        .map_or(0, |st| st.st_size as u64);
+    server.object_grown(obj, size);
 }
 
 /// One host mapping per region of `client` in `[start, end)`, as the regions are now.
@@ -166,7 +215,7 @@ pub fn map_range(
                     let floor = server
                         .regions_in(client, r.start.saturating_sub(limit), r.start)
                         .last()
-                        .map_or(server.config().mmap_min, |below| below.end);
+                        .map_or(server.config().floor_of(r.start), |below| below.end);
                     let low = r.start.saturating_sub(limit).max(floor);
                     if low < r.start {
                         out.ops.push(HostOp::MapAnon {
@@ -212,4 +261,24 @@ pub fn map_range(
         out.fds.push(fd);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_clipped_to_each_window_it_touches() {
+        let windows = [(1 << 40, 2 << 40), (1 << 30, 1 << 31)];
+        // Inside the main window only: nothing in the low one (and no underflow).
+        let v: Vec<_> = clip(1 << 40, 8192, windows).collect();
+        assert_eq!(v, [(1 << 40, 8192)]);
+        // Inside the low window only.
+        let v: Vec<_> = clip(1 << 30, 100, windows).collect();
+        assert_eq!(v, [(1 << 30, 4096)]);
+        // Across both, and the gap between is never touched.
+        let v: Vec<_> = clip(0, u64::MAX, windows).collect();
+        assert_eq!(v, [(1 << 40, 1 << 40), (1 << 30, 1 << 30)]);
+        assert_eq!(clip(0, 4096, windows).count(), 0);
+    }
 }

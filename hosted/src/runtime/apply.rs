@@ -24,9 +24,7 @@ fn prot(p: HostProt) -> ProtFlags {
 }
 
 fn inside(setup: &Setup, addr: u64, len: u64) -> bool {
-    addr >= setup.window_lo
-        && addr.checked_add(len).is_some_and(|e| e <= setup.window_hi)
-        && len > 0
+    setup.owns(addr, len)
 }
 
 /// Leaves nothing at `[addr, addr + len)`: an access there is the host's `SIGSEGV` with

@@ -12,10 +12,9 @@ use super::apply::{ANON_MODE, OBJECT_MODE};
 use crate::uffd::Uffd;
 use std::io;
 
-/// Registers every mapping of the process's window `[lo, hi)` (read from
-/// `/proc/self/maps`) with `uffd`: memfd mappings for minor faults as well, host files
-/// not at all.
-pub fn register_inherited(uffd: &Uffd, (lo, hi): (u64, u64)) -> io::Result<()> {
+/// Registers every mapping of the process's windows (read from `/proc/self/maps`) with
+/// `uffd`: memfd mappings for minor faults as well, host files not at all.
+pub fn register_inherited(uffd: &Uffd, windows: [(u64, u64); 2]) -> io::Result<()> {
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     for line in maps.lines() {
         let mut f = line.split_whitespace();
@@ -25,7 +24,7 @@ pub fn register_inherited(uffd: &Uffd, (lo, hi): (u64, u64)) -> io::Result<()> {
         let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else {
             continue;
         };
-        if s < lo || e > hi {
+        if !windows.iter().any(|&(lo, hi)| s >= lo && e <= hi) {
             continue;
         }
         let path = f.nth(4).unwrap_or("");

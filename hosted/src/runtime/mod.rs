@@ -46,6 +46,9 @@ pub struct HostedClient {
     link: Arc<Link>,
     /// Where answers are received (one allocation for the connection's life).
     buf: Vec<u8>,
+    /// Descriptors the last answer handed the program, by server fd (closed at the next
+    /// call unless taken).
+    handed: Vec<(u32, OwnedFd)>,
 }
 
 impl HostedClient {
@@ -55,23 +58,23 @@ impl HostedClient {
         let sock = transport::connect(path)?;
         let (uffd, _kernel_faults) = Uffd::create()?;
         let setup = transport::greet(sock.as_fd(), wire::KIND_HELLO, &[], uffd.fd())?;
-        let len = setup
-            .window_hi
-            .checked_sub(setup.window_lo)
-            .ok_or(io::ErrorKind::InvalidData)?;
-        // The window must be empty: MAP_FIXED_NOREPLACE refuses it if anything of the
-        // process is there. It is then left empty (an access there is SEGV_MAPERR, as
+        // Both windows must be empty: MAP_FIXED_NOREPLACE refuses one if anything of the
+        // process is there. They are then left empty (an access there is SEGV_MAPERR, as
         // anywhere unmapped): Linux places a process's own mappings top-down from far
-        // above it, so only the runtime maps there.
-        // SAFETY: fresh address space, unmapped again at once.
-        unsafe {
-            let probe = rustix::mm::mmap_anonymous(
-                setup.window_lo as *mut _,
-                len as usize,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED_NOREPLACE,
-            )?;
-            rustix::mm::munmap(probe, len as usize)?;
+        // above the main window, and below 2 GiB only a non-PIE program's image and heap
+        // lie, under the low window, so only the runtime maps there.
+        for (lo, hi) in setup.windows() {
+            let len = hi.checked_sub(lo).ok_or(io::ErrorKind::InvalidData)?;
+            // SAFETY: fresh address space, unmapped again at once.
+            unsafe {
+                let probe = rustix::mm::mmap_anonymous(
+                    lo as *mut _,
+                    len as usize,
+                    ProtFlags::empty(),
+                    MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED_NOREPLACE,
+                )?;
+                rustix::mm::munmap(probe, len as usize)?;
+            }
         }
         Ok(HostedClient::start(sock, uffd, setup))
     }
@@ -88,7 +91,15 @@ impl HostedClient {
         HostedClient {
             link,
             buf: vec![0; wire::MAX_PACKET],
+            handed: Vec::new(),
         }
+    }
+
+    /// The process's own descriptor of the object server fd `fd` names, if the last
+    /// answer handed one over (`shm_open`'s does).
+    pub fn take_descriptor(&mut self, fd: ipc_proto::Fd) -> Option<OwnedFd> {
+        let i = self.handed.iter().position(|(f, _)| *f == fd.0)?;
+        Some(self.handed.swap_remove(i).1)
     }
 
     /// What the server told this connection.
@@ -110,7 +121,16 @@ impl HostedClient {
         if self.link.dead.load(Ordering::Acquire) {
             return Err(Errno::EIO);
         }
-        let r = transport::exchange(&self.link, &mut self.buf, kind, payload, out, extras);
+        self.handed.clear();
+        let r = transport::exchange(
+            &self.link,
+            &mut self.buf,
+            kind,
+            payload,
+            out,
+            &mut self.handed,
+            extras,
+        );
         if r == Err(Errno::EIO) {
             self.link.dead.store(true, Ordering::Release);
         }
@@ -199,10 +219,10 @@ impl HostedClient {
     /// In a forked child: a connection of its own that becomes the clone `token`
     /// names. The window and its mappings came with `fork`; they are registered with a
     /// new userfaultfd the server gets.
-    pub fn adopt(path: &str, token: u64, window: (u64, u64)) -> io::Result<HostedClient> {
+    pub fn adopt(path: &str, token: u64, windows: [(u64, u64); 2]) -> io::Result<HostedClient> {
         let sock = transport::connect(path)?;
         let (uffd, _) = Uffd::create()?;
-        fork::register_inherited(&uffd, window)?;
+        fork::register_inherited(&uffd, windows)?;
         let setup = transport::greet(
             sock.as_fd(),
             wire::KIND_ADOPT,

@@ -63,7 +63,8 @@ pub struct Extras<'a> {
 }
 
 /// Sends one message and waits for its answer (received into `buf`, which must hold
-/// [`wire::MAX_PACKET`] bytes): applies the host mappings it carries, then copies its
+/// [`wire::MAX_PACKET`] bytes): applies the host mappings it carries, puts the
+/// descriptors it hands the program into `handed` (by server fd), then copies its
 /// payload into `out`. `EIO` when the server is gone.
 pub fn exchange(
     link: &Link,
@@ -71,6 +72,7 @@ pub fn exchange(
     kind: u8,
     payload: &[u8],
     out: &mut [u8],
+    handed: &mut Vec<(u32, OwnedFd)>,
     extras: &mut Extras<'_>,
 ) -> Result<usize, Errno> {
     let mut msg = [0u8; ipc_proto::MAX_REQUEST_LEN + 1];
@@ -92,8 +94,14 @@ pub fn exchange(
         } else {
             None
         };
-        if let Err(e) = apply::apply(&link.uffd, &link.setup, op, fd.as_ref().map(|f| f.as_fd())) {
-            extras.failed.get_or_insert(e);
+        match (op, fd) {
+            (wire::HostOp::Descriptor { fd: server_fd }, Some(fd)) => handed.push((server_fd, fd)),
+            (op, fd) => {
+                let fd = fd.as_ref().map(|f| f.as_fd());
+                if let Err(e) = apply::apply(&link.uffd, &link.setup, op, fd) {
+                    extras.failed.get_or_insert(e);
+                }
+            }
         }
     }
     let dst = out.get_mut(..answer.len()).ok_or(Errno::EMSGSIZE)?;

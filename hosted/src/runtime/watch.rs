@@ -44,9 +44,10 @@ fn watch(link: &Link) {
         return;
     }
     link.dead.store(true, Ordering::Release);
-    let (lo, hi) = (link.setup.window_lo, link.setup.window_hi);
     // Threads whose faults the server read but never answered wait to be woken.
-    link.uffd.wake(lo, hi - lo);
+    for (lo, hi) in link.setup.windows() {
+        link.uffd.wake(lo, hi - lo);
+    }
     loop {
         let uffd = link.uffd.fd();
         let mut fds = [PollFd::new(&uffd, PollFlags::IN)];
