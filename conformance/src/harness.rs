@@ -31,6 +31,31 @@ pub trait Process: MemoryAccess {
         let _ = spec;
         Err(Errno::ENOSYS)
     }
+
+    /// Opens the host file `path` (one the harness made) with `open`, maps it with `args`
+    /// (its fd ignored) and closes it again, as a program mapping a file does. Only the
+    /// cases needing [`Need::HostFiles`](crate::Need::HostFiles) use it; a transport
+    /// without host files keeps this default.
+    fn mmap_host_file(
+        &mut self,
+        path: &str,
+        open: HostOpen,
+        args: ipc_proto::MmapArgs,
+    ) -> Result<u64, Errno> {
+        let _ = (path, open, args);
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// How a process opens a host file before it maps it (`open(2)`'s access mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostOpen {
+    /// `O_RDONLY`.
+    ReadOnly,
+    /// `O_WRONLY`.
+    WriteOnly,
+    /// `O_RDWR`.
+    ReadWrite,
 }
 
 /// Facts about the server under test that cases depend on (serializable, so a kernel can
@@ -86,6 +111,43 @@ pub trait Harness {
     fn file_contents(&mut self, path: &str) -> Option<alloc::vec::Vec<u8>> {
         let _ = path;
         None
+    }
+
+    /// Whether the transport offers what a [`Need`](crate::Need) its [`Facts`] cannot
+    /// tell asks for (host files); `false` by default.
+    fn offers(&self, need: crate::Need) -> bool {
+        let _ = need;
+        false
+    }
+
+    /// Makes a regular file of the host holding `contents`, with a name built from
+    /// `base` unique to the harness; returns its path. `None` without host files.
+    fn make_host_file(&mut self, base: &str, contents: &[u8]) -> Option<String> {
+        let _ = (base, contents);
+        None
+    }
+
+    /// Writes `bytes` at `offset` of host file `path` with `pwrite(2)`, behind the
+    /// server's back (as SQLite writes its pages); whether it was written.
+    fn pwrite_host_file(&mut self, path: &str, offset: u64, bytes: &[u8]) -> bool {
+        let _ = (path, offset, bytes);
+        false
+    }
+
+    /// Host file `path` as `read(2)` sees it.
+    fn read_host_file(&mut self, path: &str) -> Option<alloc::vec::Vec<u8>> {
+        let _ = path;
+        None
+    }
+
+    /// A directory of the host (a descriptor of it cannot be mapped).
+    fn host_directory(&mut self) -> Option<String> {
+        None
+    }
+
+    /// Removes host file `path`.
+    fn remove_host_file(&mut self, path: &str) {
+        let _ = path;
     }
 }
 

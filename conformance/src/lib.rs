@@ -19,5 +19,5 @@ pub mod harness;
 pub mod inproc;
 pub mod runner;
 
-pub use harness::{Facts, Harness, MemoryAccess, Process};
+pub use harness::{Facts, Harness, HostOpen, MemoryAccess, Process};
 pub use runner::{Case, Fail, Need, Outcome, Summary, Verdict, run};

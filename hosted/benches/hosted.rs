@@ -1,7 +1,9 @@
 //! Hosted end to end, beside Linux in the same run: a C-ABI (`ms_mmap`, `ms_munmap`)
 //! pair through `memserverd` (socket round trips, page-table operations applied with
 //! `mmap(MAP_FIXED)`), and a first touch (a real SIGSEGV, the fault forwarded, the page
-//! installed, the access retried), against the same calls as Linux syscalls.
+//! installed, the access retried), against the same calls as Linux syscalls; and a first
+//! read of each page of a mapped host file (the server places the mapping, the host's page
+//! cache serves the fault) against Linux's own mapping of the same file.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use memserver_hosted::c_abi::{ms_mmap, ms_munmap};
@@ -133,6 +135,78 @@ fn hosted(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    host_file_fault(c);
+}
+
+/// Reads the first byte of each page of a fresh mapping of a cached file of [`PAGES`]
+/// pages: through `memserverd` (`ms_mmap` of the process's own fd) and plainly.
+fn host_file_fault(c: &mut Criterion) {
+    let path = std::env::temp_dir().join(format!("host-file-bench-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; (PAGES * P) as usize]).expect("write the bench file");
+    let file = std::fs::File::open(&path).expect("open the bench file");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let len = (PAGES * P) as usize;
+    let read_pages = |a: u64, n: u64| {
+        let t = Instant::now();
+        for i in 0..n {
+            // SAFETY: a page of the file mapping just made, inside the file.
+            let v = unsafe { std::ptr::read_volatile((a + i * P) as *const u8) };
+            assert_eq!(v, 7);
+        }
+        t.elapsed()
+    };
+    let mut g = c.benchmark_group("host_file_fault");
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(PAGES);
+                let a = ms_mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                );
+                assert_ne!(a, libc::MAP_FAILED, "ms_mmap of a host file");
+                total += read_pages(a as u64, n);
+                assert_eq!(ms_munmap(a, len), 0);
+                left -= n;
+            }
+            total
+        })
+    });
+    g.bench_function("linux", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(PAGES);
+                // SAFETY: a fresh read-only mapping of the bench file, read within its
+                // bounds, then unmapped.
+                unsafe {
+                    let p = rustix::mm::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        ProtFlags::READ,
+                        LMap::SHARED,
+                        &file,
+                        0,
+                    )
+                    .expect("mmap");
+                    total += read_pages(p as u64, n);
+                    rustix::mm::munmap(p, len).expect("munmap");
+                }
+                left -= n;
+            }
+            total
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_file(&path);
 }
 
 criterion_group!(benches, hosted);

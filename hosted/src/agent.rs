@@ -6,7 +6,10 @@
 //! `[1][errno: u16]` when the transport failed), `R`/`W`/`X` a read, write or fetch at
 //! an address (answered `[0][byte]` or `[1][signal]`: the access really happens, in the
 //! agent, through the pages the server placed there), `S` a `ClientSpec` to run with
-//! (`[0]` or `[1][errno]`), `F` a `ClientSpec` with a new channel attached: the agent
+//! (`[0]` or `[1][errno]`), `M` `[access: u8][path_len: u16 LE][path][postcard
+//! Request::Mmap]`: open the host file (`0` read-only, `1` write-only, `2` read-write),
+//! map it through the server and close it (answered `[0][addr: u64]` or `[1][errno]`),
+//! `F` a `ClientSpec` with a new channel attached: the agent
 //! really forks, the child adopts the server's clone and serves the new channel
 //! (answered `[0][child pid: u32]`), `A` a `u32` pid whose clients the server must have
 //! reclaimed before the answer (`[0]` or `[1][errno]`), `Q` exit (the server reclaims
@@ -24,7 +27,7 @@ use crate::probe;
 use crate::runtime::HostedClient;
 use crate::wire::Setup;
 use client_lib::Transport;
-use conformance::harness::{Facts, Harness, MemoryAccess, Process};
+use conformance::harness::{Facts, Harness, HostOpen, MemoryAccess, Process};
 use ipc_proto::{
     ClientSpec, Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Reply, Request, ServerStats, Signal,
 };
@@ -73,7 +76,8 @@ pub fn agent_main() {
     if packet::send(chan, &client.setup().encode(), &[]).is_err() {
         return;
     }
-    let mut buf = vec![0u8; MAX_REQUEST_LEN + 16];
+    // A request, or an `M` with a path in front of its request.
+    let mut buf = vec![0u8; MAX_REQUEST_LEN + 16 + libc::PATH_MAX as usize];
     let mut resp = [0u8; MAX_RESPONSE_LEN];
     loop {
         let Ok((n, mut fds)) = packet::recv(chan, &mut buf, RecvFlags::empty()) else {
@@ -98,6 +102,10 @@ pub fn agent_main() {
                     .map_err(|_| Errno::EINVAL)
                     .and_then(|spec| client.set_spec(&spec)),
             ),
+            b'M' => match map_host_file(&mut client, body) {
+                Ok(addr) => [&[0u8][..], &addr.to_le_bytes()].concat(),
+                Err(e) => errno_reply(Err(e)),
+            },
             b'A' => {
                 let pid = u32::from_le_bytes(
                     body.get(..4)
@@ -128,6 +136,32 @@ pub fn agent_main() {
             return;
         }
     }
+}
+
+/// The agent's `M`: opens the host file the body names as it says, maps it through
+/// the server, closes it (the mapping keeps the file).
+fn map_host_file(client: &mut HostedClient, body: &[u8]) -> Result<u64, Errno> {
+    use rustix::fs::{Mode, OFlags};
+    let (&access, rest) = body.split_first().ok_or(Errno::EINVAL)?;
+    let len = usize::from(u16::from_le_bytes(
+        rest.get(..2)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Errno::EINVAL)?,
+    ));
+    let path = rest.get(2..2 + len).ok_or(Errno::EINVAL)?;
+    let path = std::str::from_utf8(path).map_err(|_| Errno::EINVAL)?;
+    let Request::Mmap(args) = ipc_proto::decode_request(rest.get(2 + len..).ok_or(Errno::EINVAL)?)?
+    else {
+        return Err(Errno::EINVAL);
+    };
+    let mode = match access {
+        0 => OFlags::RDONLY,
+        1 => OFlags::WRONLY,
+        _ => OFlags::RDWR,
+    };
+    let file = rustix::fs::open(path, mode | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Errno::from_raw(e.raw_os_error() as u16).unwrap_or(Errno::EIO))?;
+    client.mmap_file(&args, file.as_fd())
 }
 
 /// Forks the agent: the parent gets `Some(child pid)`; the child (which gets `None`)
@@ -334,6 +368,34 @@ impl Process for AgentProcess {
         let child = AgentProcess::attach(&m, &s, d, ours, pid, None).map_err(|_| Errno::EAGAIN)?;
         Ok(Box::new(child))
     }
+
+    fn mmap_host_file(
+        &mut self,
+        path: &str,
+        open: HostOpen,
+        args: ipc_proto::MmapArgs,
+    ) -> Result<u64, Errno> {
+        let mut req = [0u8; MAX_REQUEST_LEN];
+        let n = ipc_proto::encode_request(&Request::Mmap(args), &mut req)?;
+        let len = u16::try_from(path.len()).map_err(|_| Errno::ENAMETOOLONG)?;
+        let access = match open {
+            HostOpen::ReadOnly => 0u8,
+            HostOpen::WriteOnly => 1,
+            HostOpen::ReadWrite => 2,
+        };
+        let body = [
+            &[access][..],
+            &len.to_le_bytes(),
+            path.as_bytes(),
+            &req[..n],
+        ]
+        .concat();
+        match self.ask(b'M', &body).map_err(|_| Errno::EPROTO)? {
+            [0, addr @ ..] if addr.len() == 8 => Ok(addr_of(addr)),
+            &[1, a, b] => Err(Errno::from_raw(u16::from_le_bytes([a, b])).unwrap_or(Errno::EPROTO)),
+            _ => Err(Errno::EPROTO),
+        }
+    }
 }
 
 impl Drop for AgentProcess {
@@ -449,5 +511,36 @@ impl Harness for HostedHarness {
 
     fn unique_name(&self, base: &str) -> String {
         format!("/hosted-{}-{base}", std::process::id())
+    }
+
+    fn offers(&self, need: conformance::Need) -> bool {
+        need == conformance::Need::HostFiles
+    }
+
+    fn make_host_file(&mut self, base: &str, contents: &[u8]) -> Option<String> {
+        let path = std::env::temp_dir().join(format!("hosted-{}-{base}", std::process::id()));
+        std::fs::write(&path, contents).ok()?;
+        path.into_os_string().into_string().ok()
+    }
+
+    fn pwrite_host_file(&mut self, path: &str, offset: u64, bytes: &[u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.write_all_at(bytes, offset))
+            .is_ok()
+    }
+
+    fn read_host_file(&mut self, path: &str) -> Option<Vec<u8>> {
+        std::fs::read(path).ok()
+    }
+
+    fn host_directory(&mut self) -> Option<String> {
+        std::env::temp_dir().into_os_string().into_string().ok()
+    }
+
+    fn remove_host_file(&mut self, path: &str) {
+        let _ = std::fs::remove_file(path);
     }
 }

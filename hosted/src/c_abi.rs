@@ -183,8 +183,9 @@ fn status(r: Option<()>) -> c_int {
     if r.is_some() { 0 } else { -1 }
 }
 
-/// `mmap(2)`. `fd` is `-1`, or an fd from [`ms_shm_open`]; any other open fd is
-/// `ENODEV`, a closed one `EBADF`.
+/// `mmap(2)`. `fd` is `-1`, an fd from [`ms_shm_open`], or the process's own fd of a
+/// regular file (sent to the server, which places the mapping; the host's page cache
+/// holds its pages); any other open fd is `ENODEV`, a closed one `EBADF`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ms_mmap(
     addr: *mut c_void,
@@ -200,9 +201,18 @@ pub extern "C" fn ms_mmap(
         fd if let Some(f) = server_fd(fd) => f.0 as c_int,
         fd => {
             // SAFETY: F_GETFD only asks whether `fd` is open.
-            let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
-            set_errno(if open { libc::ENODEV } else { libc::EBADF });
-            return libc::MAP_FAILED;
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                set_errno(libc::EBADF);
+                return libc::MAP_FAILED;
+            }
+            // SAFETY: `fd` is open (just checked) and the caller keeps it open for the
+            // length of the call, as for any system call taking an fd.
+            let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            return with(|c| {
+                let args = c_args::mmap(addr as u64, len as u64, prot, flags, -1, off)?;
+                c.transport().mmap_file(&args, file)
+            })
+            .map_or(libc::MAP_FAILED, |a| a as *mut c_void);
         }
     };
     with(|c| c.mmap_c(addr as u64, len as u64, prot, flags, fd, off))
@@ -253,11 +263,22 @@ pub extern "C" fn ms_mprotect(addr: *mut c_void, len: size_t, prot: c_int) -> c_
     }))
 }
 
-/// `msync(2)`.
+/// `msync(2)`: the server checks and writes back what it holds; then the host syncs
+/// the range too, which is what writes a host file's pages (its page cache is theirs).
 #[unsafe(no_mangle)]
 pub extern "C" fn ms_msync(addr: *mut c_void, len: size_t, flags: c_int) -> c_int {
     status(with(|c| {
-        c.msync(addr as u64, len as u64, c_args::msync_flags(flags)?)
+        c.msync(addr as u64, len as u64, c_args::msync_flags(flags)?)?;
+        // An address, never dereferenced here: the host looks up its mappings.
+        let start = addr as usize as *mut c_void;
+        // SAFETY: msync only reads the mappings of a range the server just found mapped
+        // (and so the host too: its mappings mirror the server's regions).
+        if unsafe { libc::msync(start, len, flags) } != 0 {
+            let e = std::io::Error::last_os_error().raw_os_error();
+            let raw = e.and_then(|e| u16::try_from(e).ok());
+            return Err(raw.and_then(Errno::from_raw).unwrap_or(Errno::EIO));
+        }
+        Ok(())
     }))
 }
 

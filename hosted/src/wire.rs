@@ -8,10 +8,11 @@
 //!
 //! Server to client, every answer: `[len: u16 LE][payload][count: u16 LE][count ×
 //! HostOp]`, with the descriptors the operations map attached in order. The payload is
-//! a postcard `Response` for [`KIND_REQUEST`], [`KIND_SPEC`], [`KIND_EXIT`],
-//! [`KIND_AWAIT_EXIT`] and [`KIND_LIMITS`]; an encoded [`Setup`] (or a `Response` carrying the refusal) for
-//! [`KIND_HELLO`] and [`KIND_ADOPT`]; `[token: u64 LE]` (or a refusal) for
-//! [`KIND_FORK`]. The operations are the host mappings the server decided for the
+//! a postcard `Response` for [`KIND_REQUEST`], [`KIND_MMAP_FILE`], [`KIND_SPEC`],
+//! [`KIND_EXIT`], [`KIND_AWAIT_EXIT`] and [`KIND_LIMITS`]; an encoded [`Setup`] (or a
+//! `Response` carrying the refusal) for [`KIND_HELLO`] and [`KIND_ADOPT`]; `[token: u64
+//! LE]` (or a refusal) for [`KIND_FORK`]; a list of host files (or a refusal) for
+//! [`KIND_HOST_FILES`]. The operations are the host mappings the server decided for the
 //! request (placement, backing, protection), never pages: the client applies them to
 //! its window before it returns to the program; and, for `shm_open`, the descriptor of
 //! the object's bytes the program gets as its fd.
@@ -37,11 +38,22 @@ pub const KIND_ADOPT: u8 = 5;
 /// its clients held is reclaimed (`EBUSY` after ten seconds). Only the server's own user
 /// (or root) may ask: a test harness waits with it for what it is about to check.
 pub const KIND_AWAIT_EXIT: u8 = 6;
+
+/// A postcard `Request::Mmap` follows (its fd is ignored), the process's own fd of a
+/// regular file attached: map that file. The server checks the fd (`ENODEV` unless a
+/// regular file), opens the file's object with the rights of the fd's open mode, and
+/// runs the ordinary `mmap`; the answer's [`HostOp::MapFile`] attaches the same open
+/// file description back, so the host enforces its open mode too.
+pub const KIND_MMAP_FILE: u8 = 7;
+/// Empty: which host files the server serves, answered with [`encode_host_files`]'s
+/// payload. Only the server's own user (or root) may ask (`EPERM`): which files other
+/// users map is theirs to know.
+pub const KIND_HOST_FILES: u8 = 8;
 /// Empty, or `[pid: i32 LE]`: the resource limits of this connection's process (or of
 /// process `pid`) changed (`setrlimit`, `prlimit`); the server reads them again from
 /// `/proc/<pid>/limits` for every client of that process (what a process says of its
 /// limits is never taken on trust). Safe to repeat.
-pub const KIND_LIMITS: u8 = 7;
+pub const KIND_LIMITS: u8 = 9;
 
 /// Bytes of an encoded [`Setup`].
 pub const SETUP_LEN: usize = 44;
@@ -146,6 +158,21 @@ pub enum HostOp {
         /// Offset in the object.
         offset: u64,
     },
+    /// The next attached descriptor (the process's own regular file), mapped at
+    /// `[addr, addr + len)` from `offset`, shared or private, replacing what was there.
+    /// Not registered with the userfaultfd: the host's page cache serves its faults.
+    MapFile {
+        /// First byte.
+        addr: u64,
+        /// Bytes.
+        len: u64,
+        /// `PROT_*`.
+        prot: HostProt,
+        /// `MAP_SHARED` (else `MAP_PRIVATE`).
+        shared: bool,
+        /// Offset in the file.
+        offset: u64,
+    },
     /// Nothing at `[addr, addr + len)` any more: an inaccessible reservation again.
     Reserve {
         /// First byte.
@@ -175,8 +202,8 @@ pub enum HostOp {
         new_len: u64,
         /// `MREMAP_DONTUNMAP`: the old range stays mapped, empty.
         dont_unmap: bool,
-        /// The mapping is of a memory object (its registration mode differs).
-        object: bool,
+        /// What the mapping is of (its registration differs).
+        backing: RemapBacking,
     },
     /// `madvise(addr, len, advice)` on the host mapping.
     Advise {
@@ -195,10 +222,43 @@ pub enum HostOp {
     },
 }
 
+/// What a moved mapping is of: it is registered again as such.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemapBacking {
+    /// Private anonymous memory.
+    Anon,
+    /// A memory object's or device's memfd.
+    Object,
+    /// A host file: never registered.
+    HostFile,
+}
+
+impl RemapBacking {
+    fn to_byte(self) -> u8 {
+        match self {
+            RemapBacking::Anon => 0,
+            RemapBacking::Object => 1,
+            RemapBacking::HostFile => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<RemapBacking> {
+        Some(match b {
+            0 => RemapBacking::Anon,
+            1 => RemapBacking::Object,
+            2 => RemapBacking::HostFile,
+            _ => return None,
+        })
+    }
+}
+
 impl HostOp {
     /// Whether it consumes an attached descriptor.
     pub fn takes_fd(&self) -> bool {
-        matches!(self, HostOp::MapObject { .. } | HostOp::Descriptor { .. })
+        matches!(
+            self,
+            HostOp::MapObject { .. } | HostOp::MapFile { .. } | HostOp::Descriptor { .. }
+        )
     }
 
     /// Its fixed-size encoding.
@@ -212,6 +272,13 @@ impl HostOp {
                 shared,
                 offset,
             } => (1, addr, len, offset, 0, prot, u8::from(shared)),
+            HostOp::MapFile {
+                addr,
+                len,
+                prot,
+                shared,
+                offset,
+            } => (7, addr, len, offset, 0, prot, u8::from(shared)),
             HostOp::Reserve { addr, len } => (2, addr, len, 0, 0, 0, 0),
             HostOp::Protect { addr, len, prot } => (3, addr, len, 0, 0, prot, 0),
             HostOp::Remap {
@@ -220,7 +287,7 @@ impl HostOp {
                 new,
                 new_len,
                 dont_unmap,
-                object,
+                backing,
             } => (
                 4,
                 old,
@@ -228,7 +295,7 @@ impl HostOp {
                 new,
                 new_len,
                 u8::from(dont_unmap),
-                u8::from(object),
+                backing.to_byte(),
             ),
             HostOp::Advise { addr, len, advice } => (5, addr, len, 0, 0, advice, 0),
             HostOp::Descriptor { fd } => (6, u64::from(fd), 0, 0, 0, 0, 0),
@@ -275,7 +342,7 @@ impl HostOp {
                 new: w(2)?,
                 new_len: w(3)?,
                 dont_unmap: x != 0,
-                object: y != 0,
+                backing: RemapBacking::from_byte(y)?,
             },
             5 => HostOp::Advise {
                 addr: w(0)?,
@@ -284,6 +351,13 @@ impl HostOp {
             },
             6 => HostOp::Descriptor {
                 fd: u32::try_from(w(0)?).ok()?,
+            },
+            7 => HostOp::MapFile {
+                addr: w(0)?,
+                len: w(1)?,
+                offset: w(2)?,
+                prot: x,
+                shared: y != 0,
             },
             _ => return None,
         })
@@ -314,6 +388,63 @@ pub fn decode_answer(b: &[u8]) -> Option<(&[u8], impl Iterator<Item = Option<Hos
         return None;
     }
     Some((payload, ops.chunks(OP_LEN).map(HostOp::decode)))
+}
+
+/// One host file the server serves, as [`KIND_HOST_FILES`] answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostFileEntry {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// Its size when it was last mapped.
+    pub size: u64,
+    /// Pages of regions mapping it, across all clients.
+    pub mapped_pages: u64,
+}
+
+/// Bytes of an encoded [`HostFileEntry`].
+const HOST_FILE_LEN: usize = 32;
+/// Most entries one [`KIND_HOST_FILES`] answer lists (it must fit one packet); the
+/// count in front is the whole number.
+pub const MAX_HOST_FILES_LISTED: usize = 255;
+
+/// [`KIND_HOST_FILES`]'s answer: `[count: u32 LE][entries: u8][entries ×
+/// (dev, ino, size, mapped_pages: u64 LE)]`, the first [`MAX_HOST_FILES_LISTED`] of
+/// `count`.
+pub fn encode_host_files(files: &[HostFileEntry]) -> Vec<u8> {
+    let listed = &files[..files.len().min(MAX_HOST_FILES_LISTED)];
+    let mut out = Vec::with_capacity(5 + listed.len() * HOST_FILE_LEN);
+    out.extend_from_slice(&u32::try_from(files.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.push(listed.len() as u8);
+    for f in listed {
+        for v in [f.dev, f.ino, f.size, f.mapped_pages] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Decodes [`encode_host_files`]'s bytes: the whole count and the entries listed.
+pub fn decode_host_files(b: &[u8]) -> Option<(u32, Vec<HostFileEntry>)> {
+    let count = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+    let listed = usize::from(*b.get(4)?);
+    let rest = b.get(5..)?;
+    if rest.len() != listed * HOST_FILE_LEN {
+        return None;
+    }
+    let entries = rest
+        .chunks(HOST_FILE_LEN)
+        .map(|e| {
+            Some(HostFileEntry {
+                dev: u64_at(e, 0)?,
+                ino: u64_at(e, 8)?,
+                size: u64_at(e, 16)?,
+                mapped_pages: u64_at(e, 24)?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((count, entries))
 }
 
 #[cfg(test)]
@@ -350,7 +481,14 @@ mod tests {
                 new: 3,
                 new_len: 4,
                 dont_unmap: true,
-                object: false,
+                backing: RemapBacking::HostFile,
+            },
+            HostOp::MapFile {
+                addr: 1 << 41,
+                len: 8192,
+                prot: 3,
+                shared: false,
+                offset: 4096,
             },
             HostOp::Advise {
                 addr: 4096,
@@ -377,6 +515,28 @@ mod tests {
         out.push(0);
         assert!(decode_answer(&out).is_none());
         assert_eq!(HostOp::decode(&[9; OP_LEN]), None);
+    }
+
+    #[test]
+    fn host_file_lists_round_trip_and_are_bounded() {
+        let files: Vec<HostFileEntry> = (0..300)
+            .map(|i| HostFileEntry {
+                dev: 8,
+                ino: i,
+                size: 4096 * i,
+                mapped_pages: i + 1,
+            })
+            .collect();
+        let bytes = encode_host_files(&files);
+        assert!(bytes.len() + 4 <= MAX_PACKET);
+        let (count, listed) = decode_host_files(&bytes).expect("decodes");
+        assert_eq!(count, 300);
+        assert_eq!(listed, files[..MAX_HOST_FILES_LISTED]);
+        assert!(decode_host_files(&bytes[..bytes.len() - 1]).is_none());
+        assert_eq!(
+            decode_host_files(&encode_host_files(&[])),
+            Some((0, vec![]))
+        );
     }
 
     #[test]

@@ -225,6 +225,16 @@ fn isolation_other_uid_as_plain_linux() {
 }
 
 #[test]
+fn host_files_against_memserverd() {
+    against_memserverd("host_files", "256M", DEADLINE).assert_passed("host_files");
+}
+
+#[test]
+fn host_files_as_plain_linux() {
+    plain_linux("host_files", &[], DEADLINE).assert_passed("host_files (plain Linux)");
+}
+
+#[test]
 fn descriptors_as_plain_linux() {
     plain_linux("descriptors", &[], DEADLINE).assert_passed("descriptors (plain Linux)");
 }

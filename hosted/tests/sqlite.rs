@@ -3,9 +3,9 @@
 //! the database file and its `-shm` index. 100 000 rows go in over ten transactions,
 //! then queries, an update and `PRAGMA integrity_check`; a second process reopens the
 //! database and checks it again. While each process holds the database open, its
-//! mappings of the database file and of the `-shm` file must be the server's (shared
-//! mappings in the server's window, none of the host's of either path) and the server
-//! must count them as objects.
+//! mappings of the database file and of the `-shm` file must be the server's (placed in
+//! its windows, none of the host's own) and the server's statistics must list both
+//! files among the host files it serves.
 //!
 //! Its own harness (`harness = false`): the result is one line, `N passed, N failed, N
 //! skipped`, and a missing `sqlite3` is reported as skipped (`cargo xtask setup`
@@ -14,8 +14,9 @@
 mod common;
 
 use common::Daemon;
-use memserver_hosted::daemon::config::WINDOW;
+use memserver_hosted::daemon::config::{LOW_WINDOW, WINDOW};
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -278,59 +279,71 @@ fn wait_or_kill(child: &mut Child) -> Option<std::process::ExitStatus> {
     None
 }
 
-/// While sqlite3 (`pid`) holds `db` open: neither the database file nor its `-shm` file
-/// is mapped by the host, at least two shared mappings lie in the server's window, and
-/// the server counts at least two objects. Each miss is one problem.
+/// While sqlite3 (`pid`) holds `db` open: its mappings of the database file and of the
+/// `-shm` file all lie in the server's windows (the server placed them: none is the
+/// host's own), there is at least one of each, and the server's statistics list both
+/// files (by device and inode) among the host files it serves. Each miss is one problem.
 fn served_by_the_server(d: &Daemon, db: &Path, pid: u32) -> Vec<String> {
     let mut problems = Vec::new();
     let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
         Ok(m) => m,
         Err(e) => return vec![format!("/proc/{pid}/maps: {e}")],
     };
-    let shm = format!("{}-shm", db.display());
-    let db = db.display().to_string();
-    let mut host_mapped = Vec::new();
-    let mut window_shared = 0;
-    for line in maps.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let path = f.get(5).copied().unwrap_or("");
-        if path == db || path == shm {
-            host_mapped.push(line.to_string());
+    let shm = PathBuf::from(format!("{}-shm", db.display()));
+    let windows = [WINDOW, LOW_WINDOW];
+    for file in [db, shm.as_path()] {
+        let path = file.display().to_string();
+        let (mut served, mut host) = (0, Vec::new());
+        for line in maps.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(5).copied() != Some(path.as_str()) {
+                continue;
+            }
+            let start = f
+                .first()
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .unwrap_or(0);
+            if windows.iter().any(|&(lo, hi)| (lo..hi).contains(&start)) {
+                served += 1;
+            } else {
+                host.push(line.to_string());
+            }
         }
-        let start = f
-            .first()
-            .and_then(|r| r.split('-').next())
-            .and_then(|s| u64::from_str_radix(s, 16).ok());
-        let shared = f.get(1).is_some_and(|p| p.ends_with('s'));
-        if start.is_some_and(|s| (WINDOW.0..WINDOW.1).contains(&s)) && shared {
-            window_shared += 1;
+        if !host.is_empty() {
+            problems.push(format!(
+                "the host maps {path} itself, outside the server's windows:\n  {}",
+                host.join("\n  ")
+            ));
+        }
+        if served == 0 {
+            problems.push(format!("no mapping of {path} in the server's windows"));
         }
     }
-    if !host_mapped.is_empty() {
-        problems.push(format!(
-            "the host maps the database files itself, the server does not serve them as \
-             file objects (ms_mmap of a regular host file):\n  {}",
-            host_mapped.join("\n  ")
-        ));
-    }
-    if window_shared < 2 {
-        problems.push(format!(
-            "{window_shared} shared mappings in the server's window, want the database \
-             file's and the -shm file's"
-        ));
-    }
-    match objects(d) {
-        Ok(n) if n >= 2 => {}
-        Ok(n) => problems.push(format!(
-            "the server counts {n} objects, want at least the database file and its -shm file"
-        )),
+    match host_files(d) {
+        Ok(listed) => {
+            for file in [db, shm.as_path()] {
+                match std::fs::metadata(file) {
+                    Ok(m) if listed.contains(&(m.dev(), m.ino())) => {}
+                    Ok(m) => problems.push(format!(
+                        "the server's statistics do not list {} ({}:{}) among its host \
+                         files: {listed:?}",
+                        file.display(),
+                        m.dev(),
+                        m.ino()
+                    )),
+                    Err(e) => problems.push(format!("{}: {e}", file.display())),
+                }
+            }
+        }
         Err(e) => problems.push(e),
     }
     problems
 }
 
-/// The objects the server holds (`msclient stats`).
-fn objects(d: &Daemon) -> Result<u64, String> {
+/// The host files the server serves, as `(device, inode)` (`msclient stats`, which as
+/// the server's own user lists them).
+fn host_files(d: &Daemon) -> Result<Vec<(u64, u64)>, String> {
     let out = Command::new(env!("CARGO_BIN_EXE_msclient"))
         .arg("stats")
         .env("MEMSERVER_SOCKET", &d.socket)
@@ -338,8 +351,15 @@ fn objects(d: &Daemon) -> Result<u64, String> {
         .output()
         .map_err(|e| format!("msclient stats: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.split_whitespace()
-        .find_map(|kv| kv.strip_prefix("shm_objects="))
-        .and_then(|v| v.parse().ok())
-        .ok_or(format!("msclient stats said {text:?}"))
+    if !text.contains("host_files=") || text.contains("host_files=?") {
+        return Err(format!("msclient stats lists no host files: {text:?}"));
+    }
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("host_file "))
+        .filter_map(|l| {
+            let (dev, ino) = l.split_whitespace().next()?.split_once(':')?;
+            Some((dev.parse().ok()?, ino.parse().ok()?))
+        })
+        .collect())
 }

@@ -134,7 +134,7 @@ impl<K: KernelStub> Server<K> {
         let spans: Vec<(u64, u64)> = c
             .regions
             .overlapping(start, end)
-            .filter(|r| !r.prot.is_empty())
+            .filter(|r| !r.prot.is_empty() && !self.is_host_backed(r))
             .filter_map(|r| match r.backing {
                 RegionBacking::Object { obj, offset } => {
                     let size = self.objects.get(&obj)?.size;

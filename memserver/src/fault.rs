@@ -130,8 +130,10 @@ impl<K: KernelStub> Server<K> {
                 let Some(o) = self.objects.get(&obj) else {
                     return Ok(Some(Signal::Bus));
                 };
+                // A host file's pages are the host's page cache: a fault that reaches
+                // the server anyway (its runtime did not map the file) has no page here.
                 // Seed 004: access beyond the end of the object is SIGBUS.
-                if idx >= o.size.div_ceil(PAGE_SIZE) {
+                if o.host.is_some() || idx >= o.size.div_ceil(PAGE_SIZE) {
                     return Ok(Some(Signal::Bus));
                 }
                 let is_file = o.file.is_some();

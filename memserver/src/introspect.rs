@@ -55,7 +55,7 @@ impl<K: KernelStub> Server<K> {
         let c = self.clients.get(&id)?;
         let r = c.regions.first_ending_above(after)?;
         Some(r.info(|o| match self.objects.get(&o) {
-            Some(obj) if obj.file.is_some() => ipc_proto::Backing::File(o.0),
+            Some(obj) if obj.file.is_some() || obj.host.is_some() => ipc_proto::Backing::File(o.0),
             _ => ipc_proto::Backing::Shm(o.0),
         }))
     }

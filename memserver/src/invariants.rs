@@ -175,6 +175,9 @@ impl<K: KernelStub> Server<K> {
             if o.anonymous {
                 open_files += 1;
             }
+            if o.host.is_some() && !o.pages.is_empty() {
+                return Err(format!("host file object {obj:?}: holds pages of its own"));
+            }
             if let Some(file) = &o.file
                 && let Some(i) = file.dirty.iter().find(|i| !o.pages.contains_key(i))
             {

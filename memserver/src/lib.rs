@@ -14,7 +14,9 @@
 //! [`MemObject`](object::MemObject)s behind shared memory and files, and the fault handler
 //! (`fault.rs`) that asks them for a page. Files come from a [`Pager`] (a file server, in
 //! the Mach / L4Re sense) connected with [`Server::set_pager`]: their objects are a page
-//! cache of the file, written back when dirty (`file.rs`).
+//! cache of the file, written back when dirty (`file.rs`). A hosted server also maps the
+//! host's own files (`host_file.rs`): their pages are the host's page cache, and the
+//! server keeps only the regions, the rights and the accounting.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,6 +33,7 @@ mod fault;
 pub mod fd;
 mod file;
 pub mod frame_alloc;
+pub mod host_file;
 mod introspect;
 mod invariants;
 pub mod kernel_stub;
@@ -52,6 +55,7 @@ mod vm;
 
 pub use config::{BankConfig, Config, DeviceConfig, FrameRange, StandardLayout};
 pub use file::{Pager, PagerCounters};
+pub use host_file::{HostFileAccess, HostFileKey};
 pub use kernel_stub::{Frame, KernelStub, PageAttrs, StubError};
 pub use server::{Sender, Server};
 pub use stub_driver::StubDriver;

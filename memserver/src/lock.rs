@@ -178,7 +178,10 @@ impl<K: KernelStub> Server<K> {
             let stop = r.end.min(end);
             // As Linux: a shared mapping is populated by reads, so populating a file
             // mapping does not dirty every page of it.
-            let access = if r.prot.contains(Prot::WRITE) && !r.shared {
+            let access = if self.is_host_backed(&r) {
+                // A host file's pages are the host's to bring in.
+                None
+            } else if r.prot.contains(Prot::WRITE) && !r.shared {
                 Some(Access::Write)
             } else if r.prot.is_empty() {
                 None

@@ -4,6 +4,7 @@
 //! shm names and pager keys.
 
 use crate::frame_alloc::BankId;
+use crate::host_file::HostFileKey;
 use crate::kernel_stub::{Frame, KernelStub};
 use crate::permission::Owner;
 use crate::server::Server;
@@ -47,6 +48,9 @@ pub struct MemObject {
     pub anonymous: bool,
     /// Set for a file of the pager: its pages are a cache of the file.
     pub file: Option<FileInfo>,
+    /// Set for a file of the host (`host_file.rs`): its pages are the host's page
+    /// cache, so the object never holds a page of its own.
+    pub host: Option<HostFileKey>,
 }
 
 /// What a file object adds: its name at the pager and which cached pages are newer than
@@ -76,6 +80,7 @@ impl MemObject {
             bank,
             anonymous: false,
             file: None,
+            host: None,
         }
     }
 
@@ -94,13 +99,15 @@ impl MemObject {
     }
 }
 
-/// Every memory object, by id, with the indexes that find one by shm name or by the key
-/// its pager gave the file. The indexes change only with the table, so they always
-/// agree with the objects' own `name` and `file`.
+/// Every memory object, by id, with the indexes that find one by shm name, by the key
+/// its pager gave the file, or by a host file's device and inode. The indexes change
+/// only with the table, so they always agree with the objects' own `name`, `file` and
+/// `host`. The last two are apart: a pager key and a host inode can be equal numbers.
 pub(crate) struct ObjectTable {
     objects: BTreeMap<ObjectId, MemObject>,
     names: BTreeMap<String, ObjectId>,
     files: BTreeMap<ObjectKey, ObjectId>,
+    hosts: BTreeMap<HostFileKey, ObjectId>,
     next: u64,
 }
 
@@ -111,6 +118,7 @@ impl ObjectTable {
             objects: BTreeMap::new(),
             names: BTreeMap::new(),
             files: BTreeMap::new(),
+            hosts: BTreeMap::new(),
             next: 1,
         }
     }
@@ -125,6 +133,9 @@ impl ObjectTable {
         if let Some(f) = &o.file {
             self.files.insert(f.key, id);
         }
+        if let Some(h) = o.host {
+            self.hosts.insert(h, id);
+        }
         self.objects.insert(id, o);
         id
     }
@@ -137,6 +148,9 @@ impl ObjectTable {
         }
         if let Some(f) = &o.file {
             self.files.remove(&f.key);
+        }
+        if let Some(h) = &o.host {
+            self.hosts.remove(h);
         }
         Some(o)
     }
@@ -204,6 +218,16 @@ impl ObjectTable {
         !self.files.is_empty()
     }
 
+    /// The object of the host file `key`.
+    pub fn by_host(&self, key: &HostFileKey) -> Option<ObjectId> {
+        self.hosts.get(key).copied()
+    }
+
+    /// Every host file's object, by device and inode.
+    pub fn hosts(&self) -> impl Iterator<Item = (HostFileKey, ObjectId)> + '_ {
+        self.hosts.iter().map(|(&k, &id)| (k, id))
+    }
+
     /// Checks that the indexes agree with the objects.
     pub fn check_indexes(&self) -> Result<(), String> {
         for (&id, o) in &self.objects {
@@ -217,12 +241,20 @@ impl ObjectTable {
             {
                 return Err(format!("file object {id:?}: file table disagrees"));
             }
+            if let Some(h) = &o.host
+                && (self.hosts.get(h) != Some(&id) || o.name.is_some() || o.file.is_some())
+            {
+                return Err(format!("host file object {id:?}: host table disagrees"));
+            }
         }
         if self.names.len() != self.objects.values().filter(|o| o.name.is_some()).count() {
             return Err(String::from("name table has stale entries"));
         }
         if self.files.len() != self.objects.values().filter(|o| o.file.is_some()).count() {
             return Err(String::from("file table has stale entries"));
+        }
+        if self.hosts.len() != self.objects.values().filter(|o| o.host.is_some()).count() {
+            return Err(String::from("host file table has stale entries"));
         }
         Ok(())
     }

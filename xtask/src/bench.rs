@@ -48,6 +48,11 @@ const CASES: &[(&str, &str, &str)] = &[
         "hosted_first_touch/ours",
         "hosted_first_touch/linux",
     ),
+    (
+        "host_file_fault",
+        "host_file_fault/ours",
+        "host_file_fault/linux",
+    ),
 ];
 
 /// One line of the table: case, ours (ns), Linux (ns), ratio.

@@ -15,6 +15,7 @@ mod devices;
 mod fault;
 mod files;
 mod fork;
+mod host_files;
 mod lifecycle;
 mod limits;
 mod lock;
@@ -46,6 +47,7 @@ pub fn all() -> Vec<Case> {
         banks::CASES,
         devices::CASES,
         files::CASES,
+        host_files::CASES,
         lock::CASES,
         limits::CASES,
         lifecycle::CASES,

@@ -116,8 +116,8 @@ pub unsafe extern "C" fn mmap(
     }
     let r = c_abi::ms_mmap(addr, len, prot, flags, fd, off);
     if r == libc::MAP_FAILED && errno() == libc::ENODEV && fd >= 0 && !fixed {
-        // An fd of the host's the server does not map (a device, a pipe, or a file
-        // before the server maps host files): the host maps it, where it likes.
+        // An fd the server does not map (not a regular file: a device, a pipe): the
+        // host maps it, where it likes.
         let r = host::mmap(0, len as u64, prot, flags, fd, off);
         debug(format_args!(
             "mmap({addr:p}, {len:#x}, fd {fd}) -> host (the server does not map this fd): {r:p}"

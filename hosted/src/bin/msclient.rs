@@ -10,7 +10,8 @@
 //!   or 43 (a null pointer, outside the window).
 //! - `share-write NAME` / `share-read NAME`: two processes, one shared object.
 //! - `hold`: map and touch 64 pages, print `holding`, wait to be killed.
-//! - `stats`: print the server's counters.
+//! - `stats`: print the server's counters, then one line per host file it serves
+//!   (`host_file DEV:INO size=.. mapped_pages=..`; `host_files=?` when not allowed).
 //! - `load OPS SEED`: mixed operations with data checks; prints `ops errors p50_ns p99_ns`.
 //! - `bench`: hosted mmap+munmap pair and first touch beside Linux's, as JSON.
 //! - `agent`: a conformance-suite client driven over stdin/stdout (see
@@ -148,11 +149,21 @@ fn main() {
             }
         }
         "stats" => {
-            let s = connect().stats().expect("stats");
+            let mut c = connect();
+            let s = c.stats().expect("stats");
+            // Which host files are mapped is for the server's own user only.
+            let files = c.transport().host_files().ok();
+            let count = files.as_ref().map_or("?".to_string(), |f| f.0.to_string());
             println!(
-                "free_frames={} total_frames={} clients={} shm_objects={}",
+                "free_frames={} total_frames={} clients={} shm_objects={} host_files={count}",
                 s.free_frames, s.total_frames, s.clients, s.shm_objects
             );
+            for f in files.map(|f| f.1).unwrap_or_default() {
+                println!(
+                    "host_file {}:{} size={} mapped_pages={}",
+                    f.dev, f.ino, f.size, f.mapped_pages
+                );
+            }
         }
         "load" => load(
             arg(1).parse().unwrap_or(10_000),

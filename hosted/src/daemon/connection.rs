@@ -8,12 +8,12 @@ use crate::HostedStub;
 use crate::packet;
 use crate::uffd::{Event, Uffd};
 use crate::wire::{
-    self, KIND_ADOPT, KIND_AWAIT_EXIT, KIND_EXIT, KIND_FORK, KIND_HELLO, KIND_LIMITS, KIND_REQUEST,
-    KIND_SPEC, Setup,
+    self, KIND_ADOPT, KIND_AWAIT_EXIT, KIND_EXIT, KIND_FORK, KIND_HELLO, KIND_HOST_FILES,
+    KIND_LIMITS, KIND_MMAP_FILE, KIND_REQUEST, KIND_SPEC, Setup,
 };
 use ipc_proto::{ClientId, ClientSpec, Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Reply, Request};
 use memserver::region::RegionBacking;
-use memserver::{Sender, Server};
+use memserver::{HostFileAccess, HostFileKey, Sender, Server};
 use rustix::fd::{AsFd, OwnedFd};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -243,6 +243,7 @@ impl Daemon {
                                     &req,
                                     reply,
                                     [WINDOW, LOW_WINDOW],
+                                    None,
                                 ) {
                                     Ok(o) => {
                                         ops = o;
@@ -258,6 +259,27 @@ impl Daemon {
                 };
                 self.mark_used(id);
                 encode(&resp, &mut payload)
+            }
+            KIND_MMAP_FILE => {
+                let resp = match (fds.pop(), fds.is_empty()) {
+                    (Some(file), true) => self.mmap_file(client, body, &file, &mut ops),
+                    _ => Err(Errno::EINVAL),
+                };
+                self.mark_used(id);
+                encode(&resp, &mut payload)
+            }
+            KIND_HOST_FILES if body.is_empty() => {
+                let trusted = self.conns.get(&id).is_some_and(|c| c.trusted);
+                if !trusted {
+                    encode(&Err(Errno::EPERM), &mut payload)
+                } else {
+                    let list = self.host_files();
+                    return if self.send(id, &list, &ops) {
+                        after
+                    } else {
+                        After::Close
+                    };
+                }
             }
             KIND_SPEC => {
                 let resp = self.spec(id, body);
@@ -332,6 +354,62 @@ impl Daemon {
             return false;
         }
         packet::send(conn.sock.as_fd(), &self.out, &packet::borrow_all(&ops.fds)).is_ok()
+    }
+
+    /// `KIND_MMAP_FILE`: `mmap` of the client's own fd `file`. Only a regular file maps
+    /// (`ENODEV` for a pipe, socket, directory or device; `EBADF` for an `O_PATH` fd);
+    /// its object is opened with the rights of the fd's open mode, then the ordinary
+    /// `mmap` decides everything else, and the answer hands `file` back to be mapped.
+    fn mmap_file(
+        &mut self,
+        client: ClientId,
+        body: &[u8],
+        file: &OwnedFd,
+        ops: &mut HostOps,
+    ) -> Result<Reply, Errno> {
+        if body.len() > MAX_REQUEST_LEN {
+            return Err(Errno::EMSGSIZE);
+        }
+        let Request::Mmap(mut args) = ipc_proto::decode_request(body)? else {
+            return Err(Errno::EINVAL);
+        };
+        if args.flags.contains(ipc_proto::MapFlags::ANONYMOUS) {
+            return Err(Errno::EINVAL);
+        }
+        let (key, size, access) = host_file(file)?;
+        let fd = self.server.open_host_file(client, key, size, access)?;
+        args.fd = Some(fd);
+        let req = Request::Mmap(args);
+        let resp = self.server.handle(Sender::Client(client), &req);
+        // The object lives on while mapped; the server's fd was only for this call.
+        let _ = self
+            .server
+            .handle(Sender::Client(client), &Request::Close { fd });
+        let reply = resp?;
+        let windows = [WINDOW, LOW_WINDOW];
+        match host_ops::for_request(&mut self.server, client, &req, &reply, windows, Some(file)) {
+            Ok(o) => {
+                *ops = o;
+                Ok(reply)
+            }
+            Err(e) => self.host_failed(client, &req, &reply, e),
+        }
+    }
+
+    /// `KIND_HOST_FILES`' answer.
+    fn host_files(&self) -> Vec<u8> {
+        let files: Vec<wire::HostFileEntry> = self
+            .server
+            .host_files()
+            .into_iter()
+            .map(|f| wire::HostFileEntry {
+                dev: f.key.dev,
+                ino: f.key.ino,
+                size: f.size,
+                mapped_pages: f.mapped_pages,
+            })
+            .collect();
+        wire::encode_host_files(&files)
     }
 
     /// The host could not make what a request needs (out of descriptors for an
@@ -509,6 +587,10 @@ impl Daemon {
         let mut regions = self.server.regions_in(client, LOW_WINDOW.0, LOW_WINDOW.1);
         regions.extend(self.server.regions_in(client, WINDOW.0, WINDOW.1));
         for r in regions {
+            // A host file's private pages are the host's own copy-on-write after `fork`.
+            if self.server.is_host_backed(&r) {
+                continue;
+            }
             if !r.shared || matches!(r.backing, RegionBacking::Anon { .. }) {
                 let _ = u.write_protect(r.start, r.end - r.start, true);
             }
@@ -614,6 +696,32 @@ impl Daemon {
         }
         true
     }
+}
+
+/// What the server needs of a host fd to map it: the file's identity, its size now and
+/// what its open mode allows. `ENODEV` unless it is a regular file, `EBADF` for an
+/// `O_PATH` descriptor (which maps nothing on Linux either).
+fn host_file(file: &OwnedFd) -> Result<(HostFileKey, u64, HostFileAccess), Errno> {
+    use rustix::fs::{FileType, OFlags};
+    let st = rustix::fs::fstat(file).map_err(|_| Errno::EBADF)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(Errno::ENODEV);
+    }
+    let fl = rustix::fs::fcntl_getfl(file).map_err(|_| Errno::EBADF)?;
+    if fl.contains(OFlags::PATH) {
+        return Err(Errno::EBADF);
+    }
+    let mode = fl & OFlags::ACCMODE;
+    // Linux: an append-only fd gives no shared writable mapping.
+    let access = HostFileAccess {
+        read: mode != OFlags::WRONLY,
+        write: mode == OFlags::RDWR && !fl.contains(OFlags::APPEND),
+    };
+    let key = HostFileKey {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    };
+    Ok((key, u64::try_from(st.st_size).unwrap_or(0), access))
 }
 
 fn encode(resp: &Result<Reply, Errno>, out: &mut [u8]) -> usize {

@@ -1,11 +1,12 @@
 //! The host mappings a successful request asks of its client: each of its regions in
 //! the range the request changed becomes one host mapping (private anonymous memory,
-//! or the object's memfd, shared or private), so the host enforces placement and
-//! protection, and a region is one line of `/proc/self/maps` however it is touched.
+//! the object's memfd, or the client's own host file, shared or private), so the host
+//! enforces placement and protection, and a region is one line of `/proc/self/maps`
+//! however it is touched.
 
 use crate::HostedStub;
 use crate::object_memory::ObjectMemory;
-use crate::wire::HostOp;
+use crate::wire::{HostOp, RemapBacking};
 use ipc_proto::{Advice, ClientId, PAGE_SIZE, Prot, Reply, Request};
 use memserver::Server;
 use memserver::object::ObjectId;
@@ -44,18 +45,27 @@ fn clip_one(addr: u64, len: u64, window: (u64, u64)) -> Option<(u64, u64)> {
     (start < end).then(|| (start, end - start))
 }
 
-/// The operations `client`'s request `req`, answered `reply`, needs.
+/// The operations `client`'s request `req`, answered `reply`, needs; `file` is the
+/// client's own descriptor of the host file an `mmap` maps, if it maps one.
 pub fn for_request(
     server: &mut Server<HostedStub>,
     client: ClientId,
     req: &Request,
     reply: &Reply,
     windows: [(u64, u64); 2],
+    file: Option<&OwnedFd>,
 ) -> io::Result<HostOps> {
     let mut out = HostOps::default();
     match (req, reply) {
         (Request::Mmap(args), Reply::Mapped { addr }) => {
-            map_range(server, client, *addr, *addr + pages(args.len), &mut out)?;
+            map_range(
+                server,
+                client,
+                *addr,
+                *addr + pages(args.len),
+                file,
+                &mut out,
+            )?;
         }
         (Request::Munmap { addr, len }, Reply::Done) => {
             for (addr, len) in clip(*addr, *len, windows) {
@@ -81,16 +91,18 @@ pub fn for_request(
             },
             Reply::Mapped { addr },
         ) => {
-            let object = server
-                .region_at(client, *addr)
-                .is_some_and(|r| !matches!(r.backing, RegionBacking::Anon { .. }));
+            let backing = match server.region_at(client, *addr) {
+                Some(r) if server.is_host_backed(&r) => RemapBacking::HostFile,
+                Some(r) if !matches!(r.backing, RegionBacking::Anon { .. }) => RemapBacking::Object,
+                _ => RemapBacking::Anon,
+            };
             out.ops.push(HostOp::Remap {
                 old: *old_addr,
                 old_len: pages(*old_len),
                 new: *addr,
                 new_len: pages(*new_len),
                 dont_unmap: flags.contains(ipc_proto::MremapFlags::DONTUNMAP),
-                object,
+                backing,
             });
         }
         (Request::ShmOpen { .. }, Reply::Fd(fd)) => {
@@ -157,16 +169,36 @@ pub fn object_grown(server: &mut Server<HostedStub>, obj: ObjectId) {
 }
 
 /// One host mapping per region of `client` in `[start, end)`, as the regions are now.
+/// A region of a host file is mapped from `file`, the client's own descriptor of it
+/// (the server keeps none): without it, the range cannot be made.
 pub fn map_range(
     server: &mut Server<HostedStub>,
     client: ClientId,
     start: u64,
     end: u64,
+    file: Option<&OwnedFd>,
     out: &mut HostOps,
 ) -> io::Result<()> {
     for r in server.regions_in(client, start, end) {
         let (s, e) = (r.start.max(start), r.end.min(end));
         let prot = prot_bits(r.prot);
+        if server.is_host_backed(&r) {
+            let RegionBacking::Object { offset, .. } = r.backing else {
+                continue;
+            };
+            let fd = file.ok_or_else(|| io::Error::other("no descriptor of the host file"))?;
+            // The client's own open file description, handed back: the host checks its
+            // open mode again when the client maps it.
+            out.fds.push(fd.try_clone()?);
+            out.ops.push(HostOp::MapFile {
+                addr: s,
+                len: e - s,
+                prot,
+                shared: r.shared,
+                offset: offset + (s - r.start),
+            });
+            continue;
+        }
         // A shared mapping the client may not write is mapped private on the host, from
         // a read-only descriptor: it sees the object's pages exactly as a shared one does
         // while nothing writes it, the kernel registers it with the userfaultfd (it

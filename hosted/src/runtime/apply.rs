@@ -1,12 +1,15 @@
 //! Makes the host mappings the server decided: each region of the window one host
 //! mapping (private anonymous memory, or a memory object's memfd), registered with the
-//! process's userfaultfd so its pages come from the server alone.
+//! process's userfaultfd so its pages come from the server alone; or the process's own
+//! regular file, which is not registered (the kernel refuses it: the host's page cache
+//! serves its faults).
 //!
 //! Only the window is touched: an operation outside it (which the server never sends)
 //! is ignored, so a forged one cannot clobber the program's own memory.
 
 use crate::uffd::{MODE_MINOR, MODE_MISSING, MODE_WP, Uffd};
-use crate::wire::{HostOp, HostProt, Setup};
+use crate::wire::{HostOp, HostProt, RemapBacking, Setup};
+use ipc_proto::Errno;
 use rustix::fd::BorrowedFd;
 use rustix::mm::{MapFlags, MprotectFlags, MremapFlags, ProtFlags};
 
@@ -31,8 +34,15 @@ fn unmap(addr: u64, len: u64) {
     let _ = unsafe { rustix::mm::munmap(addr as *mut _, len as usize) };
 }
 
-/// Applies one operation; `fd` is the descriptor a `MapObject` takes.
-pub fn apply(uffd: &Uffd, setup: &Setup, op: HostOp, fd: Option<BorrowedFd<'_>>) {
+/// Applies one operation; `fd` is the descriptor a `MapObject` or `MapFile` takes. Only
+/// a host file the host will not map (a file system without `mmap`) is an error: the
+/// caller takes the server's mapping back.
+pub fn apply(
+    uffd: &Uffd,
+    setup: &Setup,
+    op: HostOp,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<(), Errno> {
     // SAFETY (for every block below): the ranges lie in the window (checked first),
     // which the runtime reserved and alone maps into; the program reaches it only
     // through addresses the server gave it, and changing what they map is exactly what
@@ -59,7 +69,9 @@ pub fn apply(uffd: &Uffd, setup: &Setup, op: HostOp, fd: Option<BorrowedFd<'_>>)
             shared,
             offset,
         } if inside(setup, addr, len) => {
-            let Some(fd) = fd else { return };
+            let Some(fd) = fd else {
+                return Err(Errno::EPROTO);
+            };
             let kind = if shared {
                 MapFlags::SHARED
             } else {
@@ -80,6 +92,39 @@ pub fn apply(uffd: &Uffd, setup: &Setup, op: HostOp, fd: Option<BorrowedFd<'_>>)
                 let _ = uffd.register(addr, len, OBJECT_MODE);
             }
         }
+        HostOp::MapFile {
+            addr,
+            len,
+            prot: p,
+            shared,
+            offset,
+        } if inside(setup, addr, len) => {
+            let Some(fd) = fd else {
+                return Err(Errno::EPROTO);
+            };
+            let kind = if shared {
+                MapFlags::SHARED
+            } else {
+                MapFlags::PRIVATE
+            };
+            // SAFETY: see above.
+            let made = unsafe {
+                rustix::mm::mmap(
+                    addr as *mut _,
+                    len as usize,
+                    prot(p),
+                    kind | MapFlags::FIXED,
+                    fd,
+                    offset,
+                )
+            };
+            if let Err(e) = made {
+                // Nothing of the old mapping may stay: the server forgets the range.
+                unmap(addr, len);
+                let raw = u16::try_from(e.raw_os_error()).ok();
+                return Err(raw.and_then(Errno::from_raw).unwrap_or(Errno::ENODEV));
+            }
+        }
         HostOp::Reserve { addr, len } if inside(setup, addr, len) => unmap(addr, len),
         HostOp::Protect { addr, len, prot: p } if inside(setup, addr, len) => {
             // SAFETY: see above.
@@ -97,9 +142,9 @@ pub fn apply(uffd: &Uffd, setup: &Setup, op: HostOp, fd: Option<BorrowedFd<'_>>)
             new,
             new_len,
             dont_unmap,
-            object,
+            backing,
         } if inside(setup, old, old_len.max(1)) && inside(setup, new, new_len) => {
-            remap(uffd, old, old_len, new, new_len, dont_unmap, object);
+            remap(uffd, old, old_len, new, new_len, dont_unmap, backing);
         }
         HostOp::Advise { addr, len, advice } if inside(setup, addr, len) => {
             // SAFETY: see above; advice is Linux's number for what the server did.
@@ -107,11 +152,25 @@ pub fn apply(uffd: &Uffd, setup: &Setup, op: HostOp, fd: Option<BorrowedFd<'_>>)
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// Moves or resizes a mapping as the server did, its pages with it.
-fn remap(uffd: &Uffd, old: u64, old_len: u64, new: u64, new_len: u64, keep: bool, object: bool) {
-    let mode = if object { OBJECT_MODE } else { ANON_MODE };
+fn remap(
+    uffd: &Uffd,
+    old: u64,
+    old_len: u64,
+    new: u64,
+    new_len: u64,
+    keep: bool,
+    backing: RemapBacking,
+) {
+    let mode = match backing {
+        RemapBacking::Anon => ANON_MODE,
+        RemapBacking::Object => OBJECT_MODE,
+        // A host file's mapping is never registered, wherever it moves.
+        RemapBacking::HostFile => 0,
+    };
     let moved = if new == old {
         // SAFETY: in place; the server found the room it grows into free.
         let r = unsafe {
@@ -142,7 +201,7 @@ fn remap(uffd: &Uffd, old: u64, old_len: u64, new: u64, new_len: u64, keep: bool
         r.is_ok()
     };
     // A moved mapping loses its registration (no remap events are asked for).
-    if moved {
+    if moved && mode != 0 {
         let _ = uffd.register(new, new_len, mode);
         if keep && old_len > 0 {
             let _ = uffd.register(old, old_len, mode);

@@ -13,7 +13,7 @@ use crate::uffd::Uffd;
 use std::io;
 
 /// Registers every mapping of the process's windows (read from `/proc/self/maps`) with
-/// `uffd`: memfd mappings for minor faults as well.
+/// `uffd`: memfd mappings for minor faults as well, host files not at all.
 pub fn register_inherited(uffd: &Uffd, windows: [(u64, u64); 2]) -> io::Result<()> {
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     for line in maps.lines() {
@@ -30,8 +30,12 @@ pub fn register_inherited(uffd: &Uffd, windows: [(u64, u64); 2]) -> io::Result<(
         let path = f.nth(4).unwrap_or("");
         let mode = if path.starts_with("/memfd:") {
             OBJECT_MODE
-        } else {
+        } else if path.is_empty() {
             ANON_MODE
+        } else {
+            // A host file: the host's page cache serves it (a regular file's mapping
+            // cannot be registered anyway).
+            continue;
         };
         let _ = uffd.register(s, e - s, mode);
     }

@@ -20,8 +20,8 @@ pub mod watch;
 use crate::uffd::Uffd;
 use crate::wire::{self, Setup};
 use client_lib::Transport;
-use ipc_proto::{ClientSpec, Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
-use rustix::fd::{AsFd, OwnedFd};
+use ipc_proto::{ClientSpec, Errno, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, MmapArgs, Reply, Request};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::mm::{MapFlags, ProtFlags};
 use std::io;
 use std::sync::Arc;
@@ -108,6 +108,16 @@ impl HostedClient {
     }
 
     fn exchange(&mut self, kind: u8, payload: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        self.exchange_with(kind, payload, out, &mut transport::Extras::default())
+    }
+
+    fn exchange_with(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        out: &mut [u8],
+        extras: &mut transport::Extras<'_>,
+    ) -> Result<usize, Errno> {
         if self.link.dead.load(Ordering::Acquire) {
             return Err(Errno::EIO);
         }
@@ -119,6 +129,7 @@ impl HostedClient {
             payload,
             out,
             &mut self.handed,
+            extras,
         );
         if r == Err(Errno::EIO) {
             self.link.dead.store(true, Ordering::Release);
@@ -130,6 +141,51 @@ impl HostedClient {
         let mut out = [0u8; MAX_RESPONSE_LEN];
         let n = self.exchange(kind, payload, &mut out)?;
         ipc_proto::decode_response(&out[..n])?.map(|_| ())
+    }
+
+    /// `mmap` of the process's own regular file `file` (`args.fd` is ignored): the
+    /// server decides placement, rights and accounting, the host's page cache holds the
+    /// pages. `ENODEV` for anything but a regular file; if the host will not map the file
+    /// after all, the server's mapping is taken back and the host's errno returned.
+    pub fn mmap_file(&mut self, args: &MmapArgs, file: BorrowedFd<'_>) -> Result<u64, Errno> {
+        let mut bytes = [0u8; MAX_REQUEST_LEN];
+        let n = ipc_proto::encode_request(&Request::Mmap(args.clone()), &mut bytes)?;
+        let mut out = [0u8; MAX_RESPONSE_LEN];
+        let fds = [file];
+        let mut extras = transport::Extras {
+            fds: &fds,
+            failed: None,
+        };
+        let m = self.exchange_with(wire::KIND_MMAP_FILE, &bytes[..n], &mut out, &mut extras)?;
+        let addr = match ipc_proto::decode_response(&out[..m])?? {
+            Reply::Mapped { addr } => addr,
+            _ => return Err(Errno::EPROTO),
+        };
+        if let Some(e) = extras.failed {
+            let undo = Request::Munmap {
+                addr,
+                len: args.len,
+            };
+            let n = ipc_proto::encode_request(&undo, &mut bytes)?;
+            let _ = self.exchange(wire::KIND_REQUEST, &bytes[..n], &mut out);
+            return Err(e);
+        }
+        Ok(addr)
+    }
+
+    /// The host files the server serves: their whole number and the first
+    /// [`wire::MAX_HOST_FILES_LISTED`]. Only a process of the server's own user may ask
+    /// (`EPERM`).
+    pub fn host_files(&mut self) -> Result<(u32, Vec<wire::HostFileEntry>), Errno> {
+        let mut out = vec![0u8; wire::MAX_PACKET];
+        let n = self.exchange(wire::KIND_HOST_FILES, &[], &mut out)?;
+        let answer = out.get(..n).ok_or(Errno::EPROTO)?;
+        if let Some(list) = wire::decode_host_files(answer) {
+            return Ok(list);
+        }
+        Err(ipc_proto::decode_response(answer)?
+            .err()
+            .unwrap_or(Errno::EPROTO))
     }
 
     /// Asks to run with `spec` (identity, rights, limits): only a process of the

@@ -52,6 +52,16 @@ pub fn greet(
     Err(io::Error::from_raw_os_error(e))
 }
 
+/// What one exchange sends beyond its kind and payload, and what it learnt applying the
+/// answer.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// Descriptors attached to the message.
+    pub fds: &'a [BorrowedFd<'a>],
+    /// The first host mapping the host refused (a host file it will not map).
+    pub failed: Option<Errno>,
+}
+
 /// Sends one message and waits for its answer (received into `buf`, which must hold
 /// [`wire::MAX_PACKET`] bytes): applies the host mappings it carries, puts the
 /// descriptors it hands the program into `handed` (by server fd), then copies its
@@ -63,13 +73,14 @@ pub fn exchange(
     payload: &[u8],
     out: &mut [u8],
     handed: &mut Vec<(u32, OwnedFd)>,
+    extras: &mut Extras<'_>,
 ) -> Result<usize, Errno> {
     let mut msg = [0u8; ipc_proto::MAX_REQUEST_LEN + 1];
     let m = msg.get_mut(..payload.len() + 1).ok_or(Errno::EMSGSIZE)?;
     m[0] = kind;
     m[1..].copy_from_slice(payload);
     let sock = link.sock.as_fd();
-    packet::send(sock, m, &[]).map_err(|_| Errno::EIO)?;
+    packet::send(sock, m, extras.fds).map_err(|_| Errno::EIO)?;
     let (n, fds) = packet::recv(sock, buf, RecvFlags::empty()).map_err(|_| Errno::EIO)?;
     if n == 0 {
         return Err(Errno::EIO);
@@ -85,7 +96,12 @@ pub fn exchange(
         };
         match (op, fd) {
             (wire::HostOp::Descriptor { fd: server_fd }, Some(fd)) => handed.push((server_fd, fd)),
-            (op, fd) => apply::apply(&link.uffd, &link.setup, op, fd.as_ref().map(|f| f.as_fd())),
+            (op, fd) => {
+                let fd = fd.as_ref().map(|f| f.as_fd());
+                if let Err(e) = apply::apply(&link.uffd, &link.setup, op, fd) {
+                    extras.failed.get_or_insert(e);
+                }
+            }
         }
     }
     let dst = out.get_mut(..answer.len()).ok_or(Errno::EMSGSIZE)?;
