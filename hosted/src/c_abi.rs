@@ -6,11 +6,11 @@
 //! `ms_shm_open` returns a real descriptor of the process: one of the object's bytes
 //! (read-only unless opened `O_RDWR`), so `read(2)`, `write(2)`, `lseek`, `dup`,
 //! `select` and `fork` treat it as Linux does. The runtime knows it by the file it
-//! names (device and inode, [`OpenObjects`]), whichever number it goes by, and maps and
+//! names (device, inode and access mode), whichever number it goes by, and maps and
 //! sizes it through the server's own fd for the object. Files of the server's RAM file
 //! server (`ms_open_file`) are numbered from [`FD_OFFSET`] instead: their bytes are a
 //! cache of the file that only the server may write back. `ms_close`, `ms_ftruncate`
-//! and `ms_fstat` pass any other fd to libc.
+//! and `ms_fstat` pass any other fd to the system call.
 
 use crate::runtime::HostedClient;
 use client_lib::{Client, c_args};
