@@ -72,22 +72,7 @@ pub fn apply(
             let Some(fd) = fd else {
                 return Err(Errno::EPROTO);
             };
-            let kind = if shared {
-                MapFlags::SHARED
-            } else {
-                MapFlags::PRIVATE
-            };
-            // SAFETY: see above.
-            let made = unsafe {
-                rustix::mm::mmap(
-                    addr as *mut _,
-                    len as usize,
-                    prot(p),
-                    kind | MapFlags::FIXED,
-                    fd,
-                    offset,
-                )
-            };
+            let made = map_fd(addr, len, p, shared, fd, offset);
             if made.is_ok() {
                 let _ = uffd.register(addr, len, OBJECT_MODE);
             }
@@ -102,22 +87,7 @@ pub fn apply(
             let Some(fd) = fd else {
                 return Err(Errno::EPROTO);
             };
-            let kind = if shared {
-                MapFlags::SHARED
-            } else {
-                MapFlags::PRIVATE
-            };
-            // SAFETY: see above.
-            let made = unsafe {
-                rustix::mm::mmap(
-                    addr as *mut _,
-                    len as usize,
-                    prot(p),
-                    kind | MapFlags::FIXED,
-                    fd,
-                    offset,
-                )
-            };
+            let made = map_fd(addr, len, p, shared, fd, offset);
             if let Err(e) = made {
                 // Nothing of the old mapping may stay: the server forgets the range.
                 unmap(addr, len);
@@ -153,6 +123,36 @@ pub fn apply(
         _ => {}
     }
     Ok(())
+}
+
+/// Maps `fd` from `offset` at `[addr, addr + len)` (in the window, checked by the
+/// caller), shared or private, replacing what was there.
+fn map_fd(
+    addr: u64,
+    len: u64,
+    p: HostProt,
+    shared: bool,
+    fd: BorrowedFd<'_>,
+    offset: u64,
+) -> rustix::io::Result<()> {
+    let kind = if shared {
+        MapFlags::SHARED
+    } else {
+        MapFlags::PRIVATE
+    };
+    // SAFETY: the range lies in the window, which the runtime reserved and alone maps
+    // into; replacing what is there is what the server decided.
+    unsafe {
+        rustix::mm::mmap(
+            addr as *mut _,
+            len as usize,
+            prot(p),
+            kind | MapFlags::FIXED,
+            fd,
+            offset,
+        )
+    }
+    .map(|_| ())
 }
 
 /// Moves or resizes a mapping as the server did, its pages with it.
