@@ -316,8 +316,7 @@ pub fn run_apps(
         // An app that ended is ended with the server once no other app is in the
         // middle of a piece of work with it (holding it, or preempted after using it
         // since its last yield): ending its clients frees frames, which would land in
-        // the middle of that piece (a conformance case's leak check saw the file demo's
-        // child's two frames come back under KVM).
+        // the middle of that piece (inside a conformance case's leak check).
         let mid_piece = ready.iter().any(|r| r.used_server && !r.background);
         if HOLDER.load(Ordering::Relaxed) == 0 && !mid_piece {
             for app in ending.drain(..) {
