@@ -362,20 +362,29 @@ impl<K: KernelStub> Server<K> {
         })
     }
 
-    /// Frees one cached file page to relieve memory pressure: a clean page if there is
-    /// one, else a dirty one written back first; never a page a locked region maps.
-    /// Whether a frame was freed.
+    /// Frees one cached file page of `bank` to relieve memory pressure there: a clean
+    /// page if there is one, else a dirty one written back first; never a page a locked
+    /// region maps. Whether a frame was freed.
     ///
     /// The search is a clock: it starts where the last eviction left off and wraps, so
     /// evictions rotate through the cache. Always taking the lowest page instead would
     /// evict the start of the oldest file at every fault, however hot it is.
-    pub(crate) fn evict_one(&mut self) -> bool {
+    pub(crate) fn evict_one(&mut self, bank: BankId) -> bool {
         let (hand_obj, hand_idx) = self.eviction.hand;
-        let from_hand = self.objects.range(hand_obj..).flat_map(|(obj, o)| {
+        // An object's pages all come from its bank (`object_page`).
+        let from_hand = self
+            .objects
+            .range(hand_obj..)
+            .filter(|(_, o)| o.bank == bank);
+        let from_hand = from_hand.flat_map(|(obj, o)| {
             let start = if obj == hand_obj { hand_idx } else { 0 };
             cached_file_pages(obj, o, start..u64::MAX)
         });
-        let before_hand = self.objects.range(..=hand_obj).flat_map(|(obj, o)| {
+        let before_hand = self
+            .objects
+            .range(..=hand_obj)
+            .filter(|(_, o)| o.bank == bank);
+        let before_hand = before_hand.flat_map(|(obj, o)| {
             let end = if obj == hand_obj { hand_idx } else { u64::MAX };
             cached_file_pages(obj, o, 0..end)
         });

@@ -85,6 +85,11 @@ pub struct FrameAllocator {
     banks: Vec<Bank>,
     /// Sorted by start frame, for binary search.
     ranges: Vec<RefRange>,
+    /// The bank the last refused allocation asked for, until [`take_refused`] reads it:
+    /// the one bank where evicting a cached page can make room for it.
+    ///
+    /// [`take_refused`]: FrameAllocator::take_refused
+    refused: Option<BankId>,
 }
 
 impl FrameAllocator {
@@ -93,6 +98,7 @@ impl FrameAllocator {
         let mut out = FrameAllocator {
             banks: Vec::new(),
             ranges: Vec::new(),
+            refused: None,
         };
         for (i, b) in banks.iter().enumerate() {
             let id = BankId(i as u8);
@@ -141,12 +147,14 @@ impl FrameAllocator {
 
     /// Takes a free frame from bank `b` for `use_` with reference count 1 (contents not
     /// zeroed); `None` when the bank is empty, or when only its reserve is left and the
-    /// frame is not for a charged page or a page table.
+    /// frame is not for a charged page or a page table (the bank is then the one
+    /// [`take_refused`](Self::take_refused) names).
     pub fn alloc(&mut self, b: BankId, use_: FrameUse) -> Option<Frame> {
         let bank = self.banks.get_mut(b.0 as usize)?;
         let free = bank.free.len() as u64;
         let from_reserve_ok = matches!(use_, FrameUse::Committed | FrameUse::Table);
         if free == 0 || (!from_reserve_ok && free <= bank.reserve()) {
+            self.refused = Some(b);
             return None;
         }
         let frame = bank.free.pop()?;
@@ -170,6 +178,12 @@ impl FrameAllocator {
         r.refs[k] = 1;
         r.tags[k] = tag;
         Some(frame)
+    }
+
+    /// The bank of the last allocation refused since this was last called, if any: a
+    /// frame freed anywhere else would not have let it succeed.
+    pub fn take_refused(&mut self) -> Option<BankId> {
+        self.refused.take()
     }
 
     /// Adds a holder to an allocated frame.
@@ -414,6 +428,22 @@ mod tests {
         assert!(a.decref(u1));
         assert!(a.alloc(d, FrameUse::Uncommitted).is_some());
         assert_eq!(a.check_tags(), Ok(()));
+    }
+
+    #[test]
+    fn a_refused_allocation_names_its_bank_once() {
+        let mut a = two_banks();
+        let dma = a.bank_by_name("dma").unwrap();
+        assert_eq!(a.take_refused(), None);
+        while a.alloc(dma, FrameUse::Uncommitted).is_some() {}
+        // Allocations that succeed since do not clear it; reading it does.
+        assert!(a.alloc(BankId::DEFAULT, FrameUse::Uncommitted).is_some());
+        assert_eq!(a.take_refused(), Some(dma));
+        assert_eq!(a.take_refused(), None);
+        // A refusal for the reserve names the bank too.
+        assert!(a.charge(BankId::DEFAULT, 5));
+        assert_eq!(a.alloc(BankId::DEFAULT, FrameUse::Cache), None);
+        assert_eq!(a.take_refused(), Some(BankId::DEFAULT));
     }
 
     #[test]

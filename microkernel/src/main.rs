@@ -22,6 +22,9 @@ mod boot;
 mod elf;
 #[cfg(target_os = "none")]
 mod endpoint;
+// Which preempted app holds the memory server is plain code: tested on the host.
+#[cfg(any(target_os = "none", test))]
+mod hold;
 #[cfg(target_os = "none")]
 mod hw_harness;
 #[cfg(target_os = "none")]

@@ -4,6 +4,7 @@
 use crate::trap::TrapFrame;
 use crate::{
     endpoint::{end_client, new_client},
+    hold::Preempted,
     loader::load_app,
     run::{Entry, run_task},
     state::{CURRENT, NOT_AN_ENDPOINT, RUNNING, with},
@@ -66,12 +67,13 @@ static USED_IN_RUN: AtomicBool = AtomicBool::new(false);
 static TICKS_IN_RUN: AtomicU32 = AtomicU32::new(0);
 /// The tick that preempts an app: the first one of a run may have been pending since
 /// before it (the kernel and the serving tasks run with interrupts off, and under
-/// kvm-pvm one round of the others outlasts a tick), so an app always gets at least
-/// one tick's worth of its own before it is preempted, or it would make no progress.
+/// kvm-pvm one round of the others outlasts a tick), so on hardware an app gets at
+/// least one tick's worth of its own before it is preempted. (QEMU's KVM PIT replays
+/// lost ticks back to back, so there a run can end before the app ran at all: nothing
+/// may count on a preemption meaning progress, see [`Preempted::holds`].)
 const PREEMPTING_TICK: u32 = 2;
-/// After this many preemptions in a row without a request of the server (1 s), an app
-/// that has not yielded no longer holds it: one that used the server once and then
-/// computes forever (the spinner maps its heap first) cannot hold it up for good.
+/// After this many preemptions in a row without a request of the server (1 s), a
+/// background app that has not yielded no longer holds it ([`Preempted::holds`]).
 const IDLE_RELEASE: u32 = crate::timer::HZ;
 
 /// The app whose system call this is, if a scheduled app makes it (not a serving
@@ -186,9 +188,9 @@ struct Run {
 /// An app runs until it yields, ends, or (if `preemptive`) the timer preempts it, and
 /// goes to the back of the queue: an app that never yields cannot starve the others.
 /// One preempted in the middle of a piece of work with the memory server holds the
-/// server until it yields (see [`may_use_server`]), or until [`IDLE_RELEASE`] of its
-/// preemptions in a row found it not using the server; another app's request
-/// meanwhile ends its run to be made again later. When only background apps are left, they are
+/// server until it yields (see [`may_use_server`]), or, a background app, until
+/// [`IDLE_RELEASE`] of its preemptions in a row found it not using the server; another
+/// app's request meanwhile ends its run to be made again later. When only background apps are left, they are
 /// ended with [`ENDED_WITH_THE_OTHERS`].
 pub fn run_apps(
     image: &'static [u8],
@@ -297,7 +299,12 @@ pub fn run_apps(
                 } else {
                     run.idle + 1
                 };
-                if run.used_server && run.idle < IDLE_RELEASE {
+                let preempted = Preempted {
+                    used_server: run.used_server,
+                    idle: run.idle,
+                    background: run.background,
+                };
+                if preempted.holds(IDLE_RELEASE) {
                     // It used the server while nobody held it, or holds it already.
                     let _ =
                         HOLDER.compare_exchange(0, run.id.0, Ordering::Relaxed, Ordering::Relaxed);
@@ -316,8 +323,7 @@ pub fn run_apps(
         // An app that ended is ended with the server once no other app is in the
         // middle of a piece of work with it (holding it, or preempted after using it
         // since its last yield): ending its clients frees frames, which would land in
-        // the middle of that piece (a conformance case's leak check saw the file demo's
-        // child's two frames come back under KVM).
+        // the middle of that piece (inside a conformance case's leak check).
         let mid_piece = ready.iter().any(|r| r.used_server && !r.background);
         if HOLDER.load(Ordering::Relaxed) == 0 && !mid_piece {
             for app in ending.drain(..) {
