@@ -49,6 +49,12 @@ fn server_fd(fd: c_int) -> Option<Fd> {
     if fd >= FD_OFFSET {
         return Some(Fd((fd - FD_OFFSET) as u32));
     }
+    shm_object(fd).map(|(_, f)| f)
+}
+
+/// What the process's descriptor `fd` names, and the server fd behind it, if it is a
+/// descriptor of a shm object's bytes.
+fn shm_object(fd: c_int) -> Option<(FileId, Fd)> {
     // The connection's lock first, as everywhere (see OPEN_OBJECTS).
     let _client = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
     let objects = OPEN_OBJECTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -56,7 +62,7 @@ fn server_fd(fd: c_int) -> Option<Fd> {
         return None;
     }
     let id = file_id(fd)?;
-    objects.iter().find(|(i, _)| *i == id).map(|(_, f)| *f)
+    objects.iter().find(|(i, _)| *i == id).copied()
 }
 
 /// Whether a descriptor of the process names `id`.
@@ -116,7 +122,8 @@ fn socket_path() -> String {
     std::env::var("MEMSERVER_SOCKET").unwrap_or_else(|_| "/tmp/memserver.sock".into())
 }
 
-fn set_errno(e: i32) {
+/// Sets the calling thread's `errno`.
+pub fn set_errno(e: i32) {
     // SAFETY: the calling thread's errno slot, which libc keeps valid.
     unsafe { *libc::__errno_location() = e };
 }
@@ -383,10 +390,10 @@ pub extern "C" fn ms_close(fd: c_int) -> c_int {
     if fd >= FD_OFFSET {
         return status(with(|c| c.close(Fd((fd - FD_OFFSET) as u32))));
     }
-    let object = server_fd(fd).zip(file_id(fd));
+    let object = shm_object(fd);
     // SAFETY: the system call with the caller's argument (see ms_ftruncate).
     let r = unsafe { libc::syscall(libc::SYS_close, fd) as c_int };
-    if let Some((f, id)) = object {
+    if let Some((id, f)) = object {
         let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
         let mut objects = OPEN_OBJECTS.lock().unwrap_or_else(|e| e.into_inner());
         if !still_open(id) && objects.iter().any(|&(i, g)| i == id && g == f) {

@@ -16,10 +16,7 @@ pub fn guarded<T>(host: impl FnOnce() -> T, ours: impl FnOnce() -> T) -> T {
     }
 }
 
-pub(crate) fn set_errno(e: c_int) {
-    // SAFETY: the calling thread's errno slot, which libc keeps valid.
-    unsafe { *libc::__errno_location() = e };
-}
+pub(crate) use memserver_hosted::c_abi::set_errno;
 
 pub(crate) fn errno() -> c_int {
     // SAFETY: as `set_errno`.

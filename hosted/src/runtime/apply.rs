@@ -23,10 +23,6 @@ fn prot(p: HostProt) -> ProtFlags {
     ProtFlags::from_bits_truncate(u32::from(p) & 0x7)
 }
 
-fn inside(setup: &Setup, addr: u64, len: u64) -> bool {
-    setup.owns(addr, len)
-}
-
 /// Leaves nothing at `[addr, addr + len)`: an access there is the host's `SIGSEGV` with
 /// `SEGV_MAPERR`, as on Linux after `munmap`.
 fn unmap(addr: u64, len: u64) {
@@ -48,7 +44,7 @@ pub fn apply(
     // through addresses the server gave it, and changing what they map is exactly what
     // the server decided.
     match op {
-        HostOp::MapAnon { addr, len, prot: p } if inside(setup, addr, len) => {
+        HostOp::MapAnon { addr, len, prot: p } if setup.owns(addr, len) => {
             // SAFETY: see above.
             let made = unsafe {
                 rustix::mm::mmap_anonymous(
@@ -68,7 +64,7 @@ pub fn apply(
             prot: p,
             shared,
             offset,
-        } if inside(setup, addr, len) => {
+        } if setup.owns(addr, len) => {
             let Some(fd) = fd else {
                 return Err(Errno::EPROTO);
             };
@@ -83,7 +79,7 @@ pub fn apply(
             prot: p,
             shared,
             offset,
-        } if inside(setup, addr, len) => {
+        } if setup.owns(addr, len) => {
             let Some(fd) = fd else {
                 return Err(Errno::EPROTO);
             };
@@ -95,8 +91,8 @@ pub fn apply(
                 return Err(raw.and_then(Errno::from_raw).unwrap_or(Errno::ENODEV));
             }
         }
-        HostOp::Reserve { addr, len } if inside(setup, addr, len) => unmap(addr, len),
-        HostOp::Protect { addr, len, prot: p } if inside(setup, addr, len) => {
+        HostOp::Reserve { addr, len } if setup.owns(addr, len) => unmap(addr, len),
+        HostOp::Protect { addr, len, prot: p } if setup.owns(addr, len) => {
             // SAFETY: see above.
             let _ = unsafe {
                 rustix::mm::mprotect(
@@ -113,10 +109,10 @@ pub fn apply(
             new_len,
             dont_unmap,
             backing,
-        } if inside(setup, old, old_len.max(1)) && inside(setup, new, new_len) => {
+        } if setup.owns(old, old_len.max(1)) && setup.owns(new, new_len) => {
             remap(uffd, old, old_len, new, new_len, dont_unmap, backing);
         }
-        HostOp::Advise { addr, len, advice } if inside(setup, addr, len) => {
+        HostOp::Advise { addr, len, advice } if setup.owns(addr, len) => {
             // SAFETY: see above; advice is Linux's number for what the server did.
             unsafe { libc::madvise(addr as *mut _, len as usize, i32::from(advice)) };
         }
